@@ -1,0 +1,1 @@
+"""Adapters: one module per outside system (spool, DNS, network, mailboxes, logs, clock)."""

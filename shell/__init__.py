@@ -1,0 +1,1 @@
+"""The imperative shell: argument handling, workflows and the process model."""
