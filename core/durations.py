@@ -31,7 +31,9 @@ def parse_duration(text: str) -> int:
         total += int(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
         position = match.end()
         if not match.group(2) and position < len(spec):
-            raise DataError(f"bad duration {text!r}", hint="a unit (s, m, h, d, w) must follow each number but the last")
+            raise DataError(
+                f"bad duration {text!r}", hint="put a unit (s, m, h, d, w) after each number"
+            )
     if total <= 0:
         raise DataError(f"duration {text!r} must be longer than zero", hint="write e.g. 30m")
     return total
