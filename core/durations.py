@@ -10,7 +10,7 @@ import re
 from dma.core.errors import DataError
 
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_PART = re.compile(r"(\d+)([smhdw]?)")
+_PART = re.compile(r"([0-9]{1,12})([smhdw]?)")
 
 
 def parse_duration(text: str) -> int:
@@ -20,6 +20,7 @@ def parse_duration(text: str) -> int:
     re-raise it as their own usage or config error) on anything else or on zero.
     """
     spec = text.strip().lower()
+    shown = text if len(text) <= 40 else text[:37] + "..."
     if not spec:
         raise DataError("empty duration", hint="write e.g. 30m, 1h30m or 5d")
     total = 0
@@ -27,15 +28,15 @@ def parse_duration(text: str) -> int:
     while position < len(spec):
         match = _PART.match(spec, position)
         if match is None:
-            raise DataError(f"bad duration {text!r}", hint="write e.g. 30m, 1h30m or 5d")
+            raise DataError(f"bad duration {shown!r}", hint="write e.g. 30m, 1h30m or 5d")
         total += int(match.group(1)) * UNIT_SECONDS[match.group(2) or "s"]
         position = match.end()
         if not match.group(2) and position < len(spec):
             raise DataError(
-                f"bad duration {text!r}", hint="put a unit (s, m, h, d, w) after each number"
+                f"bad duration {shown!r}", hint="put a unit (s, m, h, d, w) after each number"
             )
     if total <= 0:
-        raise DataError(f"duration {text!r} must be longer than zero", hint="write e.g. 30m")
+        raise DataError(f"duration {shown!r} must be longer than zero", hint="write e.g. 30m")
     return total
 
 

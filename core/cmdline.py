@@ -1,0 +1,563 @@
+"""The sendmail-compatible command line: argv in, an ``Invocation`` value out (SPEC 1).
+
+Not argparse: sendmail users cluster flags (``-ti``, ``-tif a@b``), attach option
+arguments (``-fa@b``, ``-FCronDaemon``) and rely on ``-q`` taking only an attached
+argument, none of which argparse can express.  The scanner here is getopt with the
+option table of the C dma plus our own ``-Q``, and it permutes like glibc's getopt:
+a word that starts with ``-`` is an option wherever it stands, also after recipients
+(``sendmail a@b -t`` works); ``--`` ends the options, so a recipient that starts with
+``-`` must follow it.  A lone ``-`` is an ordinary word.
+
+The invocation name picks the grammar: ``mailq`` lists the queue and accepts only
+``-j``, ``-v`` and ``-C FILE``; ``newaliases`` reads only ``-C FILE`` and ignores the
+rest, as the C dma does; every other name parses the full sendmail option set.
+
+Where sendmail and the C dma disagree with safety we do not follow them: ``-q`` never
+eats the next word, a recipient beside ``-bp`` or ``-q`` is an error, and a CR, LF or
+NUL in any argument is refused before it can reach a header or a queue file.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from dma.core.durations import parse_duration
+from dma.core.errors import DataError, UsageError
+
+SelectorKind = Literal["id", "recipient", "sender"]
+
+
+class Mode(enum.Enum):
+    """What this run of dma is asked to do; exactly one per invocation."""
+
+    SEND = "send"
+    LIST_QUEUE = "list-queue"
+    RUN_QUEUE = "run-queue"
+    SMTP_SESSION = "smtp-session"
+    VERIFY = "verify"
+    NEWALIASES = "newaliases"
+    DELETE = "delete"
+    BOUNCE = "bounce"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSelector:
+    """Restricts a queue run to items whose id, recipient or sender contains ``text``."""
+
+    kind: SelectorKind
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """Everything the shell needs from argv; it only executes this value."""
+
+    program: str = "dma"
+    mode: Mode = Mode.SEND
+    recipients: tuple[str, ...] = ()
+    sender: str | None = None
+    full_name: str | None = None
+    headers_recipients: bool = False
+    ignore_dots: bool = False
+    queue_only: bool = False
+    foreground: bool = False
+    verbose: bool = False
+    queue_interval: int | None = None
+    selectors: tuple[QueueSelector, ...] = ()
+    json: bool = False
+    syslog_tag: str = "dma"
+    config_path: str | None = None
+    dsn_notify: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    body_type: str | None = None
+
+
+# The word that asks -Qd to delete every item in the queue.
+DELETE_ALL = "ALL"
+
+# A queue run interval longer than this is surely a typo (and would overflow sleep()).
+MAX_QUEUE_INTERVAL = 30 * 86400
+
+_HINT = "see 'man dma'; sendmail options -t -i -f ... are accepted"
+_MAILQ_HINT = "mailq accepts only -j (JSON lines), -v and -C FILE"
+_QUEUE_OPERATIONS = frozenset({Mode.LIST_QUEUE, Mode.RUN_QUEUE, Mode.DELETE, Mode.BOUNCE})
+_SELECTOR_KINDS: Mapping[str, SelectorKind] = {"I": "id", "R": "recipient", "S": "sender"}
+
+# -b letter -> (mode, json, queue_only)
+_B_MODES: Mapping[str, tuple[Mode, bool, bool]] = {
+    "p": (Mode.LIST_QUEUE, False, False),
+    "j": (Mode.LIST_QUEUE, True, False),
+    "q": (Mode.SEND, False, True),
+    "s": (Mode.SMTP_SESSION, False, False),
+    "v": (Mode.VERIFY, False, False),
+    "m": (Mode.SEND, False, False),
+    "i": (Mode.NEWALIASES, False, False),
+}
+_Q_MODES: Mapping[str, Mode] = {"d": Mode.DELETE, "b": Mode.BOUNCE}
+
+_DSN_NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
+_DSN_RET_WORDS = ("FULL", "HDRS")
+_BODY_TYPES = ("7BIT", "8BITMIME")
+_ENVID_MAX = 100  # RFC 3461 section 4.4
+_ENVID = re.compile(r"[\x21-\x7e]+")
+# Queue ids become file names (Q<id>, M<id>): no slashes, no dot-dot.
+_QUEUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_FORBIDDEN = ("\r", "\n", "\0")
+
+
+class _Arity(enum.Enum):
+    """How an option letter takes its argument."""
+
+    FLAG = "flag"
+    REQUIRED = "required"
+    QUEUE = "queue"  # -q: attached time, or I/R/S then a selector attached or separate
+
+
+_FULL_TABLE: Mapping[str, _Arity] = {
+    **dict.fromkeys("DintUv", _Arity.FLAG),
+    **dict.fromkeys("AbBCdfFhLNoOQrRVX", _Arity.REQUIRED),
+    "q": _Arity.QUEUE,
+}
+_MAILQ_TABLE: Mapping[str, _Arity] = {"j": _Arity.FLAG, "v": _Arity.FLAG, "C": _Arity.REQUIRED}
+
+
+def parse_command_line(argv: Sequence[str]) -> Invocation:
+    """Turn ``argv`` (``argv[0]`` included) into an Invocation, or raise UsageError.
+
+    The program name decides the grammar (module docstring); an empty argv is
+    ``dma`` with no arguments.
+    """
+    program = _program_name(argv[0] if argv else "")
+    words = tuple(argv[1:])
+    if program == "mailq":
+        return _parse_mailq(program, words)
+    if program == "newaliases":
+        return _parse_newaliases(program, words)
+    return _parse_full(program, words)
+
+
+# --- scanning: words -> options and positional words -----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Option:
+    """One option as given: ``spelled`` is how messages name it (``-f``, ``-qI``)."""
+
+    letter: str
+    value: str | None
+    spelled: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Word:
+    """A positional word: a recipient, or a queue id for -Qd/-Qb."""
+
+    text: str
+
+
+def _scan(
+    words: Sequence[str], table: Mapping[str, _Arity], hint: str
+) -> Iterator[_Option | _Word]:
+    """Yield options and words in argv order, getopt style with permutation."""
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if word == "--":
+            for rest in words[index:]:
+                yield _Word(_checked(rest, "argument"))
+            return
+        if len(word) < 2 or not word.startswith("-"):
+            yield _Word(_checked(word, "argument"))
+            continue
+        position = 1
+        while position < len(word):
+            letter = word[position]
+            position += 1
+            arity = table.get(letter)
+            if arity is None:
+                raise UsageError(f"invalid option -{_show(letter)}", hint=hint)
+            if arity is _Arity.FLAG:
+                yield _Option(letter, None, f"-{letter}")
+                continue
+            attached = word[position:]
+            if arity is _Arity.QUEUE:
+                kind = attached[:1]
+                if kind not in _SELECTOR_KINDS:
+                    # -q never takes the next word: only an attached interval.
+                    yield _Option(letter, _checked(attached, "-q") if attached else None, "-q")
+                    break
+                spelled = f"-q{kind}"
+                attached = attached[1:]
+            else:
+                spelled = f"-{letter}"
+            if attached:
+                value = attached
+            elif index < len(words):
+                value = words[index]
+                index += 1
+            else:
+                raise UsageError(
+                    f"option {spelled} needs an argument",
+                    hint=f"write {spelled} VALUE or {spelled}VALUE",
+                )
+            yield _Option(letter, _checked(value, f"option {spelled}"), spelled)
+            break
+
+
+def _checked(text: str, what: str) -> str:
+    """Return ``text`` unless it holds CR, LF or NUL, which could inject headers."""
+    if any(bad in text for bad in _FORBIDDEN):
+        raise UsageError(
+            f"{what} contains a line break or NUL: {_show(text)}",
+            hint="each argument must be a single line",
+        )
+    return text
+
+
+def _show(text: str, limit: int = 60) -> str:
+    """Render user text for a one-line message: escaped if unprintable, shortened."""
+    shown = text if text.isprintable() else repr(text)[1:-1]
+    return shown if len(shown) <= limit else shown[: limit - 3] + "..."
+
+
+def _program_name(argv0: str) -> str:
+    """Basename of argv[0] as C basename() gives it; escaped, since argv[0] is anyone's."""
+    name = argv0.rstrip("/").rsplit("/", 1)[-1]
+    return _show(name, limit=100) if name else "dma"
+
+
+# --- the three grammars -------------------------------------------------------------------
+
+
+def _parse_mailq(program: str, words: Sequence[str]) -> Invocation:
+    """``mailq [-j] [-v] [-C FILE]``: the queue listing and nothing else."""
+    json = verbose = False
+    config_path: str | None = None
+    for item in _scan(words, _MAILQ_TABLE, _MAILQ_HINT):
+        if isinstance(item, _Word):
+            raise UsageError(f"mailq takes no arguments: {_show(item.text)}", hint=_MAILQ_HINT)
+        if item.letter == "j":
+            json = True
+        elif item.letter == "v":
+            verbose = True
+        else:
+            config_path = _config_path(item)
+    return Invocation(
+        program=program, mode=Mode.LIST_QUEUE, json=json, verbose=verbose, config_path=config_path
+    )
+
+
+def _parse_newaliases(program: str, words: Sequence[str]) -> Invocation:
+    """``newaliases [-C FILE]``: every other argument is ignored, like the C dma."""
+    config_path: str | None = None
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if word == "--":
+            break
+        if not word.startswith("-C"):
+            continue
+        value = word[2:]
+        if not value:
+            if index >= len(words):
+                raise UsageError("option -C needs an argument", hint="write -C FILE or -CFILE")
+            value = words[index]
+            index += 1
+        config_path = _config_path(_Option("C", _checked(value, "option -C"), "-C"))
+    return Invocation(program=program, mode=Mode.NEWALIASES, config_path=config_path)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The mutable state of one full parse; frozen into an Invocation at the end."""
+
+    mode: Mode | None = None
+    mode_spelled: str = ""
+    words: list[str] = field(default_factory=list)
+    sender: str | None = None
+    full_name: str | None = None
+    headers_recipients: bool = False
+    ignore_dots: bool = False
+    queue_only: bool = False
+    foreground: bool = False
+    verbose: bool = False
+    queue_interval: int | None = None
+    selectors: list[QueueSelector] = field(default_factory=list)
+    json: bool = False
+    syslog_tag: str = "dma"
+    config_path: str | None = None
+    dsn_notify: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
+    body_type: str | None = None
+
+    def request(self, mode: Mode, spelled: str) -> None:
+        """Record the mode ``spelled`` asks for; a different earlier one is a conflict."""
+        if self.mode is None or self.mode is mode:
+            if self.mode is None:
+                self.mode, self.mode_spelled = mode, spelled
+            return
+        pair = f"{self.mode_spelled} and {spelled}"
+        if self.mode in _QUEUE_OPERATIONS and mode in _QUEUE_OPERATIONS:
+            raise UsageError(
+                f"conflicting queue operations: {pair}",
+                hint="give one of -bp, -bj, -q, -Qd, -Qb per run",
+            )
+        if self.mode in _QUEUE_OPERATIONS or mode in _QUEUE_OPERATIONS:
+            raise UsageError(
+                f"sending mail and queue operations are mutually exclusive: {pair}",
+                hint="run dma once to send and once for the queue",
+            )
+        raise UsageError(f"conflicting modes: {pair}", hint="give only one -b option")
+
+
+def _parse_full(program: str, words: Sequence[str]) -> Invocation:
+    """The sendmail option set (SPEC 1), then the checks that span options."""
+    draft = _Draft()
+    for item in _scan(words, _FULL_TABLE, _HINT):
+        if isinstance(item, _Word):
+            draft.words.append(item.text)
+        else:
+            _apply(draft, item)
+    mode = draft.mode or Mode.SEND
+    recipients = _positional(mode, draft.mode_spelled, tuple(draft.words))
+    return Invocation(
+        program=program,
+        mode=mode,
+        recipients=recipients,
+        sender=draft.sender,
+        full_name=draft.full_name,
+        headers_recipients=draft.headers_recipients,
+        ignore_dots=draft.ignore_dots,
+        queue_only=draft.queue_only,
+        foreground=draft.foreground,
+        verbose=draft.verbose,
+        queue_interval=draft.queue_interval,
+        selectors=tuple(draft.selectors),
+        json=draft.json,
+        syslog_tag=draft.syslog_tag,
+        config_path=draft.config_path,
+        dsn_notify=draft.dsn_notify,
+        dsn_ret=draft.dsn_ret,
+        dsn_envid=draft.dsn_envid,
+        body_type=draft.body_type,
+    )
+
+
+def _apply(draft: _Draft, option: _Option) -> None:
+    """Fold one option into the draft; the last of a repeated value option wins."""
+    value = option.value or ""
+    match option.letter:
+        case "t":
+            draft.headers_recipients = True
+        case "i":
+            draft.ignore_dots = True
+        case "D":
+            draft.foreground = True
+        case "v":
+            draft.verbose = True
+        case "n" | "U" | "O" | "d" | "h" | "X":
+            pass  # sendmail options dma accepts and ignores
+        case "f" | "r":
+            draft.sender = _unwrap_sender(value)
+        case "F":
+            draft.full_name = value
+        case "o":
+            if value[:1] == "i":
+                draft.ignore_dots = _sendmail_bool(value[1:])
+        case "A":
+            if value not in ("c", "m"):
+                raise UsageError(
+                    f"invalid value for -A: '{_show(value)}'",
+                    hint="dma accepts -Ac and -Am and ignores them",
+                )
+        case "b":
+            _apply_b(draft, value)
+        case "Q":
+            queue_mode = _Q_MODES.get(value)
+            if queue_mode is None:
+                raise UsageError(
+                    f"unknown queue operation -Q{_show(value)}",
+                    hint="-Qd ID... deletes items, -Qd ALL deletes all, -Qb ID... bounces them",
+                )
+            draft.request(queue_mode, f"-Q{value}")
+        case "q":
+            _apply_q(draft, option)
+        case "L":
+            if not value or not value.isprintable():
+                raise UsageError(
+                    f"invalid syslog tag for -L: '{_show(value)}'",
+                    hint="give a short printable name, e.g. -L dma-cron",
+                )
+            draft.syslog_tag = value
+        case "C":
+            draft.config_path = _config_path(option)
+        case "N":
+            draft.dsn_notify = _dsn_notify(value)
+        case "R":
+            draft.dsn_ret = _one_of(value, _DSN_RET_WORDS, "-R")
+        case "V":
+            draft.dsn_envid = _dsn_envid(value)
+        case "B":
+            draft.body_type = _one_of(value, _BODY_TYPES, "-B")
+        case _:  # pragma: no cover - the option table and this match list the same letters
+            raise UsageError(f"invalid option {option.spelled}", hint=_HINT)
+
+
+def _apply_b(draft: _Draft, value: str) -> None:
+    """``-bX``: one mode letter."""
+    if value == "d":
+        raise UsageError(
+            "dma never listens on a port: -bd is not supported",
+            hint="use -bs for SMTP on stdin/stdout, e.g. from inetd or a systemd socket unit",
+        )
+    found = _B_MODES.get(value)
+    if found is None:
+        raise UsageError(
+            f"unknown mode -b{_show(value)}", hint="dma knows -bp -bj -bq -bs -bv -bm -bi"
+        )
+    mode, json, queue_only = found
+    draft.request(mode, f"-b{value}")
+    draft.json = draft.json or json
+    draft.queue_only = draft.queue_only or queue_only
+
+
+def _apply_q(draft: _Draft, option: _Option) -> None:
+    """``-q``, ``-qTIME``, ``-qI S``, ``-qR S``, ``-qS S``: all ask for a queue run."""
+    draft.request(Mode.RUN_QUEUE, "-q")
+    value = option.value
+    if option.spelled != "-q":
+        if not value:
+            raise UsageError(
+                f"option {option.spelled} needs a non-empty argument",
+                hint=f"{option.spelled} S runs only items that contain S",
+            )
+        kind = _SELECTOR_KINDS[option.spelled[2]]
+        draft.selectors.append(QueueSelector(kind, value))
+    elif value is not None:
+        draft.queue_interval = _queue_interval(value)
+
+
+def _queue_interval(text: str) -> int:
+    """Seconds for ``-q30m``; DataError from durations becomes our UsageError."""
+    hint = "write e.g. -q30m or -q1h; -q alone runs the queue once"
+    # Guard what parse_duration does not: non-ASCII digits and int()'s digit limit.
+    if not text.isascii() or len(text) > 32:
+        raise UsageError(f"invalid queue interval -q{_show(text)}", hint=hint)
+    try:
+        seconds = parse_duration(text)
+    except DataError as error:
+        raise UsageError(
+            f"invalid queue interval -q{_show(text)}: {error.message}", hint=hint
+        ) from None
+    if seconds > MAX_QUEUE_INTERVAL:
+        raise UsageError(
+            f"queue interval -q{_show(text)} is longer than 30 days", hint=hint
+        )
+    return seconds
+
+
+def _positional(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, ...]:
+    """Check the positional words against the mode: recipients, queue ids or nothing."""
+    if mode in (Mode.LIST_QUEUE, Mode.RUN_QUEUE) and words:
+        raise UsageError(
+            f"sending mail and queue operations are mutually exclusive: "
+            f"{spelled} with recipient {_show(words[0])}",
+            hint="run dma once to send and once for the queue",
+        )
+    if mode in (Mode.SMTP_SESSION, Mode.NEWALIASES) and words:
+        raise UsageError(
+            f"{spelled} takes no arguments: {_show(words[0])}",
+            hint="with -bs the recipients come from RCPT TO commands"
+            if mode is Mode.SMTP_SESSION
+            else "-bi only checks the aliases file",
+        )
+    if mode is Mode.VERIFY and not words:
+        raise UsageError("-bv needs at least one address", hint="write dma -bv user@example.org")
+    if mode in (Mode.DELETE, Mode.BOUNCE):
+        return _queue_ids(mode, spelled, words)
+    return words
+
+
+def _queue_ids(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, ...]:
+    """Item ids (``20ca94.556f80``) or message ids (``20ca94``) for -Qd/-Qb."""
+    hint = f"{spelled} takes queue ids as mailq shows them"
+    if mode is Mode.DELETE:
+        hint += ", or ALL alone for every item"
+    if not words:
+        raise UsageError(f"{spelled} needs at least one queue id", hint=hint)
+    if DELETE_ALL in words:
+        if mode is Mode.BOUNCE:
+            raise UsageError("-Qb ALL is not supported", hint="bounce items one id at a time")
+        if len(words) > 1:
+            raise UsageError(f"{spelled} ALL takes no other ids", hint=hint)
+        return words
+    for word in words:
+        if _QUEUE_ID.fullmatch(word) is None or ".." in word:
+            raise UsageError(f"invalid queue id '{_show(word)}'", hint=hint)
+    return words
+
+
+# --- option values ------------------------------------------------------------------------
+
+
+def _unwrap_sender(text: str) -> str:
+    """``-f <a@b>`` -> ``a@b``; ``<>``, empty or blank -> ``""`` (the null sender)."""
+    stripped = text.strip()
+    if len(stripped) >= 2 and stripped[0] == "<" and stripped[-1] == ">":
+        return stripped[1:-1]
+    return stripped
+
+
+def _sendmail_bool(text: str) -> bool:
+    """sendmail's atobool for ``-oiVALUE``: empty or t/y means true."""
+    return text[:1] in ("", "t", "T", "y", "Y")
+
+
+def _config_path(option: _Option) -> str:
+    """``-C FILE``: any non-empty path."""
+    if not option.value:
+        raise UsageError("option -C needs a file name", hint="write -C /etc/dma/dma.conf")
+    return option.value
+
+
+def _one_of(text: str, allowed: tuple[str, ...], spelled: str) -> str:
+    """A keyword option (``-R``, ``-B``), case-insensitive, returned upper case."""
+    upper = text.upper()
+    if upper not in allowed:
+        raise UsageError(
+            f"invalid value for {spelled}: '{_show(text)}'", hint=f"use one of {', '.join(allowed)}"
+        )
+    return upper
+
+
+def _dsn_notify(text: str) -> str:
+    """``-N``: NEVER, or a comma list of SUCCESS, FAILURE, DELAY (RFC 3461 section 4.1)."""
+    hint = "write -N never, or a list such as -N failure,delay"
+    parts = [part.strip().upper() for part in text.split(",")]
+    if parts == ["NEVER"]:
+        return "NEVER"
+    words: list[str] = []
+    for part in parts:
+        if part not in _DSN_NOTIFY_WORDS:
+            raise UsageError(f"invalid value for -N: '{_show(text)}'", hint=hint)
+        if part not in words:
+            words.append(part)
+    return ",".join(words)
+
+
+def _dsn_envid(text: str) -> str:
+    """``-V``: printable ASCII without spaces, at most 100 characters (xtext-encoded later)."""
+    if _ENVID.fullmatch(text) is None or len(text) > _ENVID_MAX:
+        raise UsageError(
+            f"invalid envelope id for -V: '{_show(text)}'",
+            hint=f"use up to {_ENVID_MAX} printable ASCII characters without spaces",
+        )
+    return text

@@ -1,0 +1,172 @@
+"""The envelope: who a message is from (SPEC 3.6) and who it goes to (SPEC 3.7).
+
+Differences from the C dma, on purpose: ``-f ''`` gives the null sender instead of
+``root@host``; the local-domain test ignores case (``root@TEST.EXAMPLE`` is local on
+``test.example``); recipients are resolved, aliases included, at submission, so an
+unknown local name fails there (exit 67) instead of at delivery.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from dma.core.aliases import AliasTable, expand_alias
+from dma.core.errors import DataError, UsageError
+
+_CONTROL_NAMES = {"\r": "carriage return", "\n": "line feed", "\0": "NUL"}
+
+
+def check_no_control(value: str, what: str) -> str:
+    """Return ``value``, or raise UsageError if it holds CR, LF or NUL (header injection)."""
+    for char, label in _CONTROL_NAMES.items():
+        if char in value:
+            raise UsageError(
+                f"{what} {value!r} contains a {label}",
+                hint="addresses, names and options are one line of text",
+            )
+    return value
+
+
+def _split_at_last_at(address: str) -> tuple[str, str | None]:
+    """Split at the last '@' (private copy of addresses.split_address)."""
+    local, sign, domain = address.rpartition("@")
+    if not sign:
+        return address, None
+    return local, domain
+
+
+def _unbracket(address: str) -> str:
+    """``Name <a@b>`` and ``<a@b>`` become ``a@b``: the C dma would send ``<<a@b>>``."""
+    text = address.strip()
+    if text.endswith(">") and "<" in text:
+        return text[text.rindex("<") + 1 : -1].strip()
+    return text
+
+
+# --- sender --------------------------------------------------------------------------
+
+
+def envelope_sender(
+    option: str | None, env_email: str | None, login: str, mailname: str, masquerade: str | None
+) -> str:
+    """The envelope sender: ``-f``/``-r`` (``option``), else $EMAIL, else login@mailname.
+
+    ``option == ""`` (or ``<>``) is the null sender, returned as ``""``; MASQUERADE does
+    not touch it.  A missing user becomes ``login``, a missing domain ``mailname``.
+    MASQUERADE ``user@`` sets the user, ``host`` or ``@host`` the domain, ``user@host``
+    both, overriding ``-f`` and $EMAIL as in the C dma.
+    """
+    for value, what in (
+        (option, "sender address"),
+        (env_email, "EMAIL"),
+        (login, "login name"),
+        (mailname, "mail name"),
+        (masquerade, "MASQUERADE"),
+    ):
+        if value is not None:
+            check_no_control(value, what)
+    if option is not None:
+        given = _unbracket(option)
+        if not given:
+            return ""
+    else:
+        given = _unbracket(env_email or "")
+    user, domain = _split_at_last_at(given)
+    user = user or login
+    domain = domain or mailname
+    if masquerade:
+        masked_user, masked_domain = _split_at_last_at(masquerade.strip())
+        if masked_domain is None:
+            masked_domain, masked_user = masked_user, ""
+        user = masked_user or user
+        domain = masked_domain or domain
+    return f"{user}@{domain}"
+
+
+# --- recipients ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One final envelope recipient."""
+
+    address: str  # "user" for local (no @), "user@domain" for remote
+    local: bool
+
+
+def local_name(address: str, mailname: str) -> str | None:
+    """The local user part of ``address`` if it is ours, else None.
+
+    Ours: a bare name, or ``name@<mailname>`` / ``name@localhost`` in any case (a
+    trailing dot on the domain is ignored).  An empty local part is never ours.
+    """
+    local, domain = _split_at_last_at(address)
+    if domain is None:
+        return address or None
+    if not local:
+        return None
+    domain = domain.lower().removesuffix(".")
+    if domain in ("localhost", mailname.strip().lower().removesuffix(".")):
+        return local
+    return None
+
+
+def resolve_recipients(
+    addresses: Sequence[str],
+    *,
+    mailname: str,
+    aliases: AliasTable,
+    is_user: Callable[[str], bool],
+    nullclient: bool,
+) -> tuple[Recipient, ...]:
+    """Turn submitted addresses into final recipients, in order, without duplicates.
+
+    Local names go through the aliases (``*`` included) and must end at users; with
+    ``nullclient`` every address goes to the smarthost as written, aliases unused.
+    Raises UsageError for CR/LF/NUL, DataError for an empty or half address (and for
+    alias loops or refused alias targets), NoUserError for an unknown local name.
+    An empty input gives an empty tuple: the caller reports "no recipients".
+    """
+    found: dict[tuple[bool, str], Recipient] = {}
+
+    def add(recipient: Recipient) -> None:
+        found.setdefault(_recipient_key(recipient), recipient)
+
+    def ours(destination: str) -> str | None:
+        return local_name(destination, mailname)
+
+    for address in addresses:
+        check_no_control(address, "recipient address")
+        _check_shape(address)
+        if nullclient:
+            add(Recipient(address, local=False))
+            continue
+        name = local_name(address, mailname)
+        if name is None:
+            add(Recipient(address, local=False))
+            continue
+        for destination in expand_alias(
+            name, aliases, is_user=is_user, local_name=ours, wildcard=True
+        ):
+            add(Recipient(destination, local="@" not in destination))
+    return tuple(found.values())
+
+
+def _check_shape(address: str) -> None:
+    """Refuse an empty address and one with nothing before or after its last '@'."""
+    local, domain = _split_at_last_at(address)
+    if not address.strip():
+        raise DataError("empty recipient address", hint="name a user or user@domain")
+    if domain is not None and (not local or not domain):
+        raise DataError(f"bad recipient address {address!r}", hint="write user or user@domain")
+
+
+def _recipient_key(recipient: Recipient) -> tuple[bool, str]:
+    """Duplicates: local names ignore case; remote addresses ignore the domain's case only."""
+    if recipient.local:
+        return True, recipient.address.lower()
+    local, domain = _split_at_last_at(recipient.address)
+    if domain is None:
+        return False, recipient.address
+    return False, f"{local}@{domain.lower()}"

@@ -1,0 +1,96 @@
+"""Properties of dma.core.lines.normalise_lines over arbitrary bytes and chunk splits."""
+
+from __future__ import annotations
+
+import re
+from itertools import pairwise
+
+from dma.core.errors import DataError
+from dma.core.lines import normalise_lines
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+# Bytes rich in the characters that matter: CR, LF, dots, and now and then a NUL.
+_interesting = st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b" ", b"\xff", b"\0"])
+messages = st.lists(st.one_of(_interesting, st.binary(max_size=8)), max_size=40).map(b"".join)
+
+
+@st.composite
+def split_message(draw: st.DrawFn) -> tuple[bytes, list[bytes]]:
+    """A message and the same bytes cut into chunks at arbitrary points (empty chunks too)."""
+    data = draw(messages)
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=10)))
+    bounds = [0, *cuts, len(data)]
+    return data, [data[a:b] for a, b in pairwise(bounds)]
+
+
+def run(chunks: list[bytes], ignore_dots: bool) -> list[bytes] | str:
+    """The lines out of ``chunks``, or the error message when it raises DataError."""
+    try:
+        return list(normalise_lines(chunks, ignore_dots=ignore_dots))
+    except DataError as error:
+        return str(error)
+
+
+def reference(data: bytes, ignore_dots: bool) -> list[bytes] | str:
+    """A slow, obviously right model: split on any line end, stop at a lone dot."""
+    lines = re.split(rb"\r\n|\r|\n", data)
+    if lines[-1] == b"":
+        lines.pop()
+    result = []
+    for number, line in enumerate(lines, 1):
+        ended = number < len(lines) or re.search(rb"[\r\n]\Z", data) is not None
+        if not ignore_dots and line == b"." and ended:
+            break
+        if b"\0" in line:
+            return f"message line {number} contains a NUL byte"
+        result.append(line + b"\n")
+    return result
+
+
+@settings(max_examples=200, deadline=None)
+@given(split_message(), st.booleans())
+def test_chunk_boundaries_do_not_matter(case: tuple[bytes, list[bytes]], dots: bool) -> None:
+    """Any split of the input into chunks gives the same lines as the whole input in one."""
+    data, chunks = case
+    assert run(chunks, dots) == run([data], dots)
+
+
+@settings(max_examples=200, deadline=None)
+@given(split_message(), st.booleans())
+def test_matches_the_reference_model(case: tuple[bytes, list[bytes]], dots: bool) -> None:
+    """Output equals the simple model: content kept, line ends normalised, dot end, NUL error."""
+    data, chunks = case
+    got = run(chunks, dots)
+    expected = reference(data, dots)
+    if isinstance(expected, str):
+        assert isinstance(got, str) and got.startswith(expected)
+    else:
+        assert got == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(split_message(), st.booleans())
+def test_every_line_ends_in_one_lf_and_holds_no_cr(
+    case: tuple[bytes, list[bytes]], dots: bool
+) -> None:
+    """Every output line ends in exactly one LF and holds no other CR, LF or NUL."""
+    _, chunks = case
+    got = run(chunks, dots)
+    if isinstance(got, str):
+        return
+    for line in got:
+        assert line.endswith(b"\n")
+        assert b"\r" not in line and b"\n" not in line[:-1] and b"\0" not in line
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=20).map(lambda b: b.replace(b"\0", b"")), max_size=20))
+def test_content_is_preserved_without_dots(pieces: list[bytes]) -> None:
+    """With -i the joined output is the input with every line end made LF (plus a final one)."""
+    data = b"".join(pieces)
+    joined = b"".join(normalise_lines(pieces, ignore_dots=True))
+    normalised = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    if normalised and not normalised.endswith(b"\n"):
+        normalised += b"\n"
+    assert joined == normalised

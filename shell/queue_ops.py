@@ -1,0 +1,103 @@
+"""Queue management and checks: mailq, deletion, newaliases, -bv."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from dma.adapters import system
+from dma.adapters.spool import Spool
+from dma.core.cmdline import Invocation
+from dma.core.errors import NoInputError
+from dma.shell.settings import Settings
+
+
+def list_queue(settings: Settings, *, json_lines: bool) -> int:
+    """Print the queue, in the C dma's text form plus ours, or as JSON lines."""
+    from dma.core.mailq import render_mailq, render_mailq_json
+
+    spool = Spool(settings.config.spooldir)
+    entries = spool.entries() if os.path.isdir(settings.config.spooldir) else []
+    now = system.epoch()
+    render = render_mailq_json if json_lines else render_mailq
+    sys.stdout.write(render(entries, now))
+    return 0
+
+
+def delete_items(settings: Settings, invocation: Invocation) -> int:
+    """Delete the named items (an item id, a message id, or ALL); locked ones are skipped."""
+    from dma.adapters.log import light_logger
+
+    log = light_logger(invocation.syslog_tag, stderr=True)
+    spool = Spool(settings.config.spooldir)
+    entries = spool.entries() if os.path.isdir(settings.config.spooldir) else []
+    targets = set(invocation.recipients)
+    every = "ALL" in targets
+    chosen = [
+        entry.item.id for entry in entries
+        if every or entry.item.id in targets or entry.item.id.rsplit(".", 1)[0] in targets
+    ]
+    unknown = sorted(
+        t for t in targets - {"ALL"}
+        if not any(i == t or i.rsplit(".", 1)[0] == t for i in chosen)
+    )
+    busy = 0
+    for item_id in chosen:
+        claim = spool.claim(item_id)
+        if claim is None:
+            busy += 1
+            print(f"{item_id}: being delivered right now; not deleted", file=sys.stderr)
+            continue
+        with claim:
+            claim.delete()
+        log.info("deleted by request", id=item_id, uid=os.getuid())
+        print(f"{item_id}: deleted")
+    if unknown:
+        raise NoInputError(
+            f"no such queue item: {', '.join(unknown)}", hint="list the queue with mailq"
+        )
+    return 75 if busy else 0
+
+
+def check_aliases(settings: Settings) -> int:
+    """newaliases: parse the aliases file and report problems; there is no database to build."""
+    from dma.core.aliases import refused_targets
+    from dma.shell.submit import load_aliases
+
+    path = settings.config.aliases
+    table = load_aliases(path)
+    problems = refused_targets(table)
+    for problem in problems:
+        print(f"newaliases: {problem}", file=sys.stderr)
+    if not os.path.exists(path):
+        print(f"newaliases: {path} does not exist; no aliases defined")
+        return 0
+    print(f"newaliases: {path}: {len(table.entries)} aliases, {len(problems)} refused targets")
+    return 0
+
+
+def verify(invocation: Invocation, settings: Settings) -> int:
+    """-bv: say how each recipient would be routed; deliver nothing."""
+    from dma.core.envelope import resolve_recipients
+    from dma.shell.submit import load_aliases
+
+    config = settings.config
+    aliases = load_aliases(config.aliases)
+    if not invocation.recipients:
+        raise NoInputError("no recipients to verify", hint="name them as arguments")
+    for address in invocation.recipients:
+        for recipient in resolve_recipients(
+            (address,), mailname=settings.mailname, aliases=aliases,
+            is_user=system.user_exists, nullclient=config.nullclient,
+        ):
+            if recipient.local:
+                where = f"local mailbox {os.path.join(config.maildir, recipient.address)}"
+            elif config.localonly:
+                where = "remote, refused (LOCALONLY is set: it would bounce)"
+            elif config.smarthost:
+                where = f"remote via smarthost {config.smarthost} port {config.port}"
+            else:
+                domain = recipient.address.rsplit("@", 1)[-1]
+                where = f"remote via the MX hosts of {domain} port {config.port}"
+            print(f"{address}: {recipient.address}: {where}")
+    return 0

@@ -1,0 +1,145 @@
+"""Find and load the configuration: -C, $DMA_CONF, /etc/dma/dma.conf, or the embedded default.
+
+The embedded default (SPEC 8) lets a normal user with no /etc/dma run dma with
+nothing set up: config under $XDG_CONFIG_HOME/dma, spool and mailboxes under
+$XDG_STATE_HOME/dma, all created on first use and owned by that user.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from dma.adapters import system
+from dma.core.config import Config, mailname_from_file, parse_config
+from dma.core.errors import CantCreateError, NoInputError
+
+SYSTEM_CONFIG = "/etc/dma/dma.conf"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a workflow needs to know about where it runs."""
+
+    config: Config
+    config_path: str
+    embedded: bool
+    mailname: str
+    system_hostname: str
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedLayout:
+    """Where the embedded default keeps its files for one user."""
+
+    config_dir: str
+    state_dir: str
+
+    @property
+    def config_file(self) -> str:
+        return os.path.join(self.config_dir, "dma.conf")
+
+    def defaults(self) -> Config:
+        return Config(
+            spooldir=os.path.join(self.state_dir, "spool"),
+            maildir=os.path.join(self.state_dir, "mail"),
+            aliases=os.path.join(self.config_dir, "aliases"),
+        )
+
+
+def embedded_layout(environ: os._Environ[str] | dict[str, str]) -> EmbeddedLayout:
+    """The XDG directories of the embedded default."""
+    home = system.home_directory()
+    config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    state_home = environ.get("XDG_STATE_HOME") or os.path.join(home, ".local", "state")
+    return EmbeddedLayout(os.path.join(config_home, "dma"), os.path.join(state_home, "dma"))
+
+
+def _embedded_config_text(layout: EmbeddedLayout) -> str:
+    defaults = layout.defaults()
+    return (
+        "# dma configuration, created on first use (the embedded default: no root needed).\n"
+        "# Keys and their defaults are listed in pydma's README. Examples:\n"
+        "#   SMARTHOST smtp.example.org\n"
+        "#   PORT 587\n"
+        "#   SECURETRANSFER\n"
+        "#   STARTTLS\n"
+        "#   AUTHPATH " + os.path.join(layout.config_dir, "auth.conf") + "\n"
+        f"SPOOLDIR {defaults.spooldir}\n"
+        f"MAILDIR {defaults.maildir}\n"
+        f"ALIASES {defaults.aliases}\n"
+    )
+
+
+def _create_embedded(layout: EmbeddedLayout) -> None:
+    try:
+        os.makedirs(layout.config_dir, mode=0o700, exist_ok=True)
+        fd = os.open(layout.config_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError as error:
+        raise CantCreateError(
+            f"cannot create the embedded configuration {layout.config_file}: {error.strerror}",
+            hint="set DMA_CONF or pass -C to use another file",
+        ) from None
+    with os.fdopen(fd, "w") as handle:
+        handle.write(_embedded_config_text(layout))
+
+
+def read_text(path: str, what: str, hint: str) -> str | None:
+    """The file's text, None when it does not exist; other errors are NoInputError."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise NoInputError(f"cannot read {what} {path}: {error.strerror}", hint=hint) from None
+
+
+def _resolve_mailname(config: Config, fallback: str) -> str:
+    name = config.mailname
+    if not name:
+        return fallback
+    if name.startswith("/"):
+        try:
+            with open(name, encoding="utf-8", errors="replace") as handle:
+                first = handle.readline()
+        except OSError:
+            return fallback
+        return mailname_from_file(first) or fallback
+    return name
+
+
+def load_settings(config_path: str | None, environ: os._Environ[str] | dict[str, str]) -> Settings:
+    """Load dma.conf from the first place that applies, as SPEC 2.1 and 8 describe."""
+    explicit = config_path or environ.get("DMA_CONF")
+    embedded = False
+    defaults = Config()
+    if explicit:
+        path = explicit
+        text = read_text(path, "configuration", "check the path given with -C or DMA_CONF")
+        if text is None:
+            raise NoInputError(
+                f"configuration file {path} does not exist",
+                hint="check the path given with -C or DMA_CONF",
+            )
+    elif os.path.exists(SYSTEM_CONFIG) or os.getuid() == 0:
+        path = SYSTEM_CONFIG
+        text = read_text(path, "configuration", "fix its permissions")
+    else:
+        layout = embedded_layout(environ)
+        embedded = True
+        path = layout.config_file
+        defaults = layout.defaults()
+        _create_embedded(layout)
+        text = read_text(path, "configuration", "fix its permissions")
+    config = parse_config(text, path, defaults) if text is not None else defaults
+    host = system.system_hostname()
+    return Settings(
+        config=config,
+        config_path=path,
+        embedded=embedded,
+        mailname=_resolve_mailname(config, host),
+        system_hostname=host,
+    )

@@ -1,0 +1,169 @@
+"""The submission workflow: command line and stdin in, a durably spooled message out.
+
+Reads through adapters, asks the core for every decision, writes through the spool
+adapter.  The message is streamed: only the header block is ever held in memory.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+from dma.adapters import system
+from dma.adapters.spool import Spool
+from dma.core.addresses import parse_envelope_address
+from dma.core.aliases import AliasTable, parse_aliases
+from dma.core.cmdline import Invocation
+from dma.core.dates import rfc5322_date
+from dma.core.envelope import Recipient, envelope_sender, resolve_recipients
+from dma.core.errors import NoInputError
+from dma.core.headers import (
+    Stamp,
+    make_message_id,
+    process_headers,
+    read_header_block,
+    received_header,
+)
+from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
+from dma.core.queuefile import QueueItem
+from dma.shell.settings import Settings, read_text
+
+CHUNK = 64 * 1024
+
+
+def read_chunks(fd: int) -> Iterator[bytes]:
+    """Stdin as a stream of chunks, never the whole message at once."""
+    while True:
+        chunk = os.read(fd, CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+def load_aliases(path: str) -> AliasTable:
+    """The aliases table; a missing file is an empty table (as in the C dma)."""
+    text = read_text(path, "aliases file", "fix its permissions or the ALIASES setting")
+    return parse_aliases(text, path) if text is not None else AliasTable(path=path)
+
+
+def _merge(first: tuple[Recipient, ...], second: tuple[Recipient, ...]) -> tuple[Recipient, ...]:
+    seen = {r.address.lower() for r in first}
+    merged = list(first)
+    for recipient in second:
+        if recipient.address.lower() not in seen:
+            seen.add(recipient.address.lower())
+            merged.append(recipient)
+    return tuple(merged)
+
+
+def submit(invocation: Invocation, settings: Settings, log: Any, stdin_fd: int = 0) -> list[str]:
+    """Spool one message; return the new item ids.  Raises DmaError on bad input."""
+    config = settings.config
+    aliases = load_aliases(config.aliases)
+    login = system.login_name()
+    sender = envelope_sender(
+        invocation.sender, os.environ.get("EMAIL"), login, settings.mailname, config.masquerade
+    )
+    if sender:
+        parse_envelope_address(sender)
+
+    def resolve(addresses: tuple[str, ...]) -> tuple[Recipient, ...]:
+        return resolve_recipients(
+            addresses,
+            mailname=settings.mailname,
+            aliases=aliases,
+            is_user=system.user_exists,
+            nullclient=config.nullclient,
+        )
+
+    for address in invocation.recipients:
+        parse_envelope_address(address)
+    recipients = resolve(invocation.recipients)
+    if not invocation.recipients and not invocation.headers_recipients:
+        raise NoInputError(
+            "no recipients from command line",
+            hint="name the recipients as arguments, or use -t to take them from To:, Cc: and Bcc:",
+        )
+
+    spool = Spool(config.spooldir)
+    spool.prepare()
+    message_id = spool.new_message_id()
+    moment = system.now()
+    stamp = Stamp(
+        queue_id=message_id,
+        sender=sender,
+        username=login,
+        uid=os.getuid(),
+        mailname=settings.mailname,
+        system_hostname=settings.system_hostname,
+        date=rfc5322_date(moment),
+        message_id=make_message_id(
+            int(moment.timestamp()), message_id, secrets.token_hex(4), settings.mailname
+        ),
+        full_name=invocation.full_name,
+    )
+    with spool.begin() as writer:
+        out = writer.file
+        out.write(received_header(stamp))
+        lines = normalise_lines(read_chunks(stdin_fd), ignore_dots=invocation.ignore_dots)
+        block = read_header_block(lines)
+        processed = process_headers(
+            block, stamp, collect_recipients=invocation.headers_recipients
+        )
+        out.writelines(processed.lines)
+        too_long = MAX_LINE_OCTETS + 1
+        long_lines = False
+        if block.first_body_line is not None:
+            out.write(block.first_body_line)
+            long_lines = len(block.first_body_line) > too_long
+        for line in lines:
+            if len(line) > too_long:
+                long_lines = True
+            out.write(line)
+        if invocation.headers_recipients:
+            for address in processed.recipients:
+                parse_envelope_address(address)
+            recipients = _merge(recipients, resolve(processed.recipients))
+        if not recipients:
+            raise NoInputError(
+                "no recipients from headers" if invocation.headers_recipients
+                else "no recipients from command line",
+                hint="the message has no To:, Cc: or Bcc: addresses dma could use",
+            )
+        items = [
+            QueueItem(id=f"{message_id}.{index:x}", sender=sender, recipient=recipient.address)
+            for index, recipient in enumerate(recipients)
+        ]
+        if long_lines:
+            with _reencoded(spool, writer.path) as fixed:
+                spool.commit(fixed, message_id, items)
+        else:
+            spool.commit(writer, message_id, items)
+    log.info("new mail", id=message_id, user=login, uid=os.getuid(), envelope_from=f"<{sender}>")
+    for item in items:
+        log.info("queued", id=item.id, to=f"<{item.recipient}>")
+    return [item.id for item in items]
+
+
+class _reencoded:
+    """A second spool temp file holding the message with long lines re-encoded (SPEC 3.2)."""
+
+    def __init__(self, spool: Spool, source: str) -> None:
+        self.spool = spool
+        self.source = source
+
+    def __enter__(self) -> Any:
+        from dma.core.longlines import find_long_parts, reencode
+
+        self.writer = self.spool.begin()
+        fixed = self.writer.__enter__()
+        with open(self.source, "rb") as handle:
+            long_parts = find_long_parts(handle)
+        with open(self.source, "rb") as handle:
+            fixed.file.writelines(reencode(handle, long_parts))
+        return fixed
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.__exit__(*exc)

@@ -1,0 +1,364 @@
+"""Tests for dma.core.headers: the header block, Received, added headers, Bcc, -t, folding."""
+
+from __future__ import annotations
+
+import base64
+import email.header
+import email.utils
+from dataclasses import replace
+
+import pytest
+from dma.core.errors import DataError, SoftwareError
+from dma.core.headers import (
+    HeaderBlock,
+    Stamp,
+    make_message_id,
+    process_headers,
+    read_header_block,
+    received_header,
+)
+from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
+from dma.core.version import PRODUCT, VERSION
+
+STAMP = Stamp(
+    queue_id="20ca94.1",
+    sender="alice@example.org",
+    username="alice",
+    uid=1000,
+    mailname="mail.example.org",
+    system_hostname="box.local",
+    date="Wed, 25 Nov 2026 02:44:17 +0000",
+    message_id="<6b064b81.20ca94.5c2b77e@mail.example.org>",
+)
+
+
+def block_of(text: bytes) -> HeaderBlock:
+    """Read the header block of a message given as raw input bytes."""
+    return read_header_block(normalise_lines([text], ignore_dots=False))
+
+
+def processed(text: bytes, stamp: Stamp = STAMP, *, collect: bool = False) -> bytes:
+    """Process the headers of ``text`` and return the spooled header block as bytes."""
+    return b"".join(process_headers(block_of(text), stamp, collect_recipients=collect).lines)
+
+
+def recipients(text: bytes) -> tuple[str, ...]:
+    """The -t recipients of the message ``text``."""
+    return process_headers(block_of(text), STAMP, collect_recipients=True).recipients
+
+
+# --- Received and Message-Id ---------------------------------------------------------
+
+
+def test_received_header_has_the_c_dma_form() -> None:
+    """The Received header follows the C dma's five-line layout with our product name."""
+    assert received_header(STAMP) == (
+        b"Received: from alice (uid 1000)\n"
+        b"\t(envelope-from alice@example.org)\n"
+        b"\tid 20ca94.1\n"
+        + f"\tby mail.example.org ({PRODUCT} {VERSION} on box.local);\n".encode()
+        + b"\tWed, 25 Nov 2026 02:44:17 +0000\n"
+    )
+
+
+def test_received_header_shows_the_null_sender_as_angle_brackets() -> None:
+    """A null envelope sender appears as (envelope-from <>)."""
+    assert b"\t(envelope-from <>)\n" in received_header(replace(STAMP, sender=""))
+
+
+def test_received_header_refuses_line_breaks_in_stamp_values() -> None:
+    """A stamp value holding a newline is refused rather than forging a header line."""
+    with pytest.raises(DataError, match="username"):
+        received_header(replace(STAMP, username="eve\nX-Forged: yes"))
+
+
+def test_make_message_id_has_the_c_dma_form() -> None:
+    """The Message-Id is <hex time.queue id.hex random@mail name>, like the behaviour notes."""
+    assert (
+        make_message_id(0x6B064B81, "20ca94", "5c2b77e", "test.example")
+        == "<6b064b81.20ca94.5c2b77e@test.example>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "queue_id", "random_hex", "mailname"),
+    [(-1, "q", "ab", "h"), (1, "q", "xyz", "h"), (1, "q", "", "h"), (1, "a b", "ab", "h"),
+     (1, "q", "ab", "h>x"), (1, "q", "ab", "")],
+)
+def test_make_message_id_refuses_unusable_parts(
+    timestamp: int, queue_id: str, random_hex: str, mailname: str
+) -> None:
+    """A negative time, non-hex random part or a part with blanks or brackets is a bug."""
+    with pytest.raises(SoftwareError):
+        make_message_id(timestamp, queue_id, random_hex, mailname)
+
+
+# --- read_header_block ----------------------------------------------------------------
+
+
+def test_header_block_ends_at_the_empty_line() -> None:
+    """The block holds the lines before the first empty line, and the body stays unread."""
+    lines = normalise_lines([b"Subject: a\nTo: b@x\n\nbody\n"], ignore_dots=False)
+    block = read_header_block(lines)
+    assert block == HeaderBlock((b"Subject: a\n", b"To: b@x\n"), True, None)
+    assert list(lines) == [b"body\n"]
+
+
+def test_crlf_blank_line_now_ends_the_headers() -> None:
+    """Deliberate difference: a CRLF empty line ends the headers, so Date etc. are added."""
+    out = processed(b"Subject: a\r\n\r\nBcc: in-body@x\r\n")
+    assert out.startswith(b"Subject: a\nDate: ")
+    assert out.endswith(b"\n\n")
+
+
+def test_leading_from_lines_are_dropped() -> None:
+    """Leading mbox 'From ' and '>From ' lines (any case) are dropped; 'From:' is a header."""
+    block = block_of(b"From alice Wed Nov 25\n>From x\nfrom y\nFrom: a@x\n\n")
+    assert block.lines == (b"From: a@x\n",)
+
+
+def test_from_lines_after_the_first_header_are_not_headers() -> None:
+    """A 'From ' line after a header ends the block: it is body, not a dropped separator."""
+    block = block_of(b"Subject: a\nFrom alice\n")
+    assert block == HeaderBlock((b"Subject: a\n",), False, b"From alice\n")
+
+
+def test_non_header_line_ends_the_block_and_is_body() -> None:
+    """A line that is not 'name:' nor a continuation ends the block and is the body's first."""
+    block = block_of(b"Subject: a\n continued\nHello there\nmore\n")
+    assert block == HeaderBlock((b"Subject: a\n", b" continued\n"), False, b"Hello there\n")
+
+
+def test_leading_blank_line_is_an_empty_header_block() -> None:
+    """A message starting with an empty line has no headers; the blank is the separator."""
+    assert block_of(b"\nbody\n") == HeaderBlock((), True, None)
+
+
+def test_first_line_cannot_be_a_continuation() -> None:
+    """A first line starting with a blank is body, not the continuation of nothing."""
+    assert block_of(b" indented\n") == HeaderBlock((), False, b" indented\n")
+
+
+def test_headers_without_separator_end_at_eof() -> None:
+    """Input that ends inside the headers gives a block without separator or body line."""
+    assert block_of(b"Subject: a\nTo: b@x") == HeaderBlock(
+        (b"Subject: a\n", b"To: b@x\n"), False, None
+    )
+
+
+def test_obsolete_blank_before_colon_is_a_header() -> None:
+    """RFC 5322's obsolete 'Name :' form still counts as a header line."""
+    assert block_of(b"Subject : a\n\n").lines == (b"Subject : a\n",)
+
+
+def test_header_block_over_the_limit_is_a_data_error() -> None:
+    """A header block bigger than the limit is refused, suggesting the missing blank line."""
+    text = b"".join(b"X-Filler-%d: %s\n" % (n, b"y" * 50) for n in range(100))
+    with pytest.raises(DataError, match="blank line"):
+        read_header_block(normalise_lines([text], ignore_dots=False), limit=2000)
+
+
+# --- process_headers: added headers ---------------------------------------------------
+
+
+def test_missing_headers_are_added_in_order_before_the_separator() -> None:
+    """Date, Message-Id and From are added in that order just before the blank line."""
+    assert processed(b"Subject: hi\n\n") == (
+        b"Subject: hi\n"
+        b"Date: Wed, 25 Nov 2026 02:44:17 +0000\n"
+        b"Message-Id: <6b064b81.20ca94.5c2b77e@mail.example.org>\n"
+        b"From: <alice@example.org>\n"
+        b"\n"
+    )
+
+
+def test_present_headers_are_not_added_again_whatever_their_case() -> None:
+    """Header names match case-insensitively: existing DATE, message-ID and from stay alone."""
+    text = b"DATE: x\nmessage-ID: <a@b>\nfrom: a@b\n\n"
+    assert processed(text) == text
+
+
+def test_headers_are_added_without_a_separator_unlike_the_c_dma() -> None:
+    """Deliberate difference: headers-only input still gets Date, Message-Id, From and a blank."""
+    out = processed(b"Subject: only headers")
+    assert out.startswith(b"Subject: only headers\nDate: ")
+    assert out.endswith(b"From: <alice@example.org>\n\n")
+
+
+def test_empty_input_gets_the_added_headers() -> None:
+    """Deliberate difference: empty input gets the added headers and a separator."""
+    assert processed(b"").count(b"\n") == 4
+
+
+def test_null_sender_gets_mailer_daemon_from() -> None:
+    """With the null sender the added From is MAILER-DAEMON at the mail name."""
+    out = processed(b"\n", replace(STAMP, sender=""))
+    assert b"From: <MAILER-DAEMON@mail.example.org>\n" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "rendered"),
+    [
+        ("Alice Liddell", b"Alice Liddell"),
+        ("Liddell, Alice", b'"Liddell, Alice"'),
+        ('Al "Ally" L. \\x', b'"Al \\"Ally\\" L. \\\\x"'),
+        ("  spaced  ", b"spaced"),
+    ],
+)
+def test_full_name_is_quoted_as_rfc5322_requires(name: str, rendered: bytes) -> None:
+    """-F names that are atoms stay bare; others become quoted strings with escapes."""
+    out = processed(b"\n", replace(STAMP, full_name=name))
+    assert b"From: " + rendered + b" <alice@example.org>\n" in out
+
+
+def test_full_name_round_trips_through_a_mail_parser() -> None:
+    """The stdlib parses our From back into the same display name and address."""
+    for name in ("Liddell, Alice", 'Al "Ally" \\ L.', "a.b (c)"):
+        out = processed(b"\n", replace(STAMP, full_name=name))
+        value = out.split(b"From: ", 1)[1].split(b"\n", 1)[0].decode()
+        assert email.utils.parseaddr(value) == (name, "alice@example.org")
+
+
+def test_non_ascii_full_name_becomes_encoded_words() -> None:
+    """A non-ASCII -F name is written as RFC 2047 encoded words that decode back to it."""
+    name = "Zoë Ångström-Łukasiewicz " * 6
+    out = processed(b"\n", replace(STAMP, full_name=name))
+    line = out.split(b"From: ", 1)[1].split(b" <alice@example.org>", 1)[0].decode("ascii")
+    words = line.split(" ")
+    assert all(w.startswith("=?utf-8?b?") and len(w) <= 75 for w in words)
+    decoded = "".join(
+        part.decode(charset or "ascii") if isinstance(part, bytes) else part
+        for part, charset in email.header.decode_header(line)
+    )
+    assert decoded == name.strip()
+    assert base64.b64decode(words[0][10:-2])  # each word is valid base64
+
+
+def test_empty_full_name_gives_a_bare_from() -> None:
+    """An empty -F name is the same as none."""
+    assert b"From: <alice@example.org>\n" in processed(b"\n", replace(STAMP, full_name=""))
+
+
+# --- process_headers: Bcc -------------------------------------------------------------
+
+
+def test_bcc_and_its_continuations_are_removed() -> None:
+    """Bcc fields vanish with their folded lines, whatever the case of the name."""
+    text = b"To: a@x\nBcc: b@x,\n c@x,\n\td@x\nSubject: s\nbcc: e@x\n\n"
+    out = processed(text)
+    assert out.startswith(b"To: a@x\nSubject: s\nDate: ")
+    assert b"@x," not in out and b"e@x" not in out
+
+
+def test_bcc_is_removed_with_t_too_and_still_yields_recipients() -> None:
+    """With -t the Bcc addresses become recipients but the field is still removed."""
+    result = process_headers(
+        block_of(b"To: a@x\nBcc: b@x,\n c@x\n\n"), STAMP, collect_recipients=True
+    )
+    assert result.recipients == ("a@x", "b@x", "c@x")
+    assert not any(line.lower().startswith(b"bcc") for line in result.lines)
+
+
+def test_resent_bcc_is_kept() -> None:
+    """Only the field named exactly Bcc is removed; Resent-Bcc is another field."""
+    assert b"Resent-Bcc: r@x\n" in processed(b"Resent-Bcc: r@x\n\n")
+
+
+# --- process_headers: -t recipients ---------------------------------------------------
+
+
+def test_t_collects_to_cc_bcc_in_order() -> None:
+    """-t reads To, Cc and Bcc in the order they appear, repeated fields included."""
+    text = b"Cc: c@x\nTo: a@x, b@x\nSubject: s\nto: d@x\nBcc: e@x\n\n"
+    assert recipients(text) == ("c@x", "a@x", "b@x", "d@x", "e@x")
+
+
+def test_t_parses_real_address_lists() -> None:
+    """Display names with blanks and commas, comments, groups and folding all parse."""
+    text = (
+        b'To: "Smith, John" <j@x.org>, Jane Roe <jane@y.org> (comment),\n'
+        b"\tteam: p@z, q@z;\n"
+        b"Cc: undisclosed-recipients:;\n\n"
+    )
+    assert recipients(text) == ("j@x.org", "jane@y.org", "p@z", "q@z")
+
+
+def test_t_ignores_resent_headers() -> None:
+    """Resent-To and Resent-Cc are not read by -t."""
+    assert recipients(b"Resent-To: r@x\nResent-Cc: s@x\nTo: a@x\n\n") == ("a@x",)
+
+
+def test_t_reads_the_last_field_at_eof() -> None:
+    """Deliberate difference: a To: at the very end of the input is not lost."""
+    assert recipients(b"To: a@x") == ("a@x",)
+
+
+def test_t_bad_address_is_a_data_error_naming_it() -> None:
+    """A malformed address raises DataError (exit 65) naming the header and the address."""
+    with pytest.raises(DataError) as caught:
+        recipients(b"To: good@x, a@x b@y\n\n")
+    assert caught.value.exit_code == 65
+    assert "To header" in str(caught.value)
+    assert "a@x b@y" in str(caught.value)
+
+
+def test_t_headers_in_the_body_are_not_read() -> None:
+    """A To: line after the separator is body and gives no recipient."""
+    assert recipients(b"To: a@x\r\n\r\nTo: body@x\r\n") == ("a@x",)
+
+
+def test_without_t_no_recipients_are_collected() -> None:
+    """Without -t the recipients stay empty even when To: is present."""
+    result = process_headers(block_of(b"To: a@x\n\n"), STAMP, collect_recipients=False)
+    assert result.recipients == ()
+
+
+# --- process_headers: folding ---------------------------------------------------------
+
+
+def test_long_header_line_is_folded_at_a_blank() -> None:
+    """A header line over 998 octets is split at blanks; unfolding restores it."""
+    words = b" ".join(b"word%04d" % n for n in range(300))
+    line = b"Subject: " + words
+    out = processed(line + b"\n\n").split(b"\n")
+    subject = out[: out.index(b"Date: Wed, 25 Nov 2026 02:44:17 +0000")]
+    assert len(subject) > 1
+    assert all(len(piece) <= MAX_LINE_OCTETS for piece in subject)
+    assert all(piece[:1] == b" " for piece in subject[1:])
+    assert b"".join(subject) == line
+
+
+def test_long_header_without_blanks_is_a_data_error() -> None:
+    """A header line too long to fold raises DataError naming the header."""
+    with pytest.raises(DataError, match="X-Long header"):
+        processed(b"X-Long: " + b"x" * 1200 + b"\n\n")
+
+
+def test_fold_never_leaves_a_blank_only_line() -> None:
+    """Trailing blanks are not split off as a line of blanks: that is no valid fold."""
+    line = b"X-Pad: " + b"y" * 995 + b" " * 10
+    with pytest.raises(DataError, match="X-Pad"):
+        processed(line + b"\n\n")
+
+
+def test_long_added_from_is_folded_too() -> None:
+    """A very long -F name is folded like any other header line."""
+    out = processed(b"\n", replace(STAMP, full_name="Very Long " * 200))
+    assert all(len(line) <= MAX_LINE_OCTETS for line in out.split(b"\n"))
+    assert b"".join(out.split(b"\n")).count(b"<alice@example.org>") == 1
+
+
+# --- process_headers: robustness ------------------------------------------------------
+
+
+def test_stamp_values_with_line_breaks_are_refused() -> None:
+    """A -F name with a newline cannot smuggle a header into the message."""
+    with pytest.raises(DataError, match="full name"):
+        processed(b"\n", replace(STAMP, full_name="Eve\nBcc: x@y"))
+
+
+def test_a_block_not_from_read_header_block_is_a_software_error() -> None:
+    """Hand-made blocks with unterminated or non-header lines are refused as bugs."""
+    for lines in ((b"Subject: x",), (b"not a header\n",), (b" cont\n",), (b"A: b\r\n",)):
+        with pytest.raises(SoftwareError):
+            process_headers(HeaderBlock(lines, True, None), STAMP, collect_recipients=False)
