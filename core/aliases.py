@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from dma.core.addresses import split_address
 from dma.core.errors import ConfigError, DataError, NoUserError, at
 
 WILDCARD = "*"
@@ -212,7 +213,7 @@ def _checked_target(target: str, where: str, *, quoted: bool) -> str:
     plain = target[1:] if target.startswith("\\") else target
     if not plain:
         raise ConfigError(f"empty destination {target!r}", where=where, hint="name a user")
-    local, domain = _split_at_last_at(plain)
+    local, domain = split_address(plain)
     if not quoted and ":" in local:
         raise ConfigError(
             f"unexpected ':' in destination {target!r}",
@@ -234,12 +235,6 @@ def _checked_target(target: str, where: str, *, quoted: bool) -> str:
     return target
 
 
-def _split_at_last_at(address: str) -> tuple[str, str | None]:
-    """Split ``address`` at its last '@' (private copy of addresses.split_address)."""
-    local, sign, domain = address.rpartition("@")
-    if not sign:
-        return address, None
-    return local, domain
 
 
 def is_refused_target(target: str) -> bool:
@@ -354,7 +349,7 @@ def expand_alias(
 
 def _destination_key(destination: str) -> str:
     """Identity of a destination: local names ignore case, remote domains ignore case."""
-    local, domain = _split_at_last_at(destination)
+    local, domain = split_address(destination)
     if domain is None:
         return destination.lower()
     return f"{local}@{domain.lower()}"

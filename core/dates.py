@@ -44,9 +44,9 @@ def ctime_date(moment: datetime) -> str:
     """Format ``moment`` as ``Wed Nov 25 02:45:06 2026`` (C ``ctime`` without its newline).
 
     The day is padded with a blank (``Nov  5``), as ``ctime`` does, so mbox readers
-    that match the classic From_ line accept it.
+    that match the classic From_ line accept it.  ctime shows no zone, so a naive
+    (local) datetime is as good as an aware one here.
     """
-    _require_aware(moment)
     return (
         f"{DAY_NAMES[moment.weekday()]} {MONTH_NAMES[moment.month - 1]} {moment.day:2d}"
         f" {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} {moment.year}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dma.core.addresses import split_address
 from dma.core.aliases import AliasTable, expand_alias
 from dma.core.errors import DataError, UsageError
 
@@ -28,12 +29,6 @@ def check_no_control(value: str, what: str) -> str:
     return value
 
 
-def _split_at_last_at(address: str) -> tuple[str, str | None]:
-    """Split at the last '@' (private copy of addresses.split_address)."""
-    local, sign, domain = address.rpartition("@")
-    if not sign:
-        return address, None
-    return local, domain
 
 
 def _unbracket(address: str) -> str:
@@ -72,11 +67,11 @@ def envelope_sender(
             return ""
     else:
         given = _unbracket(env_email or "")
-    user, domain = _split_at_last_at(given)
+    user, domain = split_address(given)
     user = user or login
     domain = domain or mailname
     if masquerade:
-        masked_user, masked_domain = _split_at_last_at(masquerade.strip())
+        masked_user, masked_domain = split_address(masquerade.strip())
         if masked_domain is None:
             masked_domain, masked_user = masked_user, ""
         user = masked_user or user
@@ -101,7 +96,7 @@ def local_name(address: str, mailname: str) -> str | None:
     Ours: a bare name, or ``name@<mailname>`` / ``name@localhost`` in any case (a
     trailing dot on the domain is ignored).  An empty local part is never ours.
     """
-    local, domain = _split_at_last_at(address)
+    local, domain = split_address(address)
     if domain is None:
         return address or None
     if not local:
@@ -155,7 +150,7 @@ def resolve_recipients(
 
 def _check_shape(address: str) -> None:
     """Refuse an empty address and one with nothing before or after its last '@'."""
-    local, domain = _split_at_last_at(address)
+    local, domain = split_address(address)
     if not address.strip():
         raise DataError("empty recipient address", hint="name a user or user@domain")
     if domain is not None and (not local or not domain):
@@ -166,7 +161,7 @@ def _recipient_key(recipient: Recipient) -> tuple[bool, str]:
     """Duplicates: local names ignore case; remote addresses ignore the domain's case only."""
     if recipient.local:
         return True, recipient.address.lower()
-    local, domain = _split_at_last_at(recipient.address)
+    local, domain = split_address(recipient.address)
     if domain is None:
         return False, recipient.address
     return False, f"{local}@{domain.lower()}"

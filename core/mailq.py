@@ -1,0 +1,130 @@
+"""Queue listings for ``mailq``/``-bp``: the C dma's text blocks plus ours, and JSON lines (SPEC 6).
+
+The text keeps the C dma's ``ID``/``From``/``To`` blocks and ``--`` separators so
+scripts that read it keep working; what we add (age, size, tries, next try, last
+error, lock status, a summary) comes after each block's C lines.  Values that
+came from files are made printable: a Q file or a server's reply must not be able
+to drive the reader's terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dma.core.durations import format_duration
+from dma.core.queuefile import QueueItem, message_id_of
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A queued item as the spool sees it: the Q file's content plus file facts."""
+
+    item: QueueItem
+    arrival: float  # epoch seconds (the Q file's mtime)
+    size: int  # octets of the M file
+    locked: bool = False  # someone is delivering it right now
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters as ``?`` and undecodable octets as U+FFFD."""
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            out.append("?")
+        elif category == "Cs":
+            out.append("\ufffd")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def _clean(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD, so it can be written as UTF-8."""
+    return "".join("\ufffd" if unicodedata.category(c) == "Cs" else c for c in text)
+
+
+def _seconds(value: float) -> int:
+    """Whole seconds of a non-negative span; odd clock values count as zero."""
+    if not math.isfinite(value) or value <= 0:
+        return 0
+    return int(value)
+
+
+def _ordered(entries: Sequence[QueueEntry]) -> list[QueueEntry]:
+    """Oldest first; ties by id so the listing is stable."""
+    return sorted(
+        entries,
+        key=lambda e: (e.arrival if math.isfinite(e.arrival) else 0.0, e.item.id),
+    )
+
+
+def _next_try(next_try: int, now: float) -> str:
+    """``in 5m``, or ``now`` when the retry time has come."""
+    if not math.isfinite(now):
+        return "now"
+    wait = math.ceil(next_try - now)
+    return f"in {format_duration(wait)}" if wait > 0 else "now"
+
+
+def _block(entry: QueueEntry, now: float) -> str:
+    """One item: the C dma's three lines, then ours."""
+    item = entry.item
+    sender = _printable(item.sender) if item.sender else "<>"
+    lines = [
+        f"ID\t: {_printable(item.id)}",
+        f"From\t: {sender}",
+        f"To\t: {_printable(item.recipient)}",
+        f"Age\t: {format_duration(_seconds(now - entry.arrival))}",
+        f"Size\t: {entry.size}",
+    ]
+    if item.attempts:
+        lines.append(f"Tries\t: {item.attempts}")
+    if item.next_try is not None:
+        lines.append(f"Next\t: {_next_try(item.next_try, now)}")
+    if item.last_error is not None:
+        lines.append(f"Error\t: {_printable(item.last_error)}")
+    if entry.locked:
+        lines.append("Status\t: being delivered")
+    return "".join(line + "\n" for line in lines)
+
+
+def render_mailq(entries: Sequence[QueueEntry], now: float) -> str:
+    """The ``mailq`` text: blocks separated by ``--``, oldest first, then a summary line."""
+    if not entries:
+        return "Mail queue is empty\n"
+    ordered = _ordered(entries)
+    total = sum(entry.size for entry in ordered)
+    oldest = max(_seconds(now - entry.arrival) for entry in ordered)
+    count = len(ordered)
+    summary = (
+        f"-- {count} item{'' if count == 1 else 's'}, {total} octets, "
+        f"oldest {format_duration(oldest)}\n"
+    )
+    return "--\n".join(_block(entry, now) for entry in ordered) + summary
+
+
+def render_mailq_json(entries: Sequence[QueueEntry], now: float) -> str:
+    """One JSON object per item and line, oldest first; ``""`` for an empty queue."""
+    lines = []
+    for entry in _ordered(entries):
+        item = entry.item
+        record = {
+            "id": _clean(item.id),
+            "message_id": _clean(message_id_of(item.id)),
+            "sender": _clean(item.sender),
+            "recipient": _clean(item.recipient),
+            "arrival": entry.arrival if math.isfinite(entry.arrival) else None,
+            "age": _seconds(now - entry.arrival),
+            "size": entry.size,
+            "attempts": item.attempts,
+            "next_try": item.next_try,
+            "last_error": None if item.last_error is None else _clean(item.last_error),
+            "locked": entry.locked,
+        }
+        lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+    return "".join(lines)

@@ -1,0 +1,64 @@
+"""Properties of mboxrd records: quoting is reversible and never leaves a separator."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dma.core.mbox import from_line, mbox_record, quote_line, unquote_line
+
+# Lines biased towards the interesting shapes: runs of '>' before "From ", near misses.
+_prefixes = st.sampled_from([b"", b">", b">>", b">>>", b" ", b"> "])
+_words = st.sampled_from([b"From ", b"From", b"From:", b"from ", b"Fromage ", b"x"])
+_tails = (st.binary(max_size=40) | st.just(b"x\r>From y")).map(
+    lambda tail: tail.replace(b"\n", b"")
+)
+_lines = st.builds(lambda p, w, t: p + w + t, _prefixes, _words, _tails)
+_terminated = _lines.map(lambda line: line + b"\n")
+_senders = st.one_of(st.just(""), st.text(max_size=30))
+_moments = st.datetimes(min_value=datetime(1000, 1, 1), max_value=datetime(9999, 12, 31))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(_lines, st.binary(max_size=60)))
+def test_unquote_inverts_quote(line: bytes) -> None:
+    """Quoting a line and unquoting it gives the line back, byte for byte."""
+    assert unquote_line(quote_line(line)) == line
+
+
+@settings(max_examples=200, deadline=None)
+@given(_lines)
+def test_quote_adds_at_most_one_byte(line: bytes) -> None:
+    """Quoting adds exactly one '>' when the line matches ^>*From, nothing otherwise."""
+    quoted = quote_line(line)
+    if re.match(rb">*From ", line):
+        assert quoted == b">" + line
+    else:
+        assert quoted == line
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_terminated, max_size=20), _senders, _moments)
+def test_only_the_separator_starts_with_from(
+    lines: list[bytes], sender: str, moment: datetime
+) -> None:
+    """In a record only the first line starts with "From "; unquoting restores the message."""
+    out = b"".join(mbox_record(lines, sender, moment))
+    record_lines = out.split(b"\n")
+    assert record_lines[0].startswith(b"From ")
+    assert not [line for line in record_lines[1:] if line.startswith(b"From ")]
+    body = out[len(from_line(sender, moment)) : -1]
+    restored = b"".join(unquote_line(line) for line in re.findall(rb"[^\n]*\n", body))
+    assert restored == b"".join(lines)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_lines, max_size=10), _senders, _moments)
+def test_record_ends_with_blank_line(lines: list[bytes], sender: str, moment: datetime) -> None:
+    """Every record, even of unterminated or empty lines, ends in a blank line."""
+    out = b"".join(mbox_record([line + b"\n" for line in lines[:-1]] + lines[-1:], sender, moment))
+    assert out.endswith(b"\n\n")
+    assert out.startswith(from_line(sender, moment))
