@@ -61,12 +61,14 @@ def deliver(
     *,
     lock_timeout: float = 60.0,
     stale_lock_age: float = 300.0,
+    owner: tuple[int, int] | None = None,
 ) -> str:
     """Deliver ``message`` (a spooled M file, read from its current position) to ``path``.
 
     ``path`` is ``MAILDIR/<user>``: a directory holding cur/, new/ and tmp/ gets a
     Maildir delivery, anything else an appended mbox record (created 0600 if missing,
-    owned by the calling process).  ``moment`` dates the mbox separator line.
+    owned by ``owner`` (uid, gid) when given, else by the calling process).
+    ``moment`` dates the mbox separator line.
     Returns the file the message went into, for the log.  Raises TempFailure when a
     retry may work (locks held past ``lock_timeout``, a full disk, I/O errors) and
     CantCreateError when the mailbox is a symlink or neither a regular file nor a
@@ -85,7 +87,7 @@ def deliver(
             return _deliver_maildir(path, message)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path)
-    return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age)
+    return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age, owner)
 
 
 # --- mbox -------------------------------------------------------------------------
@@ -98,6 +100,7 @@ def _deliver_mbox(
     moment: datetime,
     lock_timeout: float,
     stale_lock_age: float,
+    owner: tuple[int, int] | None = None,
 ) -> str:
     """Open, lock, check the file is still the one at ``path``, append, unlock.
 
@@ -107,7 +110,7 @@ def _deliver_mbox(
     """
     deadline = time.monotonic() + lock_timeout
     while True:
-        fd = _open_mbox(path)
+        fd = _open_mbox(path, owner)
         try:
             dotlock = _lock(fd, path, deadline, stale_lock_age)
             try:
@@ -125,7 +128,7 @@ def _deliver_mbox(
             )
 
 
-def _open_mbox(path: str) -> int:
+def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
     """Open the mailbox for appending, creating it exclusively when missing.
 
     O_NOFOLLOW refuses a symlink (even one planted after our lstat), O_EXCL never
@@ -138,6 +141,8 @@ def _open_mbox(path: str) -> int:
         except FileNotFoundError:
             try:
                 fd = os.open(path, _OPEN_MBOX | os.O_CREAT | os.O_EXCL, MAILBOX_MODE)
+                if owner is not None:
+                    os.fchown(fd, *owner)
             except FileExistsError:
                 fd = os.open(path, _OPEN_MBOX)
     except OSError as exc:

@@ -1,25 +1,159 @@
-"""The process model after submission and the queue run (SPEC 5.1).
+"""The process model (SPEC 5.1): what runs after submission, and queue runs.
 
-Delivery itself arrives with the local and remote delivery issues; until then
-every item stays queued, as with DEFER, and a queue run only cleans up.
+After spooling, the submitting process forks one detached child that delivers the
+new message's items and exits; the caller gets its exit status at once.  `-D`
+delivers in the foreground instead.  `dma -q` tries every item now; `dma -qTIME`
+is a long-lived runner (one per spool, by a lock) that honours each item's next
+try time.  Nothing ever sleeps for days inside a delivery.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
 from dma.adapters import system
 from dma.adapters.spool import Spool
-from dma.core.cmdline import Invocation
+from dma.core.cmdline import Invocation, QueueSelector
+from dma.core.mailq import QueueEntry
+from dma.core.retry import is_due
 from dma.shell.settings import Settings
+
+RUNNER_LOCK = ".runner.lock"
+
+
+def _logger(invocation: Invocation, *, stderr: bool) -> Any:
+    from dma.adapters.log import configure_structlog, structlog_logger
+
+    configure_structlog(invocation.syslog_tag, stderr=stderr)
+    return structlog_logger()
+
+
+def _remote_delivery(settings: Settings, log: Any, invocation: Invocation) -> Any:
+    """The remote delivery function, when this version has one."""
+    try:
+        from dma.shell.remote import RemoteDelivery
+    except ImportError:
+        return None
+    return RemoteDelivery(settings, log, verbose=invocation.verbose)
+
+
+def deliver_now(invocation: Invocation, settings: Settings, item_ids: Sequence[str],
+                *, stderr: bool) -> int:
+    """Deliver these items in this process; the exit status says how it went."""
+    from dma.shell.queue_run import QueueRun
+
+    log = _logger(invocation, stderr=stderr)
+    run = QueueRun(settings, log, remote=_remote_delivery(settings, log, invocation))
+    return run.run(item_ids).exit_code()
 
 
 def after_submission(invocation: Invocation, settings: Settings, item_ids: list[str]) -> int:
-    """What happens once a message is spooled: nothing yet beyond queueing it."""
+    """Queue only (DEFER, -bq), deliver in the foreground (-D), or detach a deliverer."""
+    if settings.config.defer or invocation.queue_only:
+        return 0
+    if invocation.foreground:
+        return deliver_now(invocation, settings, item_ids, stderr=True)
+    _detach(lambda: deliver_now(invocation, settings, item_ids, stderr=False))
     return 0
 
 
-def run_queue(invocation: Invocation, settings: Settings) -> int:
-    """-q: clean what a crash left in the spool."""
+def _detach(work: Any) -> None:
+    """Run ``work`` in a grandchild with no terminal and no stdio; return at once."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    first = os.fork()
+    if first:
+        os.waitpid(first, 0)
+        return
+    try:
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.close(null)
+        os.chdir("/")
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        work()
+    except BaseException:
+        os._exit(70)
+    os._exit(0)
+
+
+def select_entries(entries: Sequence[QueueEntry], selectors: Sequence[QueueSelector]
+                   ) -> list[QueueEntry]:
+    """-qI/-qR/-qS: keep items whose id, recipient or sender contains the text."""
+    if not selectors:
+        return list(entries)
+
+    def matches(entry: QueueEntry) -> bool:
+        item = entry.item
+        for selector in selectors:
+            field = {"id": item.id, "recipient": item.recipient,
+                     "sender": item.sender}[selector.kind]
+            if selector.text.lower() in field.lower():
+                return True
+        return False
+
+    return [entry for entry in entries if matches(entry)]
+
+
+def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
     spool = Spool(settings.config.spooldir)
     spool.prepare()
     spool.clean(system.epoch())
+    entries = select_entries(spool.entries(probe_locks=False), invocation.selectors)
+    now = int(system.epoch())
+    if honour_next_try:
+        entries = [entry for entry in entries if is_due(entry.item, now)]
+    if not entries:
+        return 0
+    return deliver_now(invocation, settings, [e.item.id for e in entries],
+                       stderr=invocation.verbose)
+
+
+def run_queue(invocation: Invocation, settings: Settings) -> int:
+    """-q: one pass over every item now; -qTIME: a runner that repeats at that interval."""
+    if invocation.queue_interval is None:
+        code = _one_pass(invocation, settings, honour_next_try=False)
+        return 0 if code in (0, 75, 69) else code
+    Spool(settings.config.spooldir).prepare()
+    lock_path = os.path.join(settings.config.spooldir, RUNNER_LOCK)
+    lock_fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o660)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(lock_fd)
+        _one_pass(invocation, settings, honour_next_try=False)
+        return 0
+    stop = False
+    wake = False
+
+    def request_stop(_signum: int, _frame: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    def request_run(_signum: int, _frame: Any) -> None:
+        nonlocal wake
+        wake = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGHUP, request_run)  # SIGHUP: run the queue now
+    try:
+        while not stop:
+            wake = False
+            _one_pass(invocation, settings, honour_next_try=True)
+            deadline = time.monotonic() + invocation.queue_interval
+            while not stop and not wake and time.monotonic() < deadline:
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    finally:
+        os.close(lock_fd)
     return 0

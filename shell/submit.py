@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from dma.adapters import system
-from dma.adapters.spool import Spool
+from dma.adapters.spool import Spool, SpoolWriter
 from dma.core.addresses import parse_envelope_address
 from dma.core.aliases import AliasTable, parse_aliases
 from dma.core.cmdline import Invocation
@@ -137,6 +138,7 @@ def submit(invocation: Invocation, settings: Settings, log: Any, stdin_fd: int =
             for index, recipient in enumerate(recipients)
         ]
         if long_lines:
+            out.flush()
             with _reencoded(spool, writer.path) as fixed:
                 spool.commit(fixed, message_id, items)
         else:
@@ -147,23 +149,14 @@ def submit(invocation: Invocation, settings: Settings, log: Any, stdin_fd: int =
     return [item.id for item in items]
 
 
-class _reencoded:
+@contextmanager
+def _reencoded(spool: Spool, source: str) -> Iterator[SpoolWriter]:
     """A second spool temp file holding the message with long lines re-encoded (SPEC 3.2)."""
+    from dma.core.longlines import find_long_parts, reencode
 
-    def __init__(self, spool: Spool, source: str) -> None:
-        self.spool = spool
-        self.source = source
-
-    def __enter__(self) -> Any:
-        from dma.core.longlines import find_long_parts, reencode
-
-        self.writer = self.spool.begin()
-        fixed = self.writer.__enter__()
-        with open(self.source, "rb") as handle:
+    with spool.begin() as fixed:
+        with open(source, "rb") as handle:
             long_parts = find_long_parts(handle)
-        with open(self.source, "rb") as handle:
+        with open(source, "rb") as handle:
             fixed.file.writelines(reencode(handle, long_parts))
-        return fixed
-
-    def __exit__(self, *exc: object) -> None:
-        self.writer.__exit__(*exc)
+        yield fixed

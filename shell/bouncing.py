@@ -1,0 +1,89 @@
+"""Bounce a failed item to its sender as an RFC 3464 report (SPEC 5.7).
+
+The original leaves the queue only once the bounce is safely spooled; if a bounce
+cannot be made, the original stays queued with the reason, so no mail is lost.
+A failed bounce (null sender) is logged and dropped: bounces never loop.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import Any
+
+from dma.adapters import system
+from dma.adapters.spool import Claim, Spool
+from dma.core.bounce import BounceContext, Failure, build_bounce
+from dma.core.dates import rfc5322_date
+from dma.core.envelope import resolve_recipients
+from dma.core.errors import DmaError
+from dma.core.headers import make_message_id
+from dma.core.queuefile import QueueItem
+from dma.shell.outcomes import Outcome
+from dma.shell.settings import Settings
+
+
+def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list[str] | None:
+    """Spool a bounce for ``claim`` and delete it; return the bounce's item ids.
+
+    Returns None when the bounce could not be made (the original then stays queued).
+    """
+    item = claim.item
+    if item.sender == "":
+        claim.delete()
+        log.error("bounce failed too; discarded (bounces are never bounced)", id=item.id,
+                  to=item.recipient, reason=outcome.detail)
+        return []
+    try:
+        new_ids = _spool_bounce(claim, outcome, settings)
+    except (DmaError, OSError) as error:
+        reason = f"cannot bounce to <{item.sender}>: {error}"
+        claim.update(QueueItem(item.id, item.sender, item.recipient, item.attempts,
+                               item.next_try, reason))
+        log.error("bounce failed; message kept in the queue", id=item.id, reason=reason)
+        return None
+    claim.delete()
+    log.error("bounced", id=item.id, to=item.recipient, reason=outcome.detail,
+              bounce_id=new_ids[0] if new_ids else None)
+    return new_ids
+
+
+def _spool_bounce(claim: Claim, outcome: Outcome, settings: Settings) -> list[str]:
+    from dma.shell.submit import load_aliases
+
+    item = claim.item
+    config = settings.config
+    targets = resolve_recipients(
+        (item.sender,), mailname=settings.mailname, aliases=load_aliases(config.aliases),
+        is_user=system.user_exists, nullclient=config.nullclient,
+    )
+    spool = Spool(config.spooldir)
+    message_id = spool.new_message_id()
+    now = system.now()
+    arrival = datetime.fromtimestamp(claim.arrival).astimezone()
+    failure = Failure(
+        recipient=item.recipient,
+        status=outcome.status or "5.0.0",
+        diagnostic=outcome.diagnostic,
+        remote_mta=outcome.remote_mta,
+        reason=outcome.detail,
+    )
+    context = BounceContext(
+        mailname=settings.mailname,
+        queue_id=item.id.rsplit(".", 1)[0],
+        arrival_date=rfc5322_date(arrival),
+        date=rfc5322_date(now),
+        message_id=make_message_id(int(now.timestamp()), message_id, os.urandom(4).hex(),
+                                   settings.mailname),
+        boundary="=_pydma_" + os.urandom(12).hex(),
+        original_sender=item.sender,
+        full=config.fullbounce,
+    )
+    items = [
+        QueueItem(id=f"{message_id}.{index:x}", sender="", recipient=target.address)
+        for index, target in enumerate(targets)
+    ]
+    with spool.begin() as writer, open(claim.message_path, "rb") as original:
+        writer.file.writelines(build_bounce(original, [failure], context))
+        spool.commit(writer, message_id, items)
+    return [new.id for new in items]

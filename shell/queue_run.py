@@ -1,0 +1,157 @@
+"""Deliver queue items: claim each, route it, deliver, then act on the outcome.
+
+Delivered items leave the queue; deferred ones get their attempts, next try and last
+error written into the Q file (the arrival time, its mtime, is kept); failed and
+expired ones bounce to their sender.  One process handles every item it is given:
+never a process per recipient.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dma.adapters import system
+from dma.adapters.spool import Claim, Spool
+from dma.core.envelope import local_name
+from dma.core.retry import after_temporary_failure, is_expired
+from dma.shell.outcomes import Outcome, deferred, failed
+from dma.shell.settings import Settings
+
+RemoteDelivery = Callable[[Sequence[Claim]], dict[str, Outcome]]
+
+
+@dataclass
+class RunSummary:
+    """Counts of one run, for the exit status of -D and the log."""
+
+    delivered: int = 0
+    deferred: int = 0
+    bounced: int = 0
+    skipped: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def exit_code(self) -> int:
+        if self.bounced:
+            return 69
+        if self.deferred or self.skipped:
+            return 75
+        return 0
+
+
+def is_local(recipient: str, settings: Settings) -> str | None:
+    """The local user an item goes to, or None when it is remote (current config rules)."""
+    if settings.config.nullclient:
+        return None
+    return local_name(recipient, settings.mailname)
+
+
+class QueueRun:
+    """One pass over some items of one spool."""
+
+    def __init__(
+        self, settings: Settings, log: Any, *, remote: RemoteDelivery | None = None
+    ) -> None:
+        self.settings = settings
+        self.spool = Spool(settings.config.spooldir)
+        self.log = log
+        self.remote = remote
+        self.summary = RunSummary()
+        self.followups: list[str] = []
+
+    def run(self, item_ids: Sequence[str]) -> RunSummary:
+        """Deliver the named items, then the bounces that they caused."""
+        pending = list(item_ids)
+        while pending:
+            self.followups = []
+            self._run_batch(pending)
+            pending = self.followups
+        return self.summary
+
+    def _run_batch(self, item_ids: Sequence[str]) -> None:
+        """Deliver the named items (already chosen by the caller); skip locked ones."""
+        local_claims: list[tuple[Claim, str]] = []
+        remote_claims: list[Claim] = []
+        try:
+            for item_id in item_ids:
+                claim = self.spool.claim(item_id)
+                if claim is None:
+                    self.summary.skipped += 1
+                    continue
+                user = is_local(claim.item.recipient, self.settings)
+                if user is not None:
+                    local_claims.append((claim, user))
+                else:
+                    remote_claims.append(claim)
+            for claim, user in local_claims:
+                self.log.info("trying delivery", id=claim.item.id, to=user, via="local")
+                self.finish(claim, self.deliver_local(claim, user))
+            if remote_claims:
+                self.run_remote(remote_claims)
+        finally:
+            for claim, _ in local_claims:
+                claim.release()
+            for claim in remote_claims:
+                claim.release()
+
+    def run_remote(self, claims: list[Claim]) -> None:
+        if self.settings.config.localonly:
+            for claim in claims:
+                self.finish(claim, failed(
+                    "remote delivery is disabled on this host (LOCALONLY)", "5.3.2"))
+            return
+        if self.remote is None:
+            for claim in claims:
+                self.log.info("remote delivery not available in this version; stays queued",
+                              id=claim.item.id, to=claim.item.recipient)
+                self.summary.skipped += 1
+            return
+        outcomes = self.remote(claims)
+        for claim in claims:
+            self.finish(claim, outcomes.get(claim.item.id, deferred("no outcome reported")))
+
+    def deliver_local(self, claim: Claim, user: str) -> Outcome:
+        from dma.shell.local import deliver_local
+
+        return deliver_local(claim, user, self.settings)
+
+    def finish(self, claim: Claim, outcome: Outcome) -> None:
+        """Act on an outcome: delete, reschedule, or bounce."""
+        item = claim.item
+        if outcome.kind == "delivered":
+            claim.delete()
+            self.summary.delivered += 1
+            self.log.info("delivered", id=item.id, to=item.recipient, detail=outcome.detail)
+            return
+        now = system.epoch()
+        if outcome.kind == "deferred":
+            lifetime = self.settings.config.queuelifetime
+            if not is_expired(claim.arrival, now, lifetime):
+                updated = after_temporary_failure(
+                    item, now=int(now), error=outcome.detail, jitter=_jitter()
+                )
+                claim.update(updated)
+                self.summary.deferred += 1
+                self.log.warning("deferred", id=item.id, to=item.recipient,
+                                 reason=outcome.detail, next_try=updated.next_try,
+                                 attempts=updated.attempts)
+                return
+            from dma.core.bounce import expiry_failure
+
+            expiry = expiry_failure(item.recipient, outcome.detail, lifetime)
+            outcome = failed(expiry.reason, expiry.status, expiry.diagnostic,
+                             expiry.remote_mta)
+        from dma.shell.bouncing import bounce
+
+        bounce_ids = bounce(claim, outcome, self.settings, self.log)
+        if bounce_ids is None:
+            self.summary.deferred += 1
+        else:
+            self.summary.bounced += 1
+            self.followups.extend(bounce_ids)
+
+
+def _jitter() -> float:
+    return int.from_bytes(os.urandom(4), "big") / 2**32
