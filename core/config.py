@@ -53,6 +53,7 @@ class Config:
     nameserver: str | None = None  # "addr" or "addr:port" or "[v6]:port"
     maxconnections: int = 4
     queuelifetime: int = 5 * 86400  # seconds
+    timeout: int = 300  # seconds to wait for each SMTP reply (RFC 5321: 5 minutes)
 
 
 Kind = Literal[
@@ -127,6 +128,9 @@ _SPECS = (
             f"concurrent outgoing SMTP connections in all (1-{MAX_CONNECTIONS})"),
     KeySpec("QUEUELIFETIME", "duration", "queuelifetime", "5d",
             "how long a message may stay queued before it bounces (5d, 120h, seconds)"),
+    KeySpec("TIMEOUT", "duration", "timeout", "5m",
+            "how long to wait for each SMTP reply (twice that for the final dot);"
+            " connecting waits at most 30s"),
 )
 
 KEYS: Mapping[str, KeySpec] = MappingProxyType({spec.name: spec for spec in _SPECS})

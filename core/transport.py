@@ -1,0 +1,88 @@
+"""Pure decisions for one remote delivery attempt: TLS policy and transactions per hop.
+
+The shell connects and talks; these functions say how (SPEC 5.3, 5.5).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from dma.core.config import Config
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """How to secure a session with one host."""
+
+    implicit_tls: bool  # TLS from the first byte (port 465 style)
+    starttls: Literal["no", "required", "opportunistic"]
+    verify: bool  # check the certificate chain and host name
+    fingerprint: bytes | None  # pin: replaces the CA checks
+
+
+def security_for(config: Config, hop_kind: str) -> Security:
+    """SPEC 5.5: implicit TLS only to a smarthost; MX delivery upgrades with STARTTLS.
+
+    TLS is mandatory when SECURETRANSFER is set and OPPORTUNISTIC_TLS is not; then
+    certificates are verified unless NOVERIFYCERT.  VERIFYCERT asks for verification
+    even in opportunistic mode.  FINGERPRINT pins the certificate instead.
+    """
+    if not config.securetransfer:
+        return Security(False, "no", False, config.fingerprint)
+    implicit = hop_kind == "smarthost" and not config.starttls
+    if implicit:
+        mode: Literal["no", "required", "opportunistic"] = "no"
+    else:
+        mode = "opportunistic" if config.opportunistic_tls else "required"
+    mandatory = implicit or mode == "required"
+    verify = (mandatory or config.verifycert) and not config.noverifycert
+    return Security(implicit, mode, verify, config.fingerprint)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipient:
+    """One queue item as the planner needs it."""
+
+    item_id: str
+    sender: str
+    recipient: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One SMTP transaction: a message, its sender and the recipients for this hop."""
+
+    message_id: str
+    sender: str
+    item_ids: tuple[str, ...]
+    recipients: tuple[str, ...]  # each once, for RCPT
+    item_recipients: tuple[str, ...]  # the recipient of each item, parallel to item_ids
+
+
+def message_id_of(item_id: str) -> str:
+    """The message an item belongs to: its id up to the last '.'."""
+    return item_id.rsplit(".", 1)[0]
+
+
+def plan_transactions(items: Sequence[QueuedRecipient]) -> tuple[Transaction, ...]:
+    """Group items by message and sender: each group is one MAIL with several RCPTs.
+
+    Items that share a message share its M file content; a recipient listed twice
+    is sent once (its items all get the outcome).  Order is first-seen.
+    """
+    groups: dict[tuple[str, str], list[QueuedRecipient]] = {}
+    for item in items:
+        groups.setdefault((message_id_of(item.item_id), item.sender), []).append(item)
+    plans = []
+    for (message_id, sender), members in groups.items():
+        recipients: list[str] = []
+        for member in members:
+            if member.recipient not in recipients:
+                recipients.append(member.recipient)
+        plans.append(Transaction(
+            message_id, sender, tuple(m.item_id for m in members), tuple(recipients),
+            tuple(m.recipient for m in members),
+        ))
+    return tuple(plans)

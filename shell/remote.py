@@ -1,0 +1,300 @@
+"""Remote delivery: drive the sans-I/O SMTP client over real connections (SPEC 5.3-5.6).
+
+Claims are grouped by next hop; each hop gets one connection at a time carrying one
+transaction per message (all of that message's recipients for the hop), and at most
+MAXCONNECTIONS hops are worked on at once, in threads of this one process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from dma.adapters import net
+from dma.adapters.dns import Resolver
+from dma.adapters.spool import Claim
+from dma.core.authconf import AuthTable, lookup, parse_auth
+from dma.core.config import nameserver_address
+from dma.core.errors import DmaError
+from dma.core.routing import DnsPermanent, DnsTemporary, NextHop, Target, next_hop
+from dma.core.smtp import (
+    Closed,
+    Envelope,
+    MessageDone,
+    Ready,
+    ReadyForData,
+    RecipientResult,
+    SessionFailed,
+    SessionPolicy,
+    SmtpClient,
+    StartTls,
+    Transmit,
+)
+from dma.core.smtp import (
+    Outcome as SmtpOutcome,
+)
+from dma.core.transport import QueuedRecipient, Transaction, plan_transactions, security_for
+from dma.shell.outcomes import Outcome, deferred, delivered, failed
+from dma.shell.settings import Settings, read_text
+
+CONNECT_TIMEOUT = 30.0
+FINAL_DOT_FACTOR = 2.0  # RFC 5321 4.5.3.2: 10 minutes for the final dot, 5 for the rest
+
+
+@dataclass
+class _Message:
+    """A transaction with what the driver needs to send it."""
+
+    plan: Transaction
+    path: str
+    size: int
+    eight_bit: bool
+
+
+def _has_8bit(path: str) -> bool:
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 16):
+            if not chunk.isascii():
+                return True
+    return False
+
+
+class RemoteDelivery:
+    """Deliver claimed remote items; return an outcome per item id."""
+
+    def __init__(self, settings: Settings, log: Any, *, verbose: bool = False) -> None:
+        self.settings = settings
+        self.config = settings.config
+        self.log = log
+        self.verbose = verbose
+        self.auth = self._load_auth()
+        self.resolver = Resolver(nameserver_address(self.config), timeout=10.0)
+
+    def _load_auth(self) -> AuthTable:
+        path = self.config.authpath
+        if not path:
+            return AuthTable()
+        text = read_text(path, "auth file", "fix its permissions or the AUTHPATH setting")
+        if text is None:
+            self.log.warning("auth file missing; delivering without AUTH", path=path)
+            return AuthTable()
+        try:
+            mode = os.stat(path).st_mode
+            if mode & 0o004:
+                self.log.warning("auth file is readable by everyone; restrict it (chmod 640)",
+                                 path=path)
+        except OSError:
+            pass
+        return parse_auth(text, path)
+
+    def __call__(self, claims: Sequence[Claim]) -> dict[str, Outcome]:
+        outcomes: dict[str, Outcome] = {}
+        hops: dict[NextHop, list[Claim]] = {}
+        for claim in claims:
+            try:
+                hop = next_hop(claim.item.recipient, smarthost=self.config.smarthost,
+                               port=self.config.port)
+            except DmaError as error:
+                outcomes[claim.item.id] = failed(str(error), "5.1.3")
+                continue
+            hops.setdefault(hop, []).append(claim)
+        if not hops:
+            return outcomes
+        workers = max(1, min(self.config.maxconnections, len(hops)))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
+                outcomes.update(result)
+        return outcomes
+
+    # --- one hop -------------------------------------------------------------------
+
+    def _deliver_hop(self, hop: NextHop, claims: list[Claim]) -> dict[str, Outcome]:
+        by_id = {claim.item.id: claim for claim in claims}
+        if hop.kind == "smarthost":
+            self.log.info("using smarthost", host=hop.host, port=hop.port)
+        lookup_result = self.resolver.targets_for(hop)
+        if isinstance(lookup_result, DnsPermanent):
+            return {i: failed(lookup_result.reason, "5.1.2") for i in by_id}
+        if isinstance(lookup_result, DnsTemporary):
+            return {i: deferred(lookup_result.reason) for i in by_id}
+        plans = plan_transactions([
+            QueuedRecipient(c.item.id, c.item.sender, c.item.recipient) for c in claims
+        ])
+        pending = []
+        for plan in plans:
+            path = by_id[plan.item_ids[0]].message_path
+            try:
+                pending.append(_Message(plan, path, os.path.getsize(path), _has_8bit(path)))
+            except OSError as error:
+                for item_id in plan.item_ids:
+                    by_id.pop(item_id, None)
+                self.log.error("cannot read queued message", path=path, error=error.strerror)
+        outcomes: dict[str, Outcome] = {}
+        last_error = "no host for this destination could be reached"
+        for target in lookup_result.targets:
+            for address in target.addresses:
+                if not pending:
+                    return outcomes
+                done, error = self._session(hop, target, address, pending)
+                outcomes.update(done)
+                pending = [m for m in pending if not all(i in outcomes for i in m.plan.item_ids)]
+                if error:
+                    last_error = error
+        for message in pending:
+            for item_id in message.plan.item_ids:
+                outcomes.setdefault(item_id, deferred(last_error))
+        return outcomes
+
+    # --- one connection ------------------------------------------------------------
+
+    def _tls_policy(self, hop: NextHop, target: Target, verify: bool) -> net.TlsPolicy:
+        return net.TlsPolicy(
+            verify=verify,
+            server_name=hop.host if hop.kind == "smarthost" else target.name,
+            cafile=self.config.cafile,
+            certfile=self.config.certfile,
+            fingerprint=self.config.fingerprint,
+        )
+
+    def _credentials(self, hop: NextHop, target: Target) -> tuple[str, str] | None:
+        names = [hop.host] if hop.kind == "smarthost" else [target.name]
+        for name in names:
+            entry = lookup(self.auth, name)
+            if entry is not None:
+                return entry.login, entry.password
+        return None
+
+    def _session(self, hop: NextHop, target: Target, address: str,
+                 messages: list[_Message]) -> tuple[dict[str, Outcome], str | None]:
+        """Deliver what one connection can; return outcomes and the host's failure, if any."""
+        security = security_for(self.config, hop.kind)
+        tls = self._tls_policy(hop, target, security.verify)
+        host = f"{target.name} [{address}]:{hop.port}"
+        timeout = float(self.config.timeout)
+        self.log.info("trying remote delivery", host=target.name, address=address,
+                      port=hop.port, preference=target.preference,
+                      tls="implicit" if security.implicit_tls else security.starttls)
+        try:
+            connection = net.connect(
+                address, hop.port, host_name=target.name,
+                connect_timeout=min(CONNECT_TIMEOUT, timeout), io_timeout=timeout,
+                implicit_tls=tls if security.implicit_tls else None,
+            )
+        except DmaError as refused:
+            self.log.warning("connection failed", host=host, error=str(refused))
+            return {}, str(refused)
+        credentials = self._credentials(hop, target)
+        client = SmtpClient(SessionPolicy(
+            helo_name=self.settings.mailname,
+            starttls=security.starttls,
+            tls_active=security.implicit_tls,
+            credentials=credentials,
+            insecure=self.config.insecure,
+        ))
+        outcomes: dict[str, Outcome] = {}
+        queue = list(messages)
+        current: _Message | None = None
+        failure: str | None = None
+        try:
+            while True:
+                event = client.next_event()
+                if event is None:
+                    wait = timeout * FINAL_DOT_FACTOR if current is not None else timeout
+                    data = connection.receive(timeout=wait)
+                    self._trace("<<<", data)
+                    client.receive_data(data)
+                elif isinstance(event, Transmit):
+                    self._trace(">>>", "\r\n".join(event.commands).encode())
+                    connection.send(event.data)
+                elif isinstance(event, StartTls):
+                    info = connection.start_tls(tls)
+                    self.log.info("TLS started", host=host, version=info.version,
+                                  verified=info.verified, pinned=info.pinned)
+                    connection.send(client.tls_established())
+                elif isinstance(event, Ready):
+                    for notice in event.notices:
+                        self.log.info(notice, host=host)
+                    if connection.tls is not None and security.implicit_tls:
+                        self.log.info("TLS on connect", host=host,
+                                      version=connection.tls.version,
+                                      verified=connection.tls.verified)
+                    current = self._next(client, connection, queue)
+                elif isinstance(event, ReadyForData) and current is not None:
+                    with open(current.path, "rb") as handle:
+                        for chunk in client.send_data_lines(handle):
+                            connection.send(chunk)
+                    self._trace(">>>", b"(message data)\r\n.")
+                elif isinstance(event, RecipientResult):
+                    if self.verbose:
+                        self.log.info("recipient", to=event.recipient, result=event.reason)
+                elif isinstance(event, MessageDone) and current is not None:
+                    outcomes.update(self._outcomes(current, event, host))
+                    current = self._next(client, connection, queue)
+                elif isinstance(event, SessionFailed):
+                    failure = f"{host}: {event.reason}"
+                    self.log.warning("session failed", host=host, stage=event.stage.value,
+                                     reason=event.reason)
+                    data = client.quit()
+                    self._trace(">>>", data)
+                    connection.send(data)
+                elif isinstance(event, Closed):
+                    break
+        except DmaError as error:
+            failure = f"{host}: {error}"
+            self.log.warning("connection lost", host=host, error=str(error))
+        finally:
+            connection.close()
+        return outcomes, failure
+
+    def _next(self, client: SmtpClient, connection: net.Connection,
+              queue: list[_Message]) -> _Message | None:
+        if not queue:
+            data = client.quit()
+            self._trace(">>>", data)
+            connection.send(data)
+            return None
+        message = queue.pop(0)
+        envelope = Envelope(
+            sender=message.plan.sender, recipients=message.plan.recipients,
+            size=message.size, eight_bit=message.eight_bit,
+        )
+        data = client.send_message(envelope)
+        if data:
+            self._trace(">>>", data)
+            connection.send(data)
+        return message
+
+    def _outcomes(self, message: _Message, done: MessageDone, host: str) -> dict[str, Outcome]:
+        by_recipient: dict[str, Outcome] = {}
+        for result in done.results:
+            reply = str(result.reply) if result.reply is not None else result.reason
+            if result.outcome is SmtpOutcome.DELIVERED:
+                outcome = delivered(f"{host} said: {reply}")
+            elif result.outcome is SmtpOutcome.PERMANENT:
+                from dma.core.bounce import status_from_reply
+
+                status = status_from_reply(
+                    result.reply.code if result.reply else 554,
+                    result.reply.enhanced if result.reply else None, permanent=True)
+                outcome = failed(f"{host} did not like our {result.stage.value}: {reply}",
+                                 status, f"smtp; {reply}", host.split(" ")[0])
+            else:
+                outcome = deferred(f"{host} failed after {result.stage.value}: {reply}")
+            by_recipient[result.recipient] = outcome
+        plan = message.plan
+        return {
+            item_id: by_recipient.get(recipient, deferred("no reply for this recipient"))
+            for item_id, recipient in zip(plan.item_ids, plan.item_recipients, strict=True)
+        }
+
+    def _trace(self, direction: str, data: bytes) -> None:
+        if not self.verbose:
+            return
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.upper().startswith("AUTH ") and direction == ">>>":
+                line = " ".join(line.split(" ")[:2]) + " ***"
+            print(f"{direction} {line}", file=sys.stderr, flush=True)
