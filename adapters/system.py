@@ -9,7 +9,7 @@ import os
 import pwd
 import socket
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 def user_exists(name: str) -> bool:
@@ -75,7 +75,7 @@ def system_hostname() -> str:
 
 def now() -> datetime:
     """The current local time, timezone-aware (Date: headers use the local offset)."""
-    return datetime.now(timezone.utc).astimezone()
+    return datetime.now(UTC).astimezone()
 
 
 def epoch() -> float:

@@ -39,7 +39,7 @@ SUBJECT = "Undelivered Mail Returned to Sender"
 
 _STATUS = re.compile(r"([245])\.([0-9]{1,3})\.([0-9]{1,3})")
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-_DIAGNOSTIC_TYPE = re.compile(r"([A-Za-z][A-Za-z0-9-]*);\s*")
+_DIAGNOSTIC_TYPE = re.compile(r"(smtp|x400|[Xx]-[A-Za-z0-9-]+);\s*", re.IGNORECASE)
 _SMTP_REPLY = re.compile(r"[2-5][0-9][0-9](?:[ -]|$)")
 
 # RFC 3463 subject.detail for a basic SMTP reply code when the server sent no
@@ -417,7 +417,7 @@ def _diagnostic_from_error(error: str | None) -> str | None:
 
 def _cut(text: str, octets: int) -> bytes:
     """``text`` in UTF-8, cut to at most ``octets`` with ``...`` and never mid-character."""
-    data = text.encode("utf-8", "surrogatepass")
+    data = text.encode("utf-8", "replace")
     if len(data) <= octets:
         return data
     head = data[: octets - 3].decode("utf-8", "ignore").encode("utf-8")

@@ -36,6 +36,9 @@ _LONGEST = MAX_LINE_OCTETS + 1  # a line with its LF
 _BLANKS = b" \t"
 _PLAIN_CTES = frozenset({"", "7bit", "8bit", "binary"})
 _FOLD_POINT = re.compile(rb"[ \t](?=[^ \t\n])")
+_ENCODED_WORD = rb"=\?[^?\s]*\?[bBqQ]\?[^?\s]*\?="
+_ENDS_IN_WORD = re.compile(rb"(?:^|[ \t])" + _ENCODED_WORD + rb"[ \t]*$")
+_STARTS_WITH_WORD = re.compile(rb"[ \t]+" + _ENCODED_WORD + rb"(?:[ \t]|$)")
 _COMMENT = re.compile(r"\([^()]*\)")
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
 
@@ -113,9 +116,8 @@ def reencode(lines: Iterable[bytes], long_parts: frozenset[int]) -> Iterator[byt
 
     ``long_parts`` is what ``find_long_parts`` returned for the same lines.  Long header
     lines are folded in every part.  A long body line in a part not listed is a bug of
-    the caller (SoftwareError); one that cannot be
-    re-encoded without losing content (an unknown Content-Transfer-Encoding, a boundary
-    longer than the limit) is a DataError.
+    the caller (SoftwareError); one that cannot be re-encoded without losing content (an
+    unknown Content-Transfer-Encoding, a boundary longer than the limit) is a DataError.
     """
     mode = "pass"
     for event in _walk(lines):
@@ -340,17 +342,22 @@ def _header_block(block: _HeaderBlock, convert: bool) -> Iterator[bytes]:
     """Yield a header block with long lines folded and, to convert, the new CTE."""
     name: str | None = None
     dropping = False
+    previous = b""  # the field's last line out, to see whether it ends in an encoded word
     for line in block.lines:
         continuation = line[:1] in (b" ", b"\t")
         if not continuation:
             name = _field_name(line)
             dropping = convert and name == "content-transfer-encoding"
+            previous = b""
         if dropping:
             continue
         if len(line) <= _LONGEST:
+            previous = line[:-1]
             yield line
             continue
-        for piece in _fold(line[:-1], name, continuation):
+        after_word = _ENDS_IN_WORD.search(previous) is not None
+        for piece in _fold(line[:-1], name, continuation, after_word):
+            previous = piece
             yield piece + b"\n"
     if convert:
         if block.entity.ordinal == 0 and not block.entity.has_mime_version:
@@ -366,12 +373,13 @@ def _unstructured(name: str | None) -> bool:
     return name not in _STRUCTURED_FIELDS and not name.startswith(_STRUCTURED_PREFIXES)
 
 
-def _fold(text: bytes, name: str | None, continuation: bool) -> list[bytes]:
+def _fold(text: bytes, name: str | None, continuation: bool, after_word: bool) -> list[bytes]:
     """Fold one header line (without LF) into lines of at most ``MAX_LINE_OCTETS``.
 
     Folding inserts a line break before a blank, so unfolding restores the value
     exactly (RFC 5322 2.2.3).  A stretch with no blank to fold at becomes encoded
     words in unstructured fields and is split between tokens in the others.
+    ``after_word`` says that the field's text before ``text`` ends in an encoded word.
     """
     first_nonblank = len(text) - len(text.lstrip(_BLANKS))
     colon = text.find(b":")
@@ -379,13 +387,16 @@ def _fold(text: bytes, name: str | None, continuation: bool) -> list[bytes]:
     floor = max(lead, first_nonblank + 1)  # every piece keeps a non-blank
     points = [m.start() for m in _FOLD_POINT.finditer(text) if m.start() >= floor]
     pieces: list[bytes] = []
-    for start, end in _segments(points, len(text)):
+    segments = list(_segments(points, len(text)))
+    for index, (start, end) in enumerate(segments):
         segment = text[start:end]
         if len(segment) <= MAX_LINE_OCTETS:
             pieces.append(segment)
             continue
         head = lead if start == 0 else len(segment) - len(segment.lstrip(_BLANKS))
-        pieces.extend(_split_unfoldable(segment, head, name))
+        before = _ENDS_IN_WORD.search(pieces[-1]) is not None if pieces else after_word
+        after = index + 1 < len(segments) and _STARTS_WITH_WORD.match(text, end) is not None
+        pieces.extend(_split_unfoldable(segment, head, name, before, after))
     return pieces
 
 
@@ -407,14 +418,26 @@ def _segments(points: Sequence[int], length: int) -> Iterator[tuple[int, int]]:
     yield start, length
 
 
-def _split_unfoldable(segment: bytes, head: int, name: str | None) -> list[bytes]:
-    """Split a stretch with no blank to fold at; ``segment[:head]`` must stay together."""
+def _split_unfoldable(
+    segment: bytes, head: int, name: str | None, before: bool, after: bool
+) -> list[bytes]:
+    """Split a stretch with no blank to fold at; ``segment[:head]`` must stay together.
+
+    ``before`` and ``after`` say that an encoded word precedes or follows the stretch.
+    """
     core_end = max(head, len(segment.rstrip(_BLANKS)))
-    core, tail = segment[head:core_end], segment[core_end:]
+    lead, core, tail = segment[:head], segment[head:core_end], segment[core_end:]
     if _unstructured(name) and core and head + 80 <= MAX_LINE_OCTETS and len(tail) < 900:
-        # RFC 2047 6.2: blanks between adjacent encoded words are dropped on decoding.
+        # RFC 2047 6.2: blanks between adjacent encoded words are dropped on decoding,
+        # so blanks next to another encoded word go inside ours.
+        if before and not lead.strip(_BLANKS):
+            lead, core = b" ", lead + core
+        if after:
+            core, tail = core + tail + b" ", b""
         words = _encoded_words(core)
-        lines = [segment[:head] + words[0], *(b" " + word for word in words[1:])]
+        lines = [lead + words[0], *(b" " + word for word in words[1:])]
+        if len(lines[0]) > _FOLD_WIDTH and lead.strip(_BLANKS):
+            lines[0:1] = [lead, b" " + words[0]]  # "Name:" alone, then the words
         lines[-1] += tail
         return lines
     points = _token_points(segment, head, core_end) if name is not None else []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
 from dma.core.addresses import (
     format_address_list,
     is_valid_mailbox,
@@ -12,8 +15,6 @@ from dma.core.addresses import (
     split_address,
 )
 from dma.core.errors import DataError
-from hypothesis import assume, given, settings
-from hypothesis import strategies as st
 
 ATEXT = "abcxyzABZ0189!#$%&'*+-/=?^_`{|}~"
 GRAMMAR = ATEXT + ' \t\r\n()<>[]:;@\\,."' + "éß用"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dma.core.aliases import AliasEntry, AliasTable, expand_alias, parse_aliases
-from dma.core.errors import DataError, DmaError, NoUserError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dma.core.aliases import AliasEntry, AliasTable, expand_alias, parse_aliases
+from dma.core.errors import DataError, DmaError, NoUserError
 
 NAMES = ("a", "b", "c", "d", "e", "root")
 USERS = frozenset({"root", "u1", "u2", "c", "d", "e"})

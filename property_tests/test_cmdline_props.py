@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
-from dma.core.cmdline import Invocation, Mode, parse_command_line
-from dma.core.errors import DmaError
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dma.core.cmdline import Invocation, Mode, parse_command_line
+from dma.core.errors import DmaError
 
 _FORBIDDEN = ("\r", "\n", "\0")
 

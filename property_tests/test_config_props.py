@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dma.core.authconf import AuthEntry, AuthTable, lookup, parse_auth, render_auth
 from dma.core.config import KEYS, Config, parse_config, render_config
 from dma.core.errors import ConfigError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 FAST = settings(max_examples=200, deadline=None)
 

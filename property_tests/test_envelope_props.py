@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dma.core.aliases import AliasEntry, AliasTable
 from dma.core.envelope import Recipient, envelope_sender, local_name, resolve_recipients
 from dma.core.errors import DmaError, UsageError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 MAILNAME = "mail.example"
 USERS = frozenset({"root", "alice", "bob"})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from dma.core.errors import DataError, DmaError
 from dma.core.headers import HeaderBlock, Stamp, process_headers, read_header_block
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 STAMP = Stamp(
     queue_id="1a.0",

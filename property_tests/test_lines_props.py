@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from itertools import pairwise
 
-from dma.core.errors import DataError
-from dma.core.lines import normalise_lines
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dma.core.errors import DataError
+from dma.core.lines import normalise_lines
 
 # Bytes rich in the characters that matter: CR, LF, dots, and now and then a NUL.
 _interesting = st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b" ", b"\xff", b"\0"])

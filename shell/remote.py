@@ -129,21 +129,22 @@ class RemoteDelivery:
             path = by_id[plan.item_ids[0]].message_path
             try:
                 pending.append(_Message(plan, path, os.path.getsize(path), _has_8bit(path)))
-            except OSError as error:
+            except OSError as unreadable:
                 for item_id in plan.item_ids:
                     by_id.pop(item_id, None)
-                self.log.error("cannot read queued message", path=path, error=error.strerror)
+                self.log.error("cannot read queued message", path=path,
+                               error=unreadable.strerror)
         outcomes: dict[str, Outcome] = {}
         last_error = "no host for this destination could be reached"
         for target in lookup_result.targets:
             for address in target.addresses:
                 if not pending:
                     return outcomes
-                done, error = self._session(hop, target, address, pending)
+                done, host_failure = self._session(hop, target, address, pending)
                 outcomes.update(done)
                 pending = [m for m in pending if not all(i in outcomes for i in m.plan.item_ids)]
-                if error:
-                    last_error = error
+                if host_failure:
+                    last_error = host_failure
         for message in pending:
             for item_id in message.plan.item_ids:
                 outcomes.setdefault(item_id, deferred(last_error))

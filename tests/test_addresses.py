@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dma.core import sysexits
 from dma.core.addresses import (
     format_address_list,

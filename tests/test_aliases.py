@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from dma.core import sysexits
 from dma.core.aliases import (
     AliasEntry,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dma.core import sysexits
 from dma.core.authconf import AuthEntry, AuthTable, lookup, parse_auth, render_auth
 from dma.core.errors import ConfigError

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dma.core import sysexits
 from dma.core.cmdline import Invocation, Mode, QueueSelector, parse_command_line
 from dma.core.errors import UsageError

@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
+
 from dma.core import sysexits
 from dma.core.config import (
     KEYS,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dma.core import sysexits
 from dma.core.aliases import AliasTable, parse_aliases
 from dma.core.envelope import (

@@ -8,6 +8,7 @@ import email.utils
 from dataclasses import replace
 
 import pytest
+
 from dma.core.errors import DataError, SoftwareError
 from dma.core.headers import (
     HeaderBlock,

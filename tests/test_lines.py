@@ -6,6 +6,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from dma.core.errors import DataError
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
 
