@@ -1,8 +1,9 @@
 """Find and load the configuration: -C, $DMA_CONF, /etc/dma/dma.conf, or the embedded default.
 
-The embedded default (SPEC 8) lets a normal user with no /etc/dma run dma with
-nothing set up: config under $XDG_CONFIG_HOME/dma, spool and mailboxes under
-$XDG_STATE_HOME/dma, all created on first use and owned by that user.
+The embedded default (SPEC 8) lets a user or a container with no /etc/dma/dma.conf
+run dma with nothing set up: config under $XDG_CONFIG_HOME/dma, spool and
+mailboxes under $XDG_STATE_HOME/dma, all created on first use and owned by that
+user.  Installing /etc/dma/dma.conf switches to the system MTA layout.
 """
 
 from __future__ import annotations
@@ -124,7 +125,7 @@ def load_settings(config_path: str | None, environ: os._Environ[str] | dict[str,
                 f"configuration file {path} does not exist",
                 hint="check the path given with -C or DMA_CONF",
             )
-    elif os.path.exists(SYSTEM_CONFIG) or os.getuid() == 0:
+    elif os.path.exists(SYSTEM_CONFIG):
         path = SYSTEM_CONFIG
         text = read_text(path, "configuration", "fix its permissions")
     else:
