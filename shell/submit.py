@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -59,8 +59,16 @@ def _merge(first: tuple[Recipient, ...], second: tuple[Recipient, ...]) -> tuple
     return tuple(merged)
 
 
-def submit(invocation: Invocation, settings: Settings, log: Any, stdin_fd: int = 0) -> list[str]:
-    """Spool one message; return the new item ids.  Raises DmaError on bad input."""
+def submit(
+    invocation: Invocation,
+    settings: Settings,
+    log: Any,
+    chunks: Iterable[bytes] | None = None,
+) -> list[str]:
+    """Spool one message read from ``chunks`` (default: stdin); return the new item ids.
+
+    Raises DmaError on bad input; nothing is queued then.
+    """
     config = settings.config
     aliases = load_aliases(config.aliases)
     login = system.login_name()
@@ -108,7 +116,8 @@ def submit(invocation: Invocation, settings: Settings, log: Any, stdin_fd: int =
     with spool.begin() as writer:
         out = writer.file
         out.write(received_header(stamp))
-        lines = normalise_lines(read_chunks(stdin_fd), ignore_dots=invocation.ignore_dots)
+        source = read_chunks(0) if chunks is None else chunks
+        lines = normalise_lines(source, ignore_dots=invocation.ignore_dots)
         block = read_header_block(lines)
         processed = process_headers(
             block, stamp, collect_recipients=invocation.headers_recipients
