@@ -205,10 +205,18 @@ def _fold(line: bytes, name: str) -> list[bytes]:
                 cut = index
                 break
         if not cut:
-            raise DataError(
-                f"the {name} header has a line of {len(line)} octets with no blank to fold at",
-                hint=f"header lines may hold at most {MAX_LINE_OCTETS} octets: shorten it",
-            )
+            from dma.core.longlines import fold_header_line, is_unstructured
+
+            if not is_unstructured(name.lower()):
+                raise DataError(
+                    f"the {name} header has a line of {len(line)} octets with no blank to "
+                    "fold at",
+                    hint=f"structured header lines may hold at most {MAX_LINE_OCTETS} octets",
+                )
+            # free text (Subject and the like): RFC 2047 encoded words keep the meaning
+            continued = bool(pieces) or line[:1] in _BLANKS
+            pieces.extend(fold_header_line(line, name, continuation=continued))
+            return pieces
         pieces.append(line[:cut])
         line = line[cut:]
     pieces.append(line)

@@ -338,6 +338,21 @@ def _split_params(value: str) -> list[str]:
 # header blocks
 
 
+def fold_header_line(line: bytes, name: str, *, continuation: bool = False) -> list[bytes]:
+    """Fold one header line (without LF) into pieces of at most ``MAX_LINE_OCTETS``.
+
+    For callers outside this module (the header step at submission), which fold at
+    blanks themselves but need this module's encoded-word and token splitting when a
+    line has no blank to fold at.
+    """
+    pieces = _fold(line, name.lower(), continuation, after_word=False)
+    # A line of blanks alone would read as the end of the header block to some
+    # parsers: trailing blanks carry no meaning in a header, so drop them instead.
+    while len(pieces) > 1 and not pieces[-1].strip(_BLANKS):
+        pieces.pop()
+    return pieces
+
+
 def _header_block(block: _HeaderBlock, convert: bool) -> Iterator[bytes]:
     """Yield a header block with long lines folded and, to convert, the new CTE."""
     name: str | None = None
@@ -363,6 +378,11 @@ def _header_block(block: _HeaderBlock, convert: bool) -> Iterator[bytes]:
         if block.entity.ordinal == 0 and not block.entity.has_mime_version:
             yield b"MIME-Version: 1.0\n"
         yield b"Content-Transfer-Encoding: quoted-printable\n"
+
+
+def is_unstructured(name: str) -> bool:
+    """True for free-text fields (Subject, X-*, ...), which encoded words may carry."""
+    return _unstructured(name)
 
 
 def _unstructured(name: str | None) -> bool:

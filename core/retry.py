@@ -55,7 +55,7 @@ def retry_delay(attempts: int, jitter: float) -> int:
         return FIRST_DELAY
     if attempts >= _CAPPED_FROM:
         return MAX_DELAY
-    stretched = FIRST_DELAY * 2 ** (attempts - 1) * (1.0 + JITTER_SPREAD * jitter)
+    stretched = (FIRST_DELAY << (attempts - 1)) * (1.0 + JITTER_SPREAD * jitter)
     return min(MAX_DELAY, math.floor(stretched))
 
 

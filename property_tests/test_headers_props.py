@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.header
+
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -96,9 +98,23 @@ def test_unfolded_kept_fields_are_unchanged(text: bytes) -> None:
                 fields.append(line[:-1])
         return [f for f in fields if not f.lower().startswith(b"bcc")]
 
-    kept = unfolded_fields(result.lines[:-1])
-    original = unfolded_fields(block.lines)
-    assert kept[: len(original)] == original
+    def decoded(field: bytes) -> bytes:
+        # a free-text field too long to fold was carried in RFC 2047 encoded words
+        if b"=?" not in field:
+            return field
+        name, _, value = field.partition(b":")
+        words = email.header.decode_header(value.decode("ascii"))
+        text = b"".join(w if isinstance(w, bytes) else w.encode() for w, _ in words)
+        return name + b":" + text.replace(b" ", b"")
+
+    kept = unfolded_fields(result.lines[:-1])[: len(original := unfolded_fields(block.lines))]
+    assert len(kept) == len(original)
+    for new, old in zip(kept, original, strict=True):
+        if b"=?" in new and b"=?" not in old:
+            # RFC 2047 does not keep the blanks around encoded words: compare the text
+            assert b"".join(decoded(new).split()) == b"".join(old.split())
+        else:
+            assert new == old
 
 
 @settings(max_examples=200, deadline=None)

@@ -9,6 +9,7 @@ user.  Installing /etc/dma/dma.conf switches to the system MTA layout.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from dma.adapters import system
@@ -88,9 +89,16 @@ def _create_embedded(layout: EmbeddedLayout) -> None:
 
 
 def read_text(path: str, what: str, hint: str) -> str | None:
-    """The file's text, None when it does not exist; other errors are NoInputError."""
+    """The file's text, None when it does not exist; other errors are NoInputError.
+
+    Opened non-blocking and checked to be a regular file, so that a FIFO or a
+    device named by mistake is refused instead of hanging the caller.
+    """
     try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        with open(fd, encoding="utf-8", errors="surrogateescape") as handle:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise NoInputError(f"{what} {path} is not a regular file", hint=hint)
             return handle.read()
     except FileNotFoundError:
         return None

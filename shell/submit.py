@@ -49,6 +49,16 @@ def load_aliases(path: str) -> AliasTable:
     return parse_aliases(text, path) if text is not None else AliasTable(path=path)
 
 
+def _check_auth_file(path: str) -> None:
+    """Refuse a broken auth.conf before spooling, so that a caller who retries on the
+    error does not queue the message twice (delivery would fail on it anyway)."""
+    from dma.core.authconf import parse_auth
+
+    text = read_text(path, "auth file", "fix its permissions or the AUTHPATH setting")
+    if text is not None:
+        parse_auth(text, path)
+
+
 def _merge(first: tuple[Recipient, ...], second: tuple[Recipient, ...]) -> tuple[Recipient, ...]:
     seen = {r.address.lower() for r in first}
     merged = list(first)
@@ -96,6 +106,8 @@ def submit(
             hint="name the recipients as arguments, or use -t to take them from To:, Cc: and Bcc:",
         )
 
+    if config.authpath and not (config.defer or invocation.queue_only):
+        _check_auth_file(config.authpath)
     spool = Spool(config.spooldir)
     spool.prepare()
     message_id = spool.new_message_id()
