@@ -15,9 +15,6 @@ a recipient domain is never a short name.
 
 from __future__ import annotations
 
-import ipaddress
-import socket
-
 import dns.exception
 import dns.name
 import dns.nameserver
@@ -25,6 +22,7 @@ import dns.rdatatype
 import dns.rdtypes.mxbase
 import dns.resolver
 
+from dma.adapters.hosts import ip_literal, system_smarthost_targets
 from dma.core.routing import (
     DnsOutcome,
     DnsPermanent,
@@ -78,15 +76,10 @@ class Resolver:
 
     def _smarthost(self, host: str, port: int) -> DnsOutcome:
         """Every address of the smarthost; any failure is temporary (C dma issue #30)."""
-        literal = _ip_literal(host)
-        if literal is not None:
-            return Targets((Target(host, (literal,), 0),))
-        if self._system:
-            found = _getaddrinfo(host, port)
-        elif _is_localhost(host):
-            found = _LOCALHOST  # RFC 6761 6.3: never asked of a DNS server
-        else:
-            found = self._host_lookup(host)
+        if self._system or ip_literal(host) is not None:
+            return system_smarthost_targets(host, port)
+        # RFC 6761 6.3: localhost is never asked of a DNS server
+        found = _LOCALHOST if _is_localhost(host) else self._host_lookup(host)
         addresses = interleave_addresses(found.ipv6, found.ipv4)
         if addresses:
             return Targets((Target(host, addresses, 0),))
@@ -151,30 +144,6 @@ class Resolver:
         if self._resolver is None:
             return DnsTemporary(self._problem or "no DNS server configured")
         return self._resolver
-
-
-def _getaddrinfo(host: str, port: int) -> HostLookup:
-    """The C library's view of ``host`` (/etc/hosts, then DNS), split by address family."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as error:
-        return HostLookup(trouble=error.strerror or str(error))
-    except (UnicodeError, ValueError) as error:
-        return HostLookup(trouble=f"the name cannot be looked up ({error})")
-    ipv6 = tuple(str(info[4][0]) for info in infos if info[0] == socket.AF_INET6)
-    ipv4 = tuple(str(info[4][0]) for info in infos if info[0] == socket.AF_INET)
-    return HostLookup(ipv6, ipv4)
-
-
-def _ip_literal(host: str) -> str | None:
-    """``host`` as an IP address when it is one (optionally in brackets), else None."""
-    text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
 
 
 def _is_localhost(host: str) -> bool:

@@ -185,8 +185,12 @@ class Claim:
             ) from error
         self.item = item
 
-    def delete(self) -> None:
-        """Remove the item: M first, then Q (other recipients keep their M links)."""
+    def delete(self, *, sync: bool = True) -> None:
+        """Remove the item: M first, then Q (other recipients keep their M links).
+
+        ``sync=False`` leaves the directory fsync to the caller, who batches many
+        deletions into one (a crash before it can only repeat a delivery).
+        """
         self._locked_fd()
         try:
             for path in (self.message_path, self.queue_path):
@@ -194,7 +198,8 @@ class Claim:
                     os.unlink(path)
                 except FileNotFoundError:
                     pass
-            self._spool.sync_directory()
+            if sync:
+                self._spool.sync_directory()
         except OSError as error:
             raise IOFailure(
                 f"cannot delete queue item {self._item_id} in {self._spool.directory}: "

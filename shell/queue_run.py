@@ -9,6 +9,7 @@ never a process per recipient.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +21,8 @@ from dma.core.retry import after_temporary_failure, is_expired
 from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
 
-RemoteDelivery = Callable[[Sequence[Claim]], dict[str, Outcome]]
+Report = Callable[[str, Outcome], None]
+RemoteDelivery = Callable[[Sequence[Claim], Report], dict[str, Outcome]]
 
 
 @dataclass
@@ -108,20 +110,37 @@ class QueueRun:
                               id=claim.item.id, to=claim.item.recipient)
                 self.summary.skipped += 1
             return
-        outcomes = self.remote(claims)
-        for claim in claims:
-            self.finish(claim, outcomes.get(claim.item.id, deferred("no outcome reported")))
+        by_id = {claim.item.id: claim for claim in claims}
+        finished: set[str] = set()
+        lock = threading.Lock()
+
+        def report(item_id: str, outcome: Outcome) -> None:
+            # called from delivery threads as each transaction ends: act at once, so a
+            # crash later in the run cannot send what was already accepted again
+            with lock:
+                if item_id in by_id and item_id not in finished:
+                    finished.add(item_id)
+                    self.finish(by_id[item_id], outcome, sync=False)
+
+        try:
+            outcomes = self.remote(claims, report)
+            for claim in claims:
+                if claim.item.id not in finished:
+                    outcome = outcomes.get(claim.item.id, deferred("no outcome reported"))
+                    self.finish(claim, outcome, sync=False)
+        finally:
+            self.spool.sync_directory()
 
     def deliver_local(self, claim: Claim, user: str) -> Outcome:
         from dma.shell.local import deliver_local
 
         return deliver_local(claim, user, self.settings)
 
-    def finish(self, claim: Claim, outcome: Outcome) -> None:
+    def finish(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
         """Act on an outcome: delete, reschedule, or bounce."""
         item = claim.item
         if outcome.kind == "delivered":
-            claim.delete()
+            claim.delete(sync=sync)
             self.summary.delivered += 1
             self.log.info("delivered", id=item.id, to=item.recipient, detail=outcome.detail)
             return

@@ -12,15 +12,23 @@ import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dma.adapters import net
-from dma.adapters.dns import Resolver
+from dma.adapters.hosts import system_smarthost_targets
 from dma.adapters.spool import Claim
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
 from dma.core.errors import DmaError
-from dma.core.routing import DnsPermanent, DnsTemporary, NextHop, Target, next_hop
+from dma.core.routing import (
+    DnsOutcome,
+    DnsPermanent,
+    DnsTemporary,
+    NextHop,
+    Target,
+    Targets,
+    next_hop,
+)
 from dma.core.smtp import (
     Closed,
     Envelope,
@@ -39,7 +47,11 @@ from dma.core.smtp import (
 )
 from dma.core.transport import QueuedRecipient, Transaction, plan_transactions, security_for
 from dma.shell.outcomes import Outcome, deferred, delivered, failed
+from dma.shell.queue_run import Report
 from dma.shell.settings import Settings, read_text
+
+if TYPE_CHECKING:
+    from dma.adapters.dns import Resolver
 
 CONNECT_TIMEOUT = 30.0
 FINAL_DOT_FACTOR = 2.0  # RFC 5321 4.5.3.2: 10 minutes for the final dot, 5 for the rest
@@ -72,7 +84,20 @@ class RemoteDelivery:
         self.log = log
         self.verbose = verbose
         self.auth = self._load_auth()
-        self.resolver = Resolver(nameserver_address(self.config), timeout=10.0)
+        self.report: Report | None = None
+        self._resolver: Resolver | None = None
+
+    def _targets(self, hop: NextHop) -> DnsOutcome:
+        """Where to connect for ``hop``; dnspython is loaded only when DNS must be asked."""
+        nameserver = nameserver_address(self.config)
+        if hop.kind == "literal":
+            return Targets((Target(hop.host, (hop.host,), 0),))
+        if hop.kind == "smarthost" and nameserver is None:
+            return system_smarthost_targets(hop.host, hop.port)
+        if self._resolver is None:
+
+            self._resolver = Resolver(nameserver, timeout=10.0)
+        return self._resolver.targets_for(hop)
 
     def _load_auth(self) -> AuthTable:
         path = self.config.authpath
@@ -91,7 +116,10 @@ class RemoteDelivery:
             pass
         return parse_auth(text, path)
 
-    def __call__(self, claims: Sequence[Claim]) -> dict[str, Outcome]:
+    def __call__(self, claims: Sequence[Claim], report: Report | None = None
+                 ) -> dict[str, Outcome]:
+        """Deliver ``claims``; ``report`` hears each outcome as soon as it is final."""
+        self.report = report
         outcomes: dict[str, Outcome] = {}
         hops: dict[NextHop, list[Claim]] = {}
         for claim in claims:
@@ -116,7 +144,7 @@ class RemoteDelivery:
         by_id = {claim.item.id: claim for claim in claims}
         if hop.kind == "smarthost":
             self.log.info("using smarthost", host=hop.host, port=hop.port)
-        lookup_result = self.resolver.targets_for(hop)
+        lookup_result = self._targets(hop)
         if isinstance(lookup_result, DnsPermanent):
             return {i: failed(lookup_result.reason, "5.1.2") for i in by_id}
         if isinstance(lookup_result, DnsTemporary):
@@ -233,7 +261,11 @@ class RemoteDelivery:
                     if self.verbose:
                         self.log.info("recipient", to=event.recipient, result=event.reason)
                 elif isinstance(event, MessageDone) and current is not None:
-                    outcomes.update(self._outcomes(current, event, host))
+                    finished = self._outcomes(current, event, host)
+                    outcomes.update(finished)
+                    if self.report is not None:
+                        for item_id, outcome in finished.items():
+                            self.report(item_id, outcome)
                     current = self._next(client, connection, queue)
                 elif isinstance(event, SessionFailed):
                     failure = f"{host}: {event.reason}"
