@@ -13,10 +13,13 @@ from __future__ import annotations
 import sys
 import syslog
 from collections.abc import Callable, MutableMapping
-from typing import Any
 
-EventDict = MutableMapping[str, Any]
-Processor = Callable[[Any, str, EventDict], Any]
+TYPE_CHECKING = False  # not typing's: a submission need not import typing
+if TYPE_CHECKING:
+    from typing import Any
+
+    EventDict = MutableMapping[str, Any]
+    Processor = Callable[[Any, str, EventDict], Any]
 
 SECRET_KEYS = frozenset({"password", "secret", "token", "auth", "credentials", "passwd"})
 REDACTED = "<redacted>"

@@ -14,16 +14,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import secrets
 import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import BinaryIO
 
 from dma.core.errors import CantCreateError, DmaError, IOFailure, SoftwareError
-from dma.core.mailq import QueueEntry
 from dma.core.queuefile import (
     MAX_QUEUE_FILE_OCTETS,
     QueueItem,
@@ -31,6 +28,12 @@ from dma.core.queuefile import (
     parse_queue_file,
     render_queue_file,
 )
+
+TYPE_CHECKING = False  # not typing's: submission does not import typing (issue 2)
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from dma.core.mailq import QueueEntry
 
 FILE_MODE = 0o660
 DIR_MODE = 0o700
@@ -58,6 +61,11 @@ class SpoolScan:
 def _reason(error: OSError) -> str:
     """The errno text of ``error``, e.g. ``No space left on device``."""
     return error.strerror or os.strerror(error.errno or 0) or str(error)
+
+
+def _random_hex(octets: int) -> str:
+    """``octets`` random octets from the OS in hex, as secrets.token_hex (too heavy to import)."""
+    return os.urandom(octets).hex()
 
 
 def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
@@ -251,13 +259,13 @@ class Spool:
         The time part keeps ids in arrival order; the random part keeps processes
         on other machines sharing the spool from ever picking the same id.
         """
-        return f"{time.time_ns() // 1000:013x}{secrets.token_hex(6)}"
+        return f"{time.time_ns() // 1000:013x}{_random_hex(6)}"
 
     def _create_temp(self, prefix: str) -> tuple[str, int]:
         """Create ``<prefix><random>`` exclusively, mode 0660; return its path and fd."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
         for _ in range(8):
-            path = self.path(prefix + secrets.token_hex(8))
+            path = self.path(prefix + _random_hex(8))
             try:
                 fd = os.open(path, flags, FILE_MODE)
             except FileExistsError:
@@ -395,6 +403,8 @@ class Spool:
                 f"cannot list spool directory {self.directory}: {_reason(error)}",
                 hint="check that it exists and is readable",
             ) from error
+        from dma.core.mailq import QueueEntry  # listing only: keeps submission light
+
         entries: list[QueueEntry] = []
         problems: list[SpoolProblem] = []
         for name in names:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import socket
 import time
 from datetime import UTC, datetime
 
@@ -63,7 +62,7 @@ def home_directory() -> str:
 
 def system_hostname() -> str:
     """gethostname() cut at the first character outside [A-Za-z0-9_.-], as the C dma does."""
-    raw = socket.gethostname()
+    raw = os.uname().nodename  # what gethostname() returns, without importing socket
     cut = []
     for char in raw:
         if char.isascii() and (char.isalnum() or char in "_.-"):

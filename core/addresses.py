@@ -16,7 +16,6 @@ Every address the list parser returns has also passed ``parse_envelope_address``
 
 from __future__ import annotations
 
-import ipaddress
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -216,6 +215,8 @@ def _literal_problem(domain: str) -> str | None:
     content = domain[1:-1]
     if not content.isascii() or "[" in content or "]" in content:
         return f"the address literal {domain!r} is not an IP address"
+    import ipaddress  # rare: kept off the start-up path of every submission (issue 2)
+
     try:
         if content[:5].lower() == "ipv6:":
             if "%" in content:

@@ -23,12 +23,15 @@ import enum
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from dma.core.durations import parse_duration
 from dma.core.errors import DataError, UsageError
 
-SelectorKind = Literal["id", "recipient", "sender"]
+TYPE_CHECKING = False  # not typing's: a submission need not import typing (issue 2)
+if TYPE_CHECKING:
+    from typing import Literal
+
+    SelectorKind = Literal["id", "recipient", "sender"]
 
 
 class Mode(enum.Enum):

@@ -13,16 +13,24 @@ The file's text is an argument: the shell reads it (and the MAILNAME file).
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import ipaddress
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Literal
 
 from dma.core.durations import format_duration, parse_duration
 from dma.core.errors import ConfigError, DmaError, at
+
+# typing, difflib and ipaddress are imported only where needed: dma.conf is read on
+# every submission, whose start-up time matters (issue 2).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    Kind = Literal[
+        "string", "path", "bool", "port", "count", "duration", "fingerprint", "nameserver",
+        "ignored",
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +62,6 @@ class Config:
     maxconnections: int = 4
     queuelifetime: int = 5 * 86400  # seconds
     timeout: int = 300  # seconds to wait for each SMTP reply (RFC 5321: 5 minutes)
-
-
-Kind = Literal[
-    "string", "path", "bool", "port", "count", "duration", "fingerprint", "nameserver", "ignored"
-]
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +272,8 @@ def _unknown_key(key: str, where: str) -> ConfigError:
     if upper in KEYS:
         hint = f"keys are case-sensitive: write {upper}"
     else:
+        import difflib
+
         close = difflib.get_close_matches(upper, list(KEYS), n=1)
         hint = (
             f"did you mean {close[0]}?"
@@ -370,11 +375,15 @@ def _parse_nameserver(value: str, key: str, where: str | None = None) -> tuple[s
         if not (_DIGITS.fullmatch(port_text) and 1 <= int(port_text) <= 65535):
             raise _bad_nameserver(key, value, where)
         port = int(port_text)
+    import ipaddress
+
     return str(ipaddress.ip_address(host)), port
 
 
 def _is_ip(text: str, version: int) -> bool:
     """True when ``text`` is an IP address (of ``version`` 4 or 6; 0 for either)."""
+    import ipaddress
+
     try:
         address = ipaddress.ip_address(text)
     except ValueError:

@@ -11,7 +11,6 @@ RFC 5322 address-list parser for -t), SPEC 3 wins.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
@@ -231,6 +230,8 @@ def _phrase(name: str) -> bytes:
             return name.encode("ascii")
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{quoted}"'.encode("ascii")
+    import base64  # rare: kept off the start-up path of every submission (issue 2)
+
     encoded: list[bytes] = []
     run = b""
     for char in name:

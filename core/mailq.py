@@ -9,7 +9,6 @@ to drive the reader's terminal.
 
 from __future__ import annotations
 
-import json
 import math
 import unicodedata
 from collections.abc import Sequence
@@ -110,6 +109,8 @@ def render_mailq(entries: Sequence[QueueEntry], now: float) -> str:
 
 def render_mailq_json(entries: Sequence[QueueEntry], now: float) -> str:
     """One JSON object per item and line, oldest first; ``""`` for an empty queue."""
+    import json  # only -j needs it; delivery imports this module (issue 2)
+
     lines = []
     for entry in _ordered(entries):
         item = entry.item

@@ -11,7 +11,8 @@ TLS and timeouts; it runs this loop:
         Ready          -> sock.sendall(client.send_message(envelope))
         ReadyForData   -> for chunk in client.send_data_lines(lines): sock.sendall(chunk)
         RecipientResult-> log it (MessageDone carries the final word)
-        MessageDone    -> record outcomes, then send_message again or sock.sendall(client.quit())
+        MessageDone    -> record outcomes; if client.can_send_message: send_message again,
+                          else (or when done) sock.sendall(client.quit())
         SessionFailed  -> record, sock.sendall(client.quit()) (b"" means just close)
 
 Everything that affects transitions lives in this file, in the TRANSITIONS table
@@ -591,8 +592,23 @@ class SmtpClient:
         self._state = State.EHLO
         return _line(f"EHLO {self._policy.helo_name}")
 
+    @property
+    def can_send_message(self) -> bool:
+        """True when send_message may be called now.
+
+        Check it on MessageDone: when a failure settled the message, SessionFailed
+        follows and the answer is False.
+        """
+        return self._state is State.READY and self._txn is None
+
     def quit(self) -> bytes:
-        """End the session politely: QUIT when the server can take it, else b"" (just close)."""
+        """End the session politely: QUIT when the server can take it, else b"" (just close).
+
+        Idempotent once the session is over or QUIT was sent, so a driver may call it
+        on MessageDone and again on the SessionFailed that follows.
+        """
+        if self._state in (State.QUIT, State.CLOSED):
+            return b""
         if self._state is State.READY and self._txn is None:
             self._state = State.QUIT
             return b"QUIT\r\n"

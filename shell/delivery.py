@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import fcntl
 import os
-import signal
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
 
 from dma.adapters import system
 from dma.adapters.spool import Spool
 from dma.core.cmdline import Invocation, QueueSelector
-from dma.core.mailq import QueueEntry
 from dma.core.retry import is_due
 from dma.shell.settings import Settings
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from dma.core.mailq import QueueEntry
 
 RUNNER_LOCK = ".runner.lock"
 
@@ -65,6 +68,8 @@ def after_submission(invocation: Invocation, settings: Settings, item_ids: list[
 
 def _detach(work: Any) -> None:
     """Run ``work`` in a grandchild with no terminal and no stdio; return at once."""
+    import signal
+
     sys.stdout.flush()
     sys.stderr.flush()
     first = os.fork()
@@ -133,6 +138,8 @@ def run_queue(invocation: Invocation, settings: Settings) -> int:
         os.close(lock_fd)
         _one_pass(invocation, settings, honour_next_try=False)
         return 0
+    import signal
+
     stop = False
     wake = False
 

@@ -7,10 +7,8 @@ adapter.  The message is streamed: only the header block is ever held in memory.
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from dma.adapters import system
 from dma.adapters.spool import Spool, SpoolWriter
@@ -30,6 +28,10 @@ from dma.core.headers import (
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
 from dma.core.queuefile import QueueItem
 from dma.shell.settings import Settings, read_text
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 CHUNK = 64 * 1024
 
@@ -121,7 +123,7 @@ def submit(
         system_hostname=settings.system_hostname,
         date=rfc5322_date(moment),
         message_id=make_message_id(
-            int(moment.timestamp()), message_id, secrets.token_hex(4), settings.mailname
+            int(moment.timestamp()), message_id, os.urandom(4).hex(), settings.mailname
         ),
         full_name=invocation.full_name,
     )
