@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email.header
-
 from dataclasses import replace
 
 from hypothesis import given, settings

@@ -330,7 +330,7 @@ def test_long_header_line_is_folded_at_a_blank() -> None:
 
 
 def test_long_header_without_blanks_is_encoded_not_refused() -> None:
-    """A header line with no blank to fold at is re-encoded (SPEC 3.2), decoding to the same text."""
+    """A header line with no blank to fold at is re-encoded (SPEC 3.2) and decodes the same."""
     import email.header
 
     out = processed(b"X-Long: " + b"x" * 1200 + b"\n\n")
