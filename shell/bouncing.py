@@ -19,6 +19,7 @@ from dma.core.envelope import resolve_recipients
 from dma.core.errors import DmaError
 from dma.core.headers import make_message_id
 from dma.core.queuefile import QueueItem
+from dma.core.retry import after_temporary_failure
 from dma.shell.outcomes import Outcome
 from dma.shell.settings import Settings
 
@@ -38,8 +39,10 @@ def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list
         new_ids = _spool_bounce(claim, outcome, settings)
     except (DmaError, OSError) as error:
         reason = f"cannot bounce to <{item.sender}>: {error}"
-        claim.update(QueueItem(item.id, item.sender, item.recipient, item.attempts,
-                               item.next_try, reason))
+        claim.update(after_temporary_failure(
+            item, now=int(system.epoch()), error=reason,
+            jitter=int.from_bytes(os.urandom(4), "big") / 2**32,
+        ))
         log.error("bounce failed; message kept in the queue", id=item.id, reason=reason)
         return None
     claim.delete()
