@@ -47,6 +47,7 @@ def normalise_lines(chunks: Iterable[bytes], *, ignore_dots: bool) -> Iterator[b
         if after_cr and chunk[0] == 0x0A:
             chunk = chunk[1:]
             if not chunk:
+                after_cr = False  # that LF completed the CRLF; the next LF is a new line
                 continue
         after_cr = chunk[-1] == 0x0D
         if b"\r" in chunk:

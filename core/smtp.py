@@ -46,6 +46,7 @@ from dma.core.smtp_auth import (
 from dma.core.smtp_reply import Extensions, RemoteProtocolError, Reply, ReplyParser, parse_ehlo
 
 __all__ = [
+    "TRANSITIONS",
     "Closed",
     "Envelope",
     "Event",
@@ -181,6 +182,7 @@ for _state in (S.GREETING, S.EHLO, S.HELO, S.STARTTLS, S.AUTH, S.READY, S.RSET, 
     TRANSITIONS[(_state, K.SHUTDOWN)] = _to("_server_closing", S.FAILED)
 for _state in (S.RCPT, S.DATA, S.SENDING_DATA, S.DATA_END):
     TRANSITIONS[(_state, K.SHUTDOWN)] = _to("_server_closing", S.FAILED)
+del _state
 UNEXPECTED = _to("_unexpected", S.FAILED)
 """Any (state, reply kind) pair not in the table: the server is out of step."""
 
@@ -680,7 +682,7 @@ class SmtpClient:
             self._finish_message()
             can_quit = False
         self._auth_steps.clear()
-        self._can_quit = can_quit and not self._parser.has_pending and not self._eof
+        self._can_quit = can_quit and not self._eof
         self._events.append(SessionFailed(Outcome.TEMPORARY, stage, reply, reason))
         return State.FAILED
 
@@ -747,6 +749,7 @@ class SmtpClient:
                 return
             if after_cr and chunk[:1] == b"\n":
                 chunk = chunk[1:]
+                after_cr = False  # that LF is used up: a second one is a line of its own
             if not chunk:
                 continue
             after_cr = chunk[-1:] == b"\r"

@@ -79,11 +79,19 @@ class ReplyParser:
         self._buffer += data
 
     def feed(self, data: bytes) -> tuple[Reply, ...]:
-        """Buffer ``data`` and return every reply that is now complete."""
+        """Buffer ``data`` and return every reply that is now complete.
+
+        Garbage after complete replies does not lose them: they are returned and
+        the error is raised by the next call.
+        """
         self.receive(data)
-        replies = []
-        while (reply := self.next_reply()) is not None:
-            replies.append(reply)
+        replies: list[Reply] = []
+        try:
+            while (reply := self.next_reply()) is not None:
+                replies.append(reply)
+        except RemoteProtocolError:
+            if not replies:
+                raise
         return tuple(replies)
 
     def next_reply(self) -> Reply | None:

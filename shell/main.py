@@ -67,9 +67,13 @@ def _run(args: list[str]) -> int:
         from dma.shell.queue_ops import verify
 
         return verify(invocation, settings)
+    if mode is Mode.SMTP_SESSION:
+        from dma.shell.smtp_session import run_session
+
+        return run_session(invocation, settings)
     from dma.core.errors import UnavailableError
 
-    flag = {Mode.SMTP_SESSION: "-bs", Mode.BOUNCE: "-Qb"}.get(mode, str(mode))
+    flag = {Mode.BOUNCE: "-Qb"}.get(mode, str(mode))
     raise UnavailableError(
         f"{flag} is not available yet in this version",
         hint="it arrives with remote delivery; use plain submission meanwhile",

@@ -285,7 +285,7 @@ class RemoteDelivery:
 
     def _next(self, client: SmtpClient, connection: net.Connection,
               queue: list[_Message]) -> _Message | None:
-        if not queue:
+        if not queue or not client.can_send_message:
             data = client.quit()
             self._trace(">>>", data)
             connection.send(data)

@@ -149,3 +149,8 @@ def test_a_large_message_is_fast() -> None:
     elapsed = time.process_time() - start
     assert count == 256 * (65536 // len(line))
     assert elapsed < 2.0
+
+
+def test_lf_completing_a_split_crlf_does_not_swallow_the_next_empty_line() -> None:
+    """Chunks "a\\r", "\\n", "\\n" give the line "a" and then an empty line."""
+    assert list(normalise_lines([b"a\r", b"\n", b"\n"], ignore_dots=True)) == [b"a\n", b"\n"]
