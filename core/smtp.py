@@ -740,9 +740,11 @@ class SmtpClient:
                 )
 
     def _data_chunks(self, lines: Iterable[bytes]) -> Iterator[bytes]:
-        out: list[bytes] = []  # finished wire lines without their CRLF
+        # Works on whole chunks (bytes.replace), not line by line: a 2 KB message is a
+        # handful of C-level calls.  `partial` holds a line whose end has not come yet.
+        out: list[bytes] = []  # finished wire text, CRLF line ends, dot-stuffed
         size = 0
-        partial: list[bytes] = []  # the start of a line whose end has not come yet
+        partial = b""
         after_cr = False
         for chunk in lines:
             if self._state is not State.SENDING_DATA:
@@ -755,31 +757,29 @@ class SmtpClient:
             after_cr = chunk[-1:] == b"\r"
             if b"\r" in chunk:
                 chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            pieces = chunk.split(b"\n")
-            tail = pieces.pop()
-            if pieces:
-                if partial:
-                    partial.append(pieces[0])
-                    pieces[0] = b"".join(partial)
-                    partial.clear()
-                for piece in pieces:
-                    if piece[:1] == b".":
-                        piece = b"." + piece
-                    out.append(piece)
-                    size += len(piece) + 2
-            if tail:
-                partial.append(tail)
+            if partial:
+                chunk = partial + chunk
+            end = chunk.rfind(b"\n") + 1
+            partial = chunk[end:]
+            if not end:
+                continue
+            complete = chunk[:end]  # starts at a line start, ends with LF
+            if complete[:1] == b".":
+                complete = b"." + complete
+            wire = complete.replace(b"\n.", b"\n..").replace(b"\n", CRLF)
+            out.append(wire)
+            size += len(wire)
             if size >= DATA_CHUNK_OCTETS:
-                yield CRLF.join(out) + CRLF
+                yield b"".join(out)
                 out.clear()
                 size = 0
         if self._state is not State.SENDING_DATA:
             return
         if partial:
-            piece = b"".join(partial)
-            out.append(b"." + piece if piece[:1] == b"." else piece)
+            out.append((b"." + partial if partial[:1] == b"." else partial) + CRLF)
         self._state = State.DATA_END
-        yield CRLF.join(out) + b"\r\n.\r\n" if out else b".\r\n"
+        out.append(b".\r\n")
+        yield b"".join(out)
 
     # --- actions (named in TRANSITIONS; each returns the next state) -----------------------
 

@@ -254,7 +254,8 @@ class RemoteDelivery:
                     current = self._next(client, connection, queue)
                 elif isinstance(event, ReadyForData) and current is not None:
                     with open(current.path, "rb") as handle:
-                        for chunk in client.send_data_lines(handle):
+                        chunks = iter(lambda: handle.read(1 << 16), b"")
+                        for chunk in client.send_data_lines(chunks):
                             connection.send(chunk)
                     self._trace(">>>", b"(message data)\r\n.")
                 elif isinstance(event, RecipientResult):
