@@ -51,7 +51,7 @@ from dma.shell.queue_run import Report
 from dma.shell.settings import Settings, read_text
 
 if TYPE_CHECKING:
-    from dma.adapters.dns import Resolver
+    from dma.adapters.dns import Resolver as DnsResolver
 
 CONNECT_TIMEOUT = 30.0
 FINAL_DOT_FACTOR = 2.0  # RFC 5321 4.5.3.2: 10 minutes for the final dot, 5 for the rest
@@ -65,6 +65,21 @@ class _Message:
     path: str
     size: int
     eight_bit: bool
+
+
+def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
+    """The message narrowed to its items not settled yet; None when all are."""
+    plan = message.plan
+    keep = [i for i, item_id in enumerate(plan.item_ids) if item_id not in settled]
+    if not keep:
+        return None
+    if len(keep) == len(plan.item_ids):
+        return message
+    items = tuple(plan.item_ids[i] for i in keep)
+    item_recipients = tuple(plan.item_recipients[i] for i in keep)
+    recipients = tuple(r for r in plan.recipients if r in item_recipients)
+    narrowed = Transaction(plan.message_id, plan.sender, items, recipients, item_recipients)
+    return _Message(narrowed, message.path, message.size, message.eight_bit)
 
 
 def _has_8bit(path: str) -> bool:
@@ -85,7 +100,7 @@ class RemoteDelivery:
         self.verbose = verbose
         self.auth = self._load_auth()
         self.report: Report | None = None
-        self._resolver: Resolver | None = None
+        self._resolver: DnsResolver | None = None
 
     def _targets(self, hop: NextHop) -> DnsOutcome:
         """Where to connect for ``hop``; dnspython is loaded only when DNS must be asked."""
@@ -95,8 +110,9 @@ class RemoteDelivery:
         if hop.kind == "smarthost" and nameserver is None:
             return system_smarthost_targets(hop.host, hop.port)
         if self._resolver is None:
+            from dma.adapters.dns import Resolver
 
-            self._resolver = Resolver(nameserver, timeout=10.0)
+            self._resolver = Resolver(nameserver, timeout=min(30.0, float(self.config.timeout)))
         return self._resolver.targets_for(hop)
 
     def _load_auth(self) -> AuthTable:
@@ -162,21 +178,23 @@ class RemoteDelivery:
                     by_id.pop(item_id, None)
                 self.log.error("cannot read queued message", path=path,
                                error=unreadable.strerror)
-        outcomes: dict[str, Outcome] = {}
+        final: dict[str, Outcome] = {}
+        temporary: dict[str, Outcome] = {}
         last_error = "no host for this destination could be reached"
         for target in lookup_result.targets:
             for address in target.addresses:
                 if not pending:
-                    return outcomes
-                done, host_failure = self._session(hop, target, address, pending)
-                outcomes.update(done)
-                pending = [m for m in pending if not all(i in outcomes for i in m.plan.item_ids)]
+                    return final
+                done, retry, host_failure = self._session(hop, target, address, pending)
+                final.update(done)
+                temporary.update(retry)
+                pending = [left for m in pending if (left := _without(m, final)) is not None]
                 if host_failure:
                     last_error = host_failure
         for message in pending:
             for item_id in message.plan.item_ids:
-                outcomes.setdefault(item_id, deferred(last_error))
-        return outcomes
+                final[item_id] = temporary.get(item_id, deferred(last_error))
+        return final
 
     # --- one connection ------------------------------------------------------------
 
@@ -197,9 +215,15 @@ class RemoteDelivery:
                 return entry.login, entry.password
         return None
 
-    def _session(self, hop: NextHop, target: Target, address: str,
-                 messages: list[_Message]) -> tuple[dict[str, Outcome], str | None]:
-        """Deliver what one connection can; return outcomes and the host's failure, if any."""
+    def _session(
+        self, hop: NextHop, target: Target, address: str, messages: list[_Message]
+    ) -> tuple[dict[str, Outcome], dict[str, Outcome], str | None]:
+        """Deliver what one connection can.
+
+        Returns the settled outcomes (delivered or failed: reported at once), the
+        temporary ones (the next host may still take those recipients), and the
+        host's own failure, if any.
+        """
         security = security_for(self.config, hop.kind)
         tls = self._tls_policy(hop, target, security.verify)
         host = f"{target.name} [{address}]:{hop.port}"
@@ -215,7 +239,7 @@ class RemoteDelivery:
             )
         except DmaError as refused:
             self.log.warning("connection failed", host=host, error=str(refused))
-            return {}, str(refused)
+            return {}, {}, str(refused)
         credentials = self._credentials(hop, target)
         client = SmtpClient(SessionPolicy(
             helo_name=self.settings.mailname,
@@ -225,6 +249,7 @@ class RemoteDelivery:
             insecure=self.config.insecure,
         ))
         outcomes: dict[str, Outcome] = {}
+        retry: dict[str, Outcome] = {}
         queue = list(messages)
         current: _Message | None = None
         failure: str | None = None
@@ -262,10 +287,12 @@ class RemoteDelivery:
                     if self.verbose:
                         self.log.info("recipient", to=event.recipient, result=event.reason)
                 elif isinstance(event, MessageDone) and current is not None:
-                    finished = self._outcomes(current, event, host)
-                    outcomes.update(finished)
-                    if self.report is not None:
-                        for item_id, outcome in finished.items():
+                    for item_id, outcome in self._outcomes(current, event, host).items():
+                        if outcome.kind == "deferred":
+                            retry[item_id] = outcome
+                            continue
+                        outcomes[item_id] = outcome
+                        if self.report is not None:
                             self.report(item_id, outcome)
                     current = self._next(client, connection, queue)
                 elif isinstance(event, SessionFailed):
@@ -278,11 +305,14 @@ class RemoteDelivery:
                 elif isinstance(event, Closed):
                     break
         except DmaError as error:
-            failure = f"{host}: {error}"
-            self.log.warning("connection lost", host=host, error=str(error))
+            # keep the server's own words (e.g. a 554 greeting) over the hang-up after it
+            if failure is None:
+                text = str(error)
+                failure = text if text.startswith(target.name) else f"{host}: {text}"
+                self.log.warning("connection lost", host=host, error=text)
         finally:
             connection.close()
-        return outcomes, failure
+        return outcomes, retry, failure
 
     def _next(self, client: SmtpClient, connection: net.Connection,
               queue: list[_Message]) -> _Message | None:

@@ -1,0 +1,161 @@
+"""MX delivery end to end: dnsmasq serves the records, sinks listen on 127.0.0.2-4.
+
+No SMARTHOST: dma asks NAMESERVER (a dnsmasq on loopback) for MX records and
+connects to PORT on each host in preference order (SPEC 2.1: PORT applies to
+every remote delivery).  127.0.0.2 has nothing listening, 127.0.0.3 answers 4xx
+(to RCPT, or at the greeting), 127.0.0.4 accepts (SPEC 5.3, 5.7).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from conftest import DmaSite
+from dnsmasq import host_record, local, mx, running_dnsmasq
+from smtp_peers import (  # noqa: F401 (fixtures)
+    AiosmtpdSink,
+    Script,
+    ScriptedSink,
+    aiosmtpd_sink_fixture,
+    bounces,
+    delivery_status,
+    free_port,
+    scripted_sink_fixture,
+    write_remote_config,
+)
+
+DOWN, BUSY, GOOD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+ZONE = "mx.test"
+RECORDS = (
+    local(ZONE),
+    # three MX hosts: nothing listening, 4xx, accepting
+    mx(f"multi.{ZONE}", f"down.{ZONE}", 10),
+    mx(f"multi.{ZONE}", f"busy.{ZONE}", 20),
+    mx(f"multi.{ZONE}", f"good.{ZONE}", 30),
+    host_record(f"down.{ZONE}", DOWN),
+    host_record(f"busy.{ZONE}", BUSY),
+    host_record(f"good.{ZONE}", GOOD),
+    # no MX: the domain's own address
+    host_record(f"nomx.{ZONE}", GOOD),
+    # RFC 7505 null MX
+    mx(f"null.{ZONE}", ".", 0),
+    host_record(f"null.{ZONE}", GOOD),
+)
+MESSAGE = b"Subject: via MX\n\nlooked up in DNS\n"
+
+
+@pytest.fixture(scope="module")
+def nameserver() -> Iterator[str]:
+    """One dnsmasq for the module, serving RECORDS; yields the NAMESERVER value."""
+    with running_dnsmasq(*RECORDS) as (address, port):
+        yield f"{address}:{port}"
+
+
+@pytest.fixture
+def port() -> int:
+    """A port free on all three sink addresses: PORT in dma.conf."""
+    return free_port(DOWN, BUSY, GOOD)
+
+
+def _configure(site: DmaSite, port: int, nameserver: str) -> None:
+    write_remote_config(site, port, f"NAMESERVER {nameserver}\n", host="")
+
+
+def _send(site: DmaSite, recipient: str) -> tuple[int, str]:
+    done = site.run(["-D", recipient], MESSAGE, program="sendmail", timeout=60)
+    return done.returncode, done.stderr.decode(errors="replace")
+
+
+@pytest.mark.parametrize("busy", [
+    Script(rcpt=lambda _address: "451 4.3.0 temporarily unable, try another host"),
+    Script(greeting="421 4.3.2 too busy"),
+], ids=["4xx-to-rcpt", "421-greeting"])
+def test_mx_hosts_in_preference_order(
+    site: DmaSite, port: int, nameserver: str, busy: Script,
+    aiosmtpd_sink: Callable[..., AiosmtpdSink], scripted_sink: Callable[..., ScriptedSink],
+) -> None:
+    """The lowest MX is down, the next answers 4xx: the mail reaches the third, on PORT."""
+    temporary = scripted_sink(busy, host=BUSY, port=port)
+    good = aiosmtpd_sink(GOOD, port)
+    _configure(site, port, nameserver)
+    code, stderr = _send(site, f"bob@multi.{ZONE}")
+    assert code == 0, stderr
+    [arrival] = good.wait_for(1)
+    assert arrival.recipients == [f"bob@multi.{ZONE}"]
+    assert len(temporary.connections) == 1  # tried after the dead host, before the good one
+    assert temporary.messages == []
+    assert site.queue() == []
+    assert bounces(site) == []
+
+
+def test_all_mx_hosts_temporary_defers(
+    site: DmaSite, port: int, nameserver: str, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """When no MX host accepts (down, 4xx, down) the item is deferred, never bounced."""
+    scripted_sink(Script(greeting="421 4.3.2 too busy"), host=BUSY, port=port)
+    _configure(site, port, nameserver)
+    code, stderr = _send(site, f"bob@multi.{ZONE}")
+    assert code == 75, stderr
+    [item] = site.queue()
+    assert item["attempts"] == 1
+    assert bounces(site) == []
+
+
+def test_no_mx_falls_back_to_address(
+    site: DmaSite, port: int, nameserver: str, aiosmtpd_sink: Callable[..., AiosmtpdSink]
+) -> None:
+    """A domain without MX records is delivered to its own A record."""
+    good = aiosmtpd_sink(GOOD, port)
+    _configure(site, port, nameserver)
+    code, stderr = _send(site, f"carol@nomx.{ZONE}")
+    assert code == 0, stderr
+    [arrival] = good.wait_for(1)
+    assert arrival.recipients == [f"carol@nomx.{ZONE}"]
+    assert site.queue() == []
+
+
+@pytest.mark.parametrize("domain", [f"null.{ZONE}", f"missing.{ZONE}"],
+                         ids=["null-mx", "nxdomain"])
+def test_null_mx_and_nxdomain_bounce_at_once(
+    site: DmaSite, port: int, nameserver: str, domain: str,
+    aiosmtpd_sink: Callable[..., AiosmtpdSink],
+) -> None:
+    """A null MX or a domain that does not exist bounces at the first attempt, locally."""
+    good = aiosmtpd_sink(GOOD, port)  # null.mx.test has an A record: it must not be used
+    _configure(site, port, nameserver)
+    recipient = f"dave@{domain}"
+    code, stderr = _send(site, recipient)
+    assert code == 69, stderr
+    assert site.queue() == []
+    assert good.messages == []
+    [report] = bounces(site)
+    status = delivery_status(report, recipient)
+    assert status["action"] == "failed"
+    assert status["status"].startswith("5.")
+
+
+def test_refused_dns_answer_defers(
+    site: DmaSite, port: int, nameserver: str, aiosmtpd_sink: Callable[..., AiosmtpdSink]
+) -> None:
+    """A name server that will not answer (REFUSED, like SERVFAIL) defers the item."""
+    _configure(site, port, nameserver)
+    code, stderr = _send(site, "erin@elsewhere.test")
+    assert code == 75, stderr
+    [item] = site.queue()
+    assert "dns" in item["last_error"].lower()
+    assert bounces(site) == []
+
+
+def test_unreachable_dns_defers(site: DmaSite, port: int) -> None:
+    """A NAMESERVER where nothing listens defers the item instead of bouncing it."""
+    silent = free_port()
+    _configure(site, port, f"127.0.0.1:{silent}")
+    started = time.monotonic()
+    code, stderr = _send(site, f"bob@multi.{ZONE}")
+    assert code == 75, stderr
+    assert time.monotonic() - started < 30
+    [item] = site.queue()
+    assert "dns" in item["last_error"].lower()
+    assert bounces(site) == []

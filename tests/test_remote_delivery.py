@@ -1,0 +1,334 @@
+"""Remote delivery end to end: ``sendmail`` and ``dma -q`` against SMTP sinks on loopback.
+
+Each test writes its own dma.conf (SMARTHOST 127.0.0.1, PORT of the sink, TIMEOUT
+2s) and looks at what arrived at the sink and what is left in the queue, the Q
+files and the sender's mailbox (bounces): exit codes of ``-D``, detached delivery,
+per-recipient answers, broken servers, PIPELINING, connection reuse, and SMTP
+smuggling (SPEC 3.1, 5.1, 5.3, 5.4, 5.7).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from conftest import DmaSite
+from smtp_peers import (  # noqa: F401 (fixtures)
+    AiosmtpdSink,
+    Script,
+    ScriptedSink,
+    aiosmtpd_sink_fixture,
+    answer_by_local_part,
+    bounces,
+    delivery_status,
+    free_port,
+    q_fields,
+    queued,
+    scripted_sink_fixture,
+    sender_address,
+    wait_until,
+    write_remote_config,
+)
+
+MESSAGE = b"Subject: remote test\nTo: bob@example.org\n\nfirst line\nsecond line\n"
+SinkFactory = Callable[..., AiosmtpdSink]
+ScriptedFactory = Callable[..., ScriptedSink]
+
+
+def _body(content: bytes) -> bytes:
+    """The body of a message as it crossed the wire (after the first CRLF CRLF)."""
+    _head, separator, body = content.partition(b"\r\n\r\n")
+    assert separator, content[:200]
+    return body
+
+
+def test_plain_delivery_to_smarthost_exits_0(site: DmaSite, aiosmtpd_sink: SinkFactory) -> None:
+    """sendmail -D delivers to the smarthost, exits 0 and leaves nothing in the spool."""
+    sink = aiosmtpd_sink()
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 0, done.stderr.decode()
+    [arrival] = sink.wait_for(1)
+    assert arrival.sender == sender_address()
+    assert arrival.recipients == ["bob@example.org"]
+    assert _body(arrival.content) == b"first line\r\nsecond line\r\n"
+    assert b"\r\nSubject: remote test\r\n" in arrival.content
+    assert arrival.content.startswith(b"Received: from ")
+    assert site.queue() == []
+    assert not [name for name in site.spool_names() if name[0] in "QM"]
+
+
+def test_foreground_deferral_exits_75(site: DmaSite) -> None:
+    """-D with nobody listening at the smarthost exits 75; the item stays with its error."""
+    write_remote_config(site, free_port())
+    before = int(time.time())
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 75, done.stderr.decode()
+    [item] = site.queue()
+    assert item["recipient"] == "bob@example.org"
+    assert item["attempts"] == 1
+    assert item["next_try"] >= before + 60
+    assert "refused" in item["last_error"].lower()
+    assert bounces(site) == []
+
+
+def test_foreground_bounce_exits_69(site: DmaSite, aiosmtpd_sink: SinkFactory) -> None:
+    """-D exits 69 when the smarthost refuses the only recipient with 550; the bounce is local."""
+    sink = aiosmtpd_sink(rcpt=answer_by_local_part)
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "perm@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 69, done.stderr.decode()
+    assert sink.messages == []
+    assert site.queue() == []
+    [report] = bounces(site)
+    assert delivery_status(report, "perm@example.org")["action"] == "failed"
+
+
+def test_detached_submission_arrives(site: DmaSite, aiosmtpd_sink: SinkFactory) -> None:
+    """Without -D sendmail returns at once and a detached process delivers within seconds."""
+    sink = aiosmtpd_sink()
+    write_remote_config(site, sink.port)
+    done = site.run(["bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 0, done.stderr.decode()
+    [arrival] = sink.wait_for(1, timeout=10)
+    assert arrival.recipients == ["bob@example.org"]
+    assert wait_until(lambda: site.queue() == [], timeout=10)
+
+
+def test_per_recipient_answers(site: DmaSite, aiosmtpd_sink: SinkFactory) -> None:
+    """250, 450 and 550 to three RCPTs: one delivered, one kept for a retry, one bounced."""
+    sink = aiosmtpd_sink(rcpt=answer_by_local_part)
+    write_remote_config(site, sink.port)
+    before = int(time.time())
+    done = site.run(
+        ["-D", "ok@example.org", "temp@example.org", "perm@example.org"], MESSAGE,
+        program="sendmail",
+    )
+    assert done.returncode == 69, done.stderr.decode()
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["ok@example.org"]
+    queue = queued(site)
+    assert set(queue) == {"temp@example.org"}
+    item = queue["temp@example.org"]
+    assert item["attempts"] == 1
+    assert item["next_try"] >= before + 60
+    assert "450" in item["last_error"]
+    fields = q_fields(site, item["id"])
+    assert fields["X-Attempts"] == "1"
+    assert int(fields["X-Next-Try"]) == item["next_try"]
+    assert "450 4.2.1" in fields["X-Last-Error"]
+    [report] = bounces(site)
+    assert "perm@example.org" in str(report["Subject"]) or report["To"] is not None
+    status = delivery_status(report, "perm@example.org")
+    assert status["action"] == "failed"
+    assert status["status"] == "5.1.1"
+    assert status["diagnostic-code"].startswith("smtp; 550")
+    assert "no such user here" in status["diagnostic-code"]
+    assert "127.0.0.1" in status.get("remote-mta", "")
+    assert "dma.test" in status["reporting-mta"]
+    assert str(report["To"]).endswith(sender_address())
+
+
+def test_drop_mid_data_defers_and_keeps_message(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A server that hangs up in the middle of DATA: deferred, the spooled message intact."""
+    sink = scripted_sink(Script(drop_in_data=True))
+    write_remote_config(site, sink.port, defer=True)
+    [item_id] = site.send(["bob@example.org"], MESSAGE)
+    spooled = site.message(item_id)
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(sink.connections) == 1
+    assert sink.messages == []
+    [item] = site.queue()
+    assert item["id"] == item_id
+    assert item["attempts"] == 1
+    assert "closed" in item["last_error"].lower()
+    assert site.message(item_id) == spooled
+    assert bounces(site) == []
+
+
+def test_lost_connection_names_the_server_once(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """X-Last-Error for a connection lost mid-DATA names the server once, not twice."""
+    sink = scripted_sink(Script(drop_in_data=True))
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 75, done.stderr.decode()
+    [item] = site.queue()
+    assert item["last_error"].count(f"[127.0.0.1]:{sink.port}") == 1, item["last_error"]
+
+
+def test_stall_after_greeting_defers_quickly(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A server that greets and then says nothing: TIMEOUT 2s defers within a few seconds."""
+    sink = scripted_sink(Script(stall=True))
+    write_remote_config(site, sink.port, timeout="2s")
+    started = time.monotonic()
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail", timeout=30)
+    elapsed = time.monotonic() - started
+    assert done.returncode == 75, done.stderr.decode()
+    assert elapsed < 10
+    assert b"".join(sink.connections[0].reads).startswith(b"EHLO dma.test\r\n")
+    [item] = site.queue()
+    assert "timed out" in item["last_error"]
+
+
+def test_rejected_ehlo_falls_back_to_helo(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A server that refuses EHLO with 502 gets HELO and then the message."""
+    sink = scripted_sink(Script(reject_ehlo=True))
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 0, done.stderr.decode()
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["bob@example.org"]
+    commands = sink.connections[0].commands
+    assert commands[:2] == ["EHLO dma.test", "HELO dma.test"]
+    assert site.queue() == []
+
+
+def test_421_greeting_defers_never_bounces(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """421 at the greeting defers the item (exit 75) and sends no bounce."""
+    sink = scripted_sink(Script(greeting="421 4.3.2 too busy, come back later"))
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 75, done.stderr.decode()
+    [item] = site.queue()
+    assert "421" in item["last_error"]
+    assert bounces(site) == []
+    assert sink.messages == []
+
+
+def test_550_greeting_defers_never_bounces(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A 554 greeting is a host failure: deferred, never bounced (SPEC 5.4)."""
+    sink = scripted_sink(Script(greeting="554 5.7.1 no service for you"))
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 75, done.stderr.decode()
+    [item] = site.queue()
+    assert "554" in item["last_error"]
+    assert bounces(site) == []
+    assert sink.connections[0].commands == ["QUIT"]
+
+
+def test_refused_greeting_reason_survives_hang_up(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A server that refuses at the greeting and hangs up: X-Last-Error keeps the refusal."""
+    sink = scripted_sink(Script(greeting="554 5.7.1 no service for you",
+                                hang_up_after_refusal=True))
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 75, done.stderr.decode()
+    [item] = site.queue()
+    assert "554 5.7.1 no service for you" in item["last_error"]
+    assert bounces(site) == []
+
+
+def _reads_for(site: DmaSite, sink: ScriptedSink, recipients: list[str]) -> int:
+    """Deliver one message to ``recipients`` through ``sink``; return the sink's recv() count."""
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", *recipients], MESSAGE, program="sendmail")
+    assert done.returncode == 0, done.stderr.decode()
+    sink.wait_for(1)
+    [connection] = sink.connections
+    assert connection.commands[-1] == "QUIT"
+    return len(connection.reads)
+
+
+def test_pipelining_saves_round_trips(scripted_sink: ScriptedFactory, tmp_path: Path) -> None:
+    """With PIPELINING offered, MAIL, RCPTs and DATA come in fewer reads than without it."""
+    root = tmp_path
+    recipients = [f"r{n}@example.org" for n in range(4)]
+    plain_sink = scripted_sink(Script(extensions=("8BITMIME",)))
+    (root / "plain").mkdir()
+    plain = _reads_for(DmaSite(root / "plain"), plain_sink, recipients)
+    piped_sink = scripted_sink(Script(extensions=("8BITMIME", "PIPELINING")))
+    (root / "piped").mkdir()
+    piped = _reads_for(DmaSite(root / "piped"), piped_sink, recipients)
+    # without PIPELINING each of MAIL, 4 RCPT and DATA needs its own round trip
+    assert plain >= piped + 4, (plain, piped)
+    batched = [read for read in piped_sink.connections[0].reads if read.startswith(b"MAIL ")]
+    assert batched and batched[0].count(b"RCPT TO:") == 4, batched
+    assert piped_sink.messages[0].recipients == recipients
+
+
+def test_one_connection_for_a_queue_run(site: DmaSite, scripted_sink: ScriptedFactory) -> None:
+    """Five messages queued with DEFER go out over one connection in one `dma -q`."""
+    sink = scripted_sink(Script())
+    write_remote_config(site, sink.port, defer=True)
+    for n in range(5):
+        site.send([f"user{n}@example.org"], MESSAGE)
+    assert len(site.queue()) == 5
+    assert sink.connections == []
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode()
+    arrivals = sink.wait_for(5)
+    assert sorted(r for a in arrivals for r in a.recipients) == [
+        f"user{n}@example.org" for n in range(5)]
+    assert len(sink.connections) == 1
+    assert sink.connections[0].commands.count("RSET") <= 4
+    assert site.queue() == []
+
+
+# SPEC 3.1: every line end form becomes one CRLF on the wire; a lone dot is stuffed.
+SMUGGLING = (
+    b"Subject: smuggling\n\n"
+    b"start\n.\r\n"            # LF then a dot line ended by CRLF
+    b"MAIL FROM:<evil@example.net>\r\n"
+    b"after lf-dot\r.\r"       # a dot line between bare CRs
+    b"after cr-dot\r"          # bare CR line end
+    b"bare lf\n"
+    b"crlf line\r\n"
+    b"\r\n.\r\n"               # empty line, then the classic end of data
+    b"..two dots\n"
+    b".\n"
+    b"THE END\n"
+)
+SMUGGLED_WIRE_BODY = (
+    b"start\r\n..\r\n"
+    b"MAIL FROM:<evil@example.net>\r\n"
+    b"after lf-dot\r\n..\r\n"
+    b"after cr-dot\r\n"
+    b"bare lf\r\n"
+    b"crlf line\r\n"
+    b"\r\n..\r\n"
+    b"...two dots\r\n"
+    b"..\r\n"
+    b"THE END\r\n"
+)
+
+
+def test_smuggling_attempts_arrive_as_plain_lines(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """Dot lines between bare CR/LF reach the sink stuffed, CRLF only, in one whole message."""
+    sink = scripted_sink(Script(extensions=("8BITMIME", "PIPELINING")))
+    write_remote_config(site, sink.port)
+    done = site.run(["-i", "-D", "bob@example.org"], SMUGGLING, program="sendmail")
+    assert done.returncode == 0, done.stderr.decode()
+    [arrival] = sink.wait_for(1)
+    time.sleep(0.2)
+    assert len(sink.messages) == 1
+    wire = arrival.wire
+    assert wire.count(b"\r") == wire.count(b"\n") == wire.count(b"\r\n")
+    assert _body(wire) == SMUGGLED_WIRE_BODY
+    unstuffed = b"".join(
+        line[1:] if line.startswith(b".") else line
+        for line in SMUGGLED_WIRE_BODY.splitlines(keepends=True)
+    )
+    assert _body(arrival.content) == unstuffed
+    commands = sink.connections[0].commands
+    assert commands.count("QUIT") == 1
+    [mail] = [c for c in commands if c.upper().startswith("MAIL ")]
+    assert mail.startswith(f"MAIL FROM:<{sender_address()}>")
