@@ -3,7 +3,8 @@
 The C dma reads a Q file line by line with ``fgets`` into 1000 octets, drops the
 last character, splits at the first ``:``, skips leading blanks in the value and
 ignores keys it does not know.  So we write ``ID``, ``Sender`` and ``Recipient``
-exactly as it does, add ``X-Attempts``, ``X-Next-Try`` and ``X-Last-Error`` only
+exactly as it does, add ``X-Attempts``, ``X-Next-Try``, ``X-Last-Error`` and the
+``X-DSN-*`` requests only
 when they carry something, and never write a line it would cut in two.
 """
 
@@ -39,6 +40,10 @@ class QueueItem:
     attempts: int = 0
     next_try: int | None = None  # epoch seconds
     last_error: str | None = None
+    # DSN requests from -N, -R, -V (RFC 3461), passed on to servers that offer DSN
+    dsn_notify: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
 
 
 def item_id_from_filename(name: str) -> str | None:
@@ -136,6 +141,13 @@ def render_queue_file(item: QueueItem) -> bytes:
         parts.append(_field("X-Next-Try", str(item.next_try)))
     if item.last_error is not None:
         parts.append(_field("X-Last-Error", one_line_error(item.last_error)))
+    for key, value in (
+        ("X-DSN-Notify", item.dsn_notify),
+        ("X-DSN-Ret", item.dsn_ret),
+        ("X-DSN-Envid", item.dsn_envid),
+    ):
+        if value:
+            parts.append(_field(key, value))
     return b"".join(parts)
 
 
@@ -202,4 +214,7 @@ def parse_queue_file(data: bytes, name: str) -> QueueItem:
         attempts=attempts or 0,
         next_try=_number(fields.get("X-Next-Try", "")),
         last_error=fields.get("X-Last-Error"),
+        dsn_notify=fields.get("X-DSN-Notify") or None,
+        dsn_ret=fields.get("X-DSN-Ret") or None,
+        dsn_envid=fields.get("X-DSN-Envid") or None,
     )

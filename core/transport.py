@@ -48,6 +48,9 @@ class QueuedRecipient:
     item_id: str
     sender: str
     recipient: str
+    dsn_notify: str | None = None
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,9 @@ class Transaction:
     item_ids: tuple[str, ...]
     recipients: tuple[str, ...]  # each once, for RCPT
     item_recipients: tuple[str, ...]  # the recipient of each item, parallel to item_ids
+    dsn_notify: str | None = None  # from the message's first item: one submission, one value
+    dsn_ret: str | None = None
+    dsn_envid: str | None = None
 
 
 def message_id_of(item_id: str) -> str:
@@ -84,5 +90,6 @@ def plan_transactions(items: Sequence[QueuedRecipient]) -> tuple[Transaction, ..
         plans.append(Transaction(
             message_id, sender, tuple(m.item_id for m in members), tuple(recipients),
             tuple(m.recipient for m in members),
+            members[0].dsn_notify, members[0].dsn_ret, members[0].dsn_envid,
         ))
     return tuple(plans)

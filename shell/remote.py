@@ -7,6 +7,7 @@ MAXCONNECTIONS hops are worked on at once, in threads of this one process.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -78,7 +79,9 @@ def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
     items = tuple(plan.item_ids[i] for i in keep)
     item_recipients = tuple(plan.item_recipients[i] for i in keep)
     recipients = tuple(r for r in plan.recipients if r in item_recipients)
-    narrowed = Transaction(plan.message_id, plan.sender, items, recipients, item_recipients)
+    narrowed = dataclasses.replace(
+        plan, item_ids=items, recipients=recipients, item_recipients=item_recipients
+    )
     return _Message(narrowed, message.path, message.size, message.eight_bit)
 
 
@@ -166,7 +169,9 @@ class RemoteDelivery:
         if isinstance(lookup_result, DnsTemporary):
             return {i: deferred(lookup_result.reason) for i in by_id}
         plans = plan_transactions([
-            QueuedRecipient(c.item.id, c.item.sender, c.item.recipient) for c in claims
+            QueuedRecipient(c.item.id, c.item.sender, c.item.recipient,
+                            c.item.dsn_notify, c.item.dsn_ret, c.item.dsn_envid)
+            for c in claims
         ])
         pending = []
         for plan in plans:
@@ -325,6 +330,8 @@ class RemoteDelivery:
         envelope = Envelope(
             sender=message.plan.sender, recipients=message.plan.recipients,
             size=message.size, eight_bit=message.eight_bit,
+            dsn_notify=message.plan.dsn_notify, dsn_ret=message.plan.dsn_ret,
+            dsn_envid=message.plan.dsn_envid,
         )
         data = client.send_message(envelope)
         if data:

@@ -211,6 +211,7 @@ class _Session:
             recipients=start.recipients,
             headers_recipients=False,
             ignore_dots=True,
+            body_type=start.parameters.body or self._invocation.body_type,
         )
         chunks = _MessageChunks(self._channel)
         try:

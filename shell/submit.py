@@ -157,7 +157,11 @@ def submit(
                 hint="the message has no To:, Cc: or Bcc: addresses dma could use",
             )
         items = [
-            QueueItem(id=f"{message_id}.{index:x}", sender=sender, recipient=recipient.address)
+            QueueItem(
+                id=f"{message_id}.{index:x}", sender=sender, recipient=recipient.address,
+                dsn_notify=invocation.dsn_notify, dsn_ret=invocation.dsn_ret,
+                dsn_envid=invocation.dsn_envid,
+            )
             for index, recipient in enumerate(recipients)
         ]
         if long_lines:

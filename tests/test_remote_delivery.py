@@ -332,3 +332,31 @@ def test_smuggling_attempts_arrive_as_plain_lines(
     assert commands.count("QUIT") == 1
     [mail] = [c for c in commands if c.upper().startswith("MAIL ")]
     assert mail.startswith(f"MAIL FROM:<{sender_address()}>")
+
+
+def test_dsn_requests_reach_a_server_that_offers_dsn(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """-N, -R and -V are kept in the queue and sent as NOTIFY, RET and ENVID (RFC 3461)."""
+    sink = scripted_sink(Script(extensions=("8BITMIME", "DSN")))
+    write_remote_config(site, sink.port, defer=True)
+    site.send(["-N", "failure,delay", "-R", "hdrs", "-V", "env+1", "a@example.org"], MESSAGE)
+    assert site.run(["-q"]).returncode == 0
+    sink.wait_for(1)
+    commands = sink.connections[0].commands
+    mail = next(c for c in commands if c.startswith("MAIL FROM:"))
+    rcpt = next(c for c in commands if c.startswith("RCPT TO:"))
+    assert "RET=HDRS" in mail and "ENVID=env+2B1" in mail, mail
+    assert rcpt.endswith("NOTIFY=FAILURE,DELAY"), rcpt
+
+
+def test_dsn_requests_are_not_sent_to_a_server_without_dsn(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """Without DSN in the EHLO reply, MAIL and RCPT carry no DSN parameters."""
+    sink = scripted_sink(Script(extensions=("8BITMIME",)))
+    write_remote_config(site, sink.port, defer=True)
+    site.send(["-N", "never", "a@example.org"], MESSAGE)
+    assert site.run(["-q"]).returncode == 0
+    sink.wait_for(1)
+    assert not any("NOTIFY=" in c or "RET=" in c for c in sink.connections[0].commands)
