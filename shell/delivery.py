@@ -37,7 +37,7 @@ def _logger(invocation: Invocation, *, stderr: bool) -> Any:
     return structlog_logger()
 
 
-def _remote_delivery(settings: Settings, log: Any, invocation: Invocation) -> Any:
+def remote_delivery(settings: Settings, log: Any, invocation: Invocation) -> Any:
     """The remote delivery function, when this version has one."""
     try:
         from dma.shell.remote import RemoteDelivery
@@ -52,7 +52,7 @@ def deliver_now(invocation: Invocation, settings: Settings, item_ids: Sequence[s
     from dma.shell.queue_run import QueueRun
 
     log = _logger(invocation, stderr=stderr)
-    run = QueueRun(settings, log, remote=_remote_delivery(settings, log, invocation))
+    run = QueueRun(settings, log, remote=remote_delivery(settings, log, invocation))
     return run.run(item_ids).exit_code()
 
 

@@ -71,13 +71,9 @@ def _run(args: list[str]) -> int:
         from dma.shell.smtp_session import run_session
 
         return run_session(invocation, settings)
-    from dma.core.errors import UnavailableError
+    from dma.shell.queue_ops import bounce_items
 
-    flag = {Mode.BOUNCE: "-Qb"}.get(mode, str(mode))
-    raise UnavailableError(
-        f"{flag} is not available yet in this version",
-        hint="it arrives with remote delivery; use plain submission meanwhile",
-    )
+    return bounce_items(settings, invocation)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,8 @@ def list_queue(settings: Settings, *, json_lines: bool) -> int:
     return 0
 
 
-def delete_items(settings: Settings, invocation: Invocation) -> int:
-    """Delete the named items (an item id, a message id, or ALL); locked ones are skipped."""
-    from dma.adapters.log import light_logger
-
-    log = light_logger(invocation.syslog_tag, stderr=True)
+def _chosen_items(settings: Settings, invocation: Invocation) -> list[str]:
+    """The item ids that -Qd/-Qb name: item ids, message ids, or ALL (-Qd only)."""
     spool = Spool(settings.config.spooldir)
     entries = spool.entries() if os.path.isdir(settings.config.spooldir) else []
     targets = set(invocation.recipients)
@@ -41,8 +38,21 @@ def delete_items(settings: Settings, invocation: Invocation) -> int:
         t for t in targets - {"ALL"}
         if not any(i == t or i.rsplit(".", 1)[0] == t for i in chosen)
     )
+    if unknown:
+        raise NoInputError(
+            f"no such queue item: {', '.join(unknown)}", hint="list the queue with mailq"
+        )
+    return chosen
+
+
+def delete_items(settings: Settings, invocation: Invocation) -> int:
+    """-Qd: delete the named items; items being delivered right now are skipped (exit 75)."""
+    from dma.adapters.log import light_logger
+
+    log = light_logger(invocation.syslog_tag, stderr=True)
+    spool = Spool(settings.config.spooldir)
     busy = 0
-    for item_id in chosen:
+    for item_id in _chosen_items(settings, invocation):
         claim = spool.claim(item_id)
         if claim is None:
             busy += 1
@@ -52,10 +62,33 @@ def delete_items(settings: Settings, invocation: Invocation) -> int:
             claim.delete()
         log.info("deleted by request", id=item_id, uid=os.getuid())
         print(f"{item_id}: deleted")
-    if unknown:
-        raise NoInputError(
-            f"no such queue item: {', '.join(unknown)}", hint="list the queue with mailq"
-        )
+    return 75 if busy else 0
+
+
+def bounce_items(settings: Settings, invocation: Invocation) -> int:
+    """-Qb: bounce the named items to their senders now (RFC 3464), as if they had failed."""
+    from dma.adapters.log import configure_structlog, structlog_logger
+    from dma.shell.delivery import remote_delivery
+    from dma.shell.outcomes import failed
+    from dma.shell.queue_run import QueueRun
+
+    chosen = _chosen_items(settings, invocation)
+    configure_structlog(invocation.syslog_tag, stderr=True)
+    log = structlog_logger()
+    run = QueueRun(settings, log, remote=remote_delivery(settings, log, invocation))
+    reason = f"returned to the sender by the mail administrator (uid {os.getuid()})"
+    busy = 0
+    for item_id in chosen:
+        claim = run.spool.claim(item_id)
+        if claim is None:
+            busy += 1
+            print(f"{item_id}: being delivered right now; not bounced", file=sys.stderr)
+            continue
+        with claim:
+            run.finish(claim, failed(reason, "5.0.0"))
+        print(f"{item_id}: bounced")
+    if run.followups:  # deliver the bounces now, as a queue run would
+        run.run(run.followups)
     return 75 if busy else 0
 
 

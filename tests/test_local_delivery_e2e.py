@@ -449,3 +449,31 @@ def test_s_nail_lists_delivered_messages(site: DmaSite) -> None:
         for number, sender in enumerate(senders, start=1)
     ]
     assert box.read_bytes() == before
+
+
+def test_bounce_now_returns_an_item_to_its_local_sender(site: DmaSite, testuser: str) -> None:
+    """`dma -Qb ID` bounces a queued item at once: the sender gets a report, the queue empties."""
+    site.write_config()  # DEFER: the item waits in the queue
+    (item_id,) = site.send(["-f", testuser, "someone@example.org"], b"Subject: recall\n\nbody\n")
+    deliverable(site)
+    done = site.run(["-Qb", item_id])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert site.queue() == []
+    (record,) = mbox_bytes(mailbox_path(site, testuser))
+    report = email.message_from_bytes(record, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    status = next(
+        p for p in report.iter_parts() if p.get_content_type() == "message/delivery-status"
+    ).as_string()
+    assert re.search(r"Final-Recipient: rfc822; ?someone@example.org", status), status
+    assert "by the mail administrator" in record.decode(errors="replace")
+
+
+def test_bounce_now_of_an_unknown_item_is_an_error(site: DmaSite) -> None:
+    """`dma -Qb` with an id that is not queued exits 66 naming it and changes nothing."""
+    site.write_config()
+    (item_id,) = site.send(["root"], b"Subject: stays\n\nbody\n")
+    done = site.run(["-Qb", "deadbeef.0"])
+    assert done.returncode == 66
+    assert b"deadbeef.0" in done.stderr
+    assert [entry["id"] for entry in site.queue()] == [item_id]
