@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dma.core.durations import format_duration
-from dma.core.queuefile import QueueItem, message_id_of
+from dma.core.queuefile import QueueItem, message_id_of, replace_controls
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,16 +30,7 @@ class QueueEntry:
 
 def _printable(text: str) -> str:
     """``text`` with control characters as ``?`` and undecodable octets as U+FFFD."""
-    out = []
-    for char in text:
-        category = unicodedata.category(char)
-        if category == "Cc":
-            out.append("?")
-        elif category == "Cs":
-            out.append("\ufffd")
-        else:
-            out.append(char)
-    return "".join(out)
+    return replace_controls(text, "?")
 
 
 def _clean(text: str) -> str:

@@ -69,6 +69,20 @@ def message_id_of(item_id: str) -> str:
     return head if dot else item_id
 
 
+def replace_controls(text: str, mark: str) -> str:
+    """``text`` with each control character as ``mark`` and each lone surrogate as U+FFFD."""
+    chars = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            chars.append(mark)
+        elif category == "Cs":
+            chars.append("\ufffd")
+        else:
+            chars.append(char)
+    return "".join(chars)
+
+
 def one_line_error(text: str) -> str:
     """``text`` as ``X-Last-Error`` stores it: one line, no leading blanks, at most 900 octets.
 
@@ -76,16 +90,7 @@ def one_line_error(text: str) -> str:
     surrogates become U+FFFD, so the value survives a round trip through the file
     and through the C dma's reader.  The cut never splits a UTF-8 character.
     """
-    chars = []
-    for char in text:
-        category = unicodedata.category(char)
-        if category == "Cc":
-            chars.append(" ")
-        elif category == "Cs":
-            chars.append("\ufffd")
-        else:
-            chars.append(char)
-    flat = "".join(chars).lstrip(_BLANKS)
+    flat = replace_controls(text, " ").lstrip(_BLANKS)
     encoded = flat.encode("utf-8")
     if len(encoded) <= MAX_ERROR_OCTETS:
         return flat
