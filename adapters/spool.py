@@ -285,6 +285,12 @@ class Spool:
             path, fd = self._create_temp(TEMP_PREFIX)
         except OSError as error:
             raise self._cant("create a message file", error) from error
+        # Locked while it is written, as the C dma does: a slow writer (a cron job
+        # printing once an hour) keeps an old mtime, and clean() must not take it.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
         return SpoolWriter(path, os.fdopen(fd, "wb"))
 
     def sync_directory(self) -> None:
@@ -530,7 +536,9 @@ class Spool:
         removed: list[str] = []
         for name in names:
             if name.startswith(TEMP_PREFIX):
-                stale = self._older(name, cutoff)
+                if self._older(name, cutoff) and self._remove_unlocked_temp(name):
+                    removed.append(name)
+                continue
             elif name.startswith("M") and item_id_from_filename("Q" + name[1:]) == name[1:]:
                 stale = "Q" + name[1:] not in present and self._older(name, cutoff)
                 if stale and os.path.lexists(self.path("Q" + name[1:])):
@@ -562,6 +570,22 @@ class Spool:
             return os.lstat(self.path(name)).st_mtime < cutoff
         except FileNotFoundError:
             return False
+
+    def _remove_unlocked_temp(self, name: str) -> bool:
+        """Remove a stale temp file unless a submission still holds its lock."""
+        try:
+            fd = os.open(self.path(name), os.O_RDONLY | _NOFOLLOW | _CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            return False
+        try:
+            if not self._try_lock(fd, fcntl.LOCK_EX):
+                return False
+            os.unlink(self.path(name))
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
 
     def _remove_unlocked_orphan(self, name: str) -> bool:
         """Remove a Q whose M is missing, holding its lock so no deliverer owns it."""

@@ -316,3 +316,19 @@ def test_message_ids_are_unique_across_processes() -> None:
         ids.extend(out.split())
     assert len(ids) == 10_000
     assert len(set(ids)) == 10_000
+
+
+def test_clean_leaves_an_old_temp_file_that_a_submission_is_still_writing(tmp_path: Path) -> None:
+    """A slow submission's temp file, old but still locked by its writer, survives clean()."""
+    spool = Spool(str(tmp_path))
+    spool.prepare()
+    writer = spool.begin()
+    writer.file.write(b"Subject: slow\n\n")
+    writer.file.flush()
+    old = time.time() - 7200
+    os.utime(writer.path, (old, old))
+    assert spool.clean(time.time()) == []
+    assert os.path.exists(writer.path)
+    # once its writer is gone (a crash), the same file is stale and goes
+    writer.file.close()
+    assert spool.clean(time.time()) == [os.path.basename(writer.path)]
