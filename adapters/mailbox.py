@@ -84,7 +84,7 @@ def deliver(
         if stat.S_ISLNK(info.st_mode):
             raise _symlink_refused(path)
         if stat.S_ISDIR(info.st_mode):
-            return _deliver_maildir(path, message)
+            return _deliver_maildir(path, message, owner)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path)
     return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age, owner)
@@ -330,7 +330,7 @@ def _truncate(fd: int, length: int) -> bool:
 # --- Maildir ----------------------------------------------------------------------
 
 
-def _deliver_maildir(path: str, message: BinaryIO) -> str:
+def _deliver_maildir(path: str, message: BinaryIO, owner: tuple[int, int] | None = None) -> str:
     """Write tmp/<unique>, fsync, move it to new/<unique>,S=<size>, fsync new/."""
     try:
         top = os.open(path, _OPEN_DIR)
@@ -351,7 +351,7 @@ def _deliver_maildir(path: str, message: BinaryIO) -> str:
         try:
             new = os.open("new", _OPEN_DIR, dir_fd=top)
             try:
-                final = _write_maildir(path, message, tmp, new)
+                final = _write_maildir(path, message, tmp, new, owner)
             finally:
                 os.close(new)
         finally:
@@ -363,7 +363,9 @@ def _deliver_maildir(path: str, message: BinaryIO) -> str:
     return os.path.join(path, "new", final)
 
 
-def _write_maildir(path: str, message: BinaryIO, tmp: int, new: int) -> str:
+def _write_maildir(
+    path: str, message: BinaryIO, tmp: int, new: int, owner: tuple[int, int] | None = None
+) -> str:
     """The tmp-then-new dance inside open directories; returns the name in new/."""
     now = time.time_ns()
     unique = maildir_filename(
@@ -381,6 +383,8 @@ def _write_maildir(path: str, message: BinaryIO, tmp: int, new: int) -> str:
         dir_fd=tmp,
     )
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)  # root delivering: the file must be the user's to read
         size = 0
         while chunk := message.read(_CHUNK):
             _write_all(fd, chunk)

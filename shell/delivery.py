@@ -62,7 +62,12 @@ def after_submission(invocation: Invocation, settings: Settings, item_ids: list[
         return 0
     if invocation.foreground:
         return deliver_now(invocation, settings, item_ids, stderr=True)
-    _detach(lambda: deliver_now(invocation, settings, item_ids, stderr=False))
+    try:
+        _detach(lambda: deliver_now(invocation, settings, item_ids, stderr=False))
+    except OSError as error:
+        # the message is safely queued: the next queue run delivers it; a non-zero
+        # exit here would make the caller submit it twice
+        _log_failure(invocation, "cannot start background delivery; left queued", error)
     return 0
 
 
@@ -92,6 +97,15 @@ def _detach(work: Any) -> None:
     os._exit(0)
 
 
+def _log_failure(invocation: Invocation | None, event: str, error: BaseException) -> None:
+    """Say in syslog what went wrong where nobody watches stderr (detached child, runner)."""
+    import syslog
+
+    tag = invocation.syslog_tag if invocation is not None else "dma"
+    syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+    syslog.syslog(syslog.LOG_ERR, f"{event}: {type(error).__name__}: {error}")
+
+
 def select_entries(entries: Sequence[QueueEntry], selectors: Sequence[QueueSelector]
                    ) -> list[QueueEntry]:
     """-qI/-qR/-qS: keep items whose id, recipient or sender contains the text."""
@@ -114,7 +128,10 @@ def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bo
     spool = Spool(settings.config.spooldir)
     spool.prepare()
     spool.clean(system.epoch())
-    entries = select_entries(spool.entries(probe_locks=False), invocation.selectors)
+    scan = spool.scan(probe_locks=False)
+    for problem in scan.problems:  # never silently invisible (SPEC 5.7)
+        _log_failure(invocation, f"damaged queue item {problem.name}", problem.error)
+    entries = select_entries(list(scan.entries), invocation.selectors)
     now = int(system.epoch())
     if honour_next_try:
         entries = [entry for entry in entries if is_due(entry.item, now)]
@@ -157,7 +174,10 @@ def run_queue(invocation: Invocation, settings: Settings) -> int:
     try:
         while not stop:
             wake = False
-            _one_pass(invocation, settings, honour_next_try=True)
+            try:
+                _one_pass(invocation, settings, honour_next_try=True)
+            except Exception as error:  # a runner outlives one bad pass
+                _log_failure(invocation, "queue run failed; trying again later", error)
             deadline = time.monotonic() + invocation.queue_interval
             while not stop and not wake and time.monotonic() < deadline:
                 time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))

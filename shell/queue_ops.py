@@ -17,10 +17,17 @@ def list_queue(settings: Settings, *, json_lines: bool) -> int:
     from dma.core.mailq import render_mailq, render_mailq_json
 
     spool = Spool(settings.config.spooldir)
-    entries = spool.entries() if os.path.isdir(settings.config.spooldir) else []
+    if os.path.isdir(settings.config.spooldir):
+        scan = spool.scan()
+        entries, problems = list(scan.entries), list(scan.problems)
+    else:
+        entries, problems = [], []
     now = system.epoch()
     render = render_mailq_json if json_lines else render_mailq
     sys.stdout.write(render(entries, now))
+    for problem in problems:  # a damaged Q file must never be silently invisible
+        print(f"mailq: damaged queue item {problem.name}: {problem.error} "
+              "(move it out of the spool to look at it)", file=sys.stderr)
     return 0
 
 
@@ -84,9 +91,15 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
             busy += 1
             print(f"{item_id}: being delivered right now; not bounced", file=sys.stderr)
             continue
+        before = run.summary.bounced
         with claim:
             run.finish(claim, failed(reason, "5.0.0"))
-        print(f"{item_id}: bounced")
+        if run.summary.bounced > before:
+            print(f"{item_id}: bounced")
+        else:
+            busy += 1
+            print(f"{item_id}: the bounce could not be made; it stays queued (see mailq)",
+                  file=sys.stderr)
     if run.followups:  # deliver the bounces now, as a queue run would
         run.run(run.followups)
     return 75 if busy else 0

@@ -17,6 +17,7 @@ from typing import Any
 from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
 from dma.core.envelope import local_name
+from dma.core.errors import DmaError
 from dma.core.retry import after_temporary_failure, is_expired
 from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
@@ -78,7 +79,13 @@ class QueueRun:
         remote_claims: list[Claim] = []
         try:
             for item_id in item_ids:
-                claim = self.spool.claim(item_id)
+                try:
+                    claim = self.spool.claim(item_id)
+                except DmaError as error:  # one broken item must not stop the others
+                    self.log.error("cannot take queue item", id=item_id, error=str(error))
+                    self.summary.errors.append(f"{item_id}: {error}")
+                    self.summary.skipped += 1
+                    continue
                 if claim is None:
                     self.summary.skipped += 1
                     continue
@@ -89,7 +96,7 @@ class QueueRun:
                     remote_claims.append(claim)
             for claim, user in local_claims:
                 self.log.info("trying delivery", id=claim.item.id, to=user, via="local")
-                self.finish(claim, self.deliver_local(claim, user))
+                self._finish_safely(claim, self.deliver_local(claim, user))
             if remote_claims:
                 self.run_remote(remote_claims)
         finally:
@@ -120,14 +127,14 @@ class QueueRun:
             with lock:
                 if item_id in by_id and item_id not in finished:
                     finished.add(item_id)
-                    self.finish(by_id[item_id], outcome, sync=False)
+                    self._finish_safely(by_id[item_id], outcome, sync=False)
 
         try:
             outcomes = self.remote(claims, report)
             for claim in claims:
                 if claim.item.id not in finished:
                     outcome = outcomes.get(claim.item.id, deferred("no outcome reported"))
-                    self.finish(claim, outcome, sync=False)
+                    self._finish_safely(claim, outcome, sync=False)
         finally:
             self.spool.sync_directory()
 
@@ -135,6 +142,16 @@ class QueueRun:
         from dma.shell.local import deliver_local
 
         return deliver_local(claim, user, self.settings)
+
+    def _finish_safely(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
+        """finish(), but a spool error on one item is logged, not raised into the caller
+        (a delivery thread would take it for a lost connection and resend the rest)."""
+        try:
+            self.finish(claim, outcome, sync=sync)
+        except DmaError as error:
+            self.log.error("cannot record outcome; the item stays queued", id=claim.item.id,
+                           outcome=outcome.kind, error=str(error))
+            self.summary.errors.append(f"{claim.item.id}: {error}")
 
     def finish(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
         """Act on an outcome: delete, reschedule, or bounce."""

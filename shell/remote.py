@@ -292,12 +292,15 @@ class RemoteDelivery:
                     if self.verbose:
                         self.log.info("recipient", to=event.recipient, result=event.reason)
                 elif isinstance(event, MessageDone) and current is not None:
+                    settled = {}
                     for item_id, outcome in self._outcomes(current, event, host).items():
                         if outcome.kind == "deferred":
                             retry[item_id] = outcome
-                            continue
-                        outcomes[item_id] = outcome
-                        if self.report is not None:
+                        else:
+                            settled[item_id] = outcome
+                    outcomes.update(settled)  # recorded before anything else can fail
+                    if self.report is not None:
+                        for item_id, outcome in settled.items():
                             self.report(item_id, outcome)
                     current = self._next(client, connection, queue)
                 elif isinstance(event, SessionFailed):

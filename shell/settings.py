@@ -8,6 +8,7 @@ user.  Installing /etc/dma/dma.conf switches to the system MTA layout.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import stat
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from dataclasses import dataclass
 from dma.adapters import system
 from dma.core.config import Config, mailname_from_file, parse_config
 from dma.core.errors import CantCreateError, NoInputError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SYSTEM_CONFIG = "/etc/dma/dma.conf"
 
@@ -106,6 +111,20 @@ def read_text(path: str, what: str, hint: str) -> str | None:
         raise NoInputError(f"cannot read {what} {path}: {error.strerror}", hint=hint) from None
 
 
+_PATH_KEYS = ("aliases", "spooldir", "authpath", "certfile", "cafile", "maildir")
+
+
+def _absolute_paths(config: Config, base: str) -> Config:
+    """Relative paths in dma.conf are relative to the file itself, never to the cwd:
+    the detached deliverer runs in /, where a cwd-relative spool would be another."""
+    changes: dict[str, Any] = {}
+    for key in _PATH_KEYS:
+        value = getattr(config, key)
+        if value and not os.path.isabs(value):
+            changes[key] = os.path.normpath(os.path.join(base, value))
+    return dataclasses.replace(config, **changes) if changes else config
+
+
 def _resolve_mailname(config: Config, fallback: str) -> str:
     name = config.mailname
     if not name:
@@ -144,6 +163,7 @@ def load_settings(config_path: str | None, environ: os._Environ[str] | dict[str,
         _create_embedded(layout)
         text = read_text(path, "configuration", "fix its permissions")
     config = parse_config(text, path, defaults) if text is not None else defaults
+    config = _absolute_paths(config, os.path.dirname(os.path.abspath(path)))
     host = system.system_hostname()
     return Settings(
         config=config,

@@ -17,7 +17,7 @@ from dma.core.aliases import AliasTable, parse_aliases
 from dma.core.cmdline import Invocation
 from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, envelope_sender, resolve_recipients
-from dma.core.errors import NoInputError
+from dma.core.errors import CantCreateError, NoInputError
 from dma.core.headers import (
     Stamp,
     make_message_id,
@@ -127,49 +127,55 @@ def submit(
         ),
         full_name=invocation.full_name,
     )
-    with spool.begin() as writer:
-        out = writer.file
-        out.write(received_header(stamp))
-        source = read_chunks(0) if chunks is None else chunks
-        lines = normalise_lines(source, ignore_dots=invocation.ignore_dots)
-        block = read_header_block(lines)
-        processed = process_headers(
-            block, stamp, collect_recipients=invocation.headers_recipients
-        )
-        out.writelines(processed.lines)
-        too_long = MAX_LINE_OCTETS + 1
-        long_lines = False
-        if block.first_body_line is not None:
-            out.write(block.first_body_line)
-            long_lines = len(block.first_body_line) > too_long
-        for line in lines:
-            if len(line) > too_long:
-                long_lines = True
-            out.write(line)
-        if invocation.headers_recipients:
-            for address in processed.recipients:
-                parse_envelope_address(address)
-            recipients = _merge(recipients, resolve(processed.recipients))
-        if not recipients:
-            raise NoInputError(
-                "no recipients from headers" if invocation.headers_recipients
-                else "no recipients from command line",
-                hint="the message has no To:, Cc: or Bcc: addresses dma could use",
+    try:
+        with spool.begin() as writer:
+            out = writer.file
+            out.write(received_header(stamp))
+            source = read_chunks(0) if chunks is None else chunks
+            lines = normalise_lines(source, ignore_dots=invocation.ignore_dots)
+            block = read_header_block(lines)
+            processed = process_headers(
+                block, stamp, collect_recipients=invocation.headers_recipients
             )
-        items = [
-            QueueItem(
-                id=f"{message_id}.{index:x}", sender=sender, recipient=recipient.address,
-                dsn_notify=invocation.dsn_notify, dsn_ret=invocation.dsn_ret,
-                dsn_envid=invocation.dsn_envid,
-            )
-            for index, recipient in enumerate(recipients)
-        ]
-        if long_lines:
-            out.flush()
-            with _reencoded(spool, writer.path) as fixed:
-                spool.commit(fixed, message_id, items)
-        else:
-            spool.commit(writer, message_id, items)
+            out.writelines(processed.lines)
+            too_long = MAX_LINE_OCTETS + 1
+            long_lines = False
+            if block.first_body_line is not None:
+                out.write(block.first_body_line)
+                long_lines = len(block.first_body_line) > too_long
+            for line in lines:
+                if len(line) > too_long:
+                    long_lines = True
+                out.write(line)
+            if invocation.headers_recipients:
+                for address in processed.recipients:
+                    parse_envelope_address(address)
+                recipients = _merge(recipients, resolve(processed.recipients))
+            if not recipients:
+                raise NoInputError(
+                    "no recipients from headers" if invocation.headers_recipients
+                    else "no recipients from command line",
+                    hint="the message has no To:, Cc: or Bcc: addresses dma could use",
+                )
+            items = [
+                QueueItem(
+                    id=f"{message_id}.{index:x}", sender=sender, recipient=recipient.address,
+                    dsn_notify=invocation.dsn_notify, dsn_ret=invocation.dsn_ret,
+                    dsn_envid=invocation.dsn_envid,
+                )
+                for index, recipient in enumerate(recipients)
+            ]
+            if long_lines:
+                out.flush()
+                with _reencoded(spool, writer.path) as fixed:
+                    spool.commit(fixed, message_id, items)
+            else:
+                spool.commit(writer, message_id, items)
+    except OSError as error:  # the file system failed us: a clear message, not a traceback
+        raise CantCreateError(
+            f"cannot write the message into the spool {config.spooldir}: {error.strerror}",
+            hint="check free space, quotas and file size limits; nothing was queued",
+        ) from None
     log.info("new mail", id=message_id, user=login, uid=os.getuid(), envelope_from=f"<{sender}>")
     for item in items:
         log.info("queued", id=item.id, to=f"<{item.recipient}>")
