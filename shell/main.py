@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{program}: {error}", file=sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print(f"{program}: interrupted; nothing was queued", file=sys.stderr)
+        print(f"{program}: interrupted (whatever was queued stays queued)", file=sys.stderr)
         return 75
 
 
