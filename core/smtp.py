@@ -168,9 +168,9 @@ TRANSITIONS: dict[tuple[State, ReplyKind], _Transition] = {
     (S.SENDING_DATA, K.INTERMEDIATE): _to("_early_reply", S.FAILED),
     (S.SENDING_DATA, K.TRANSIENT): _to("_early_reply", S.FAILED),
     (S.SENDING_DATA, K.PERMANENT): _to("_early_reply", S.FAILED),
-    (S.DATA_END, K.POSITIVE): _to("_data_answered", S.READY),
-    (S.DATA_END, K.TRANSIENT): _to("_data_answered", S.READY),
-    (S.DATA_END, K.PERMANENT): _to("_data_answered", S.READY),
+    (S.DATA_END, K.POSITIVE): _to("_data_answered", S.READY, S.MAIL),
+    (S.DATA_END, K.TRANSIENT): _to("_data_answered", S.READY, S.MAIL),
+    (S.DATA_END, K.PERMANENT): _to("_data_answered", S.READY, S.MAIL),
     (S.QUIT, K.POSITIVE): _to("_closed", S.CLOSED),
     (S.QUIT, K.INTERMEDIATE): _to("_closed", S.CLOSED),
     (S.QUIT, K.TRANSIENT): _to("_closed", S.CLOSED),
@@ -474,6 +474,7 @@ class SmtpClient:
         self._auth_steps: deque[Callable[[str], str]] = deque()
         self._auth_used: str | None = None
         self._txn: _Transaction | None = None
+        self._queued: _Transaction | None = None  # sent behind the end of data (pipelining)
         self._dirty = False  # a transaction was left open: RSET before the next MAIL
         self._can_quit = False  # after a failure: the server still expects a command
 
@@ -521,20 +522,41 @@ class SmtpClient:
         cannot take (non-ASCII without SMTPUTF8, a message over SIZE) are refused
         here; when none is left, nothing is sent and MessageDone follows at once.
         """
-        if self._state is not State.READY or self._txn is not None:
+        early = self.can_pipeline_next
+        if not early and (self._state is not State.READY or self._txn is not None):
             raise LocalProtocolError(
                 f"send_message while {self._state.value}",
-                hint="wait for Ready or MessageDone",
+                hint="wait for Ready or MessageDone (or can_pipeline_next)",
             )
         _check_envelope(envelope)
         ext = self._extensions
         txn = _Transaction(envelope, ext.pipelining)
-        self._txn = txn
         self._refuse_locally(txn)
         txn.pending = [i for i, result in enumerate(txn.results) if result is None]
+        if early:
+            # RFC 2920: the next transaction rides behind the end of data; its replies
+            # follow the reply to the dot, in order.  It starts when that one arrives.
+            self._queued = txn
+            if not txn.pending:
+                return b""
+            mail, rcpts = self._commands(txn)
+            txn.mail_sent = True
+            return b"".join([mail, *rcpts, b"DATA\r\n"])
+        self._txn = txn
         if not txn.pending:
             self._state = self._finish_message()
             return b""
+        mail, rcpts = self._commands(txn)
+        txn.mail_sent = True
+        reset = self._dirty
+        self._state = State.RSET if reset else State.MAIL
+        if txn.pipelined:
+            return b"".join([b"RSET\r\n" if reset else b"", mail, *rcpts, b"DATA\r\n"])
+        return b"RSET\r\n" if reset else mail
+
+    def _commands(self, txn: _Transaction) -> tuple[bytes, list[bytes]]:
+        """The MAIL and RCPT lines of ``txn``, with the parameters the server offers."""
+        envelope, ext = txn.envelope, self._extensions
         utf8 = ext.smtputf8 and not all(
             address.isascii() for address in (envelope.sender, *envelope.recipients)
         )
@@ -556,14 +578,20 @@ class SmtpClient:
         txn.rcpt_commands = [
             _line(f"RCPT TO:<{envelope.recipients[i]}>{rcpt_params}") for i in txn.pending
         ]
-        txn.mail_sent = True
-        reset = self._dirty
-        self._state = State.RSET if reset else State.MAIL
-        if txn.pipelined:
-            return b"".join(
-                [b"RSET\r\n" if reset else b"", mail, *txn.rcpt_commands, b"DATA\r\n"]
-            )
-        return b"RSET\r\n" if reset else mail
+        return mail, txn.rcpt_commands
+
+    @property
+    def can_pipeline_next(self) -> bool:
+        """True when the next message may be sent now, behind the end of data (RFC 2920).
+
+        The server offers PIPELINING, our data has gone out and its reply is awaited.
+        Every send_message still gets exactly one MessageDone, in order.
+        """
+        return (
+            self._state is State.DATA_END
+            and self._extensions.pipelining
+            and self._queued is None
+        )
 
     def send_data_lines(self, lines: Iterable[bytes]) -> Iterator[bytes]:
         """The message on the wire: CRLF line ends, dot-stuffing, then the final ``.``.
@@ -681,6 +709,16 @@ class SmtpClient:
                     )
             self._finish_message()
             can_quit = False
+        queued, self._queued = self._queued, None
+        if queued is not None:
+            for index, result in enumerate(queued.results):
+                if result is None:
+                    queued.results[index] = RecipientResult(
+                        queued.envelope.recipients[index], Outcome.TEMPORARY, stage, reply,
+                        reason,
+                    )
+            self._txn = queued
+            self._finish_message()
         self._auth_steps.clear()
         self._can_quit = can_quit and not self._eof
         self._events.append(SessionFailed(Outcome.TEMPORARY, stage, reply, reason))
@@ -994,7 +1032,14 @@ class SmtpClient:
         assert txn is not None
         txn.data_done = True
         self._settle_accepted(reply, classify(reply, Stage.DATA_END), Stage.DATA_END)
-        return self._finish_message()
+        state = self._finish_message()
+        queued, self._queued = self._queued, None
+        if queued is None:
+            return state
+        self._txn = queued
+        if not queued.pending:
+            return self._finish_message()
+        return State.MAIL
 
     def _server_closing(self, reply: Reply) -> State:
         return self._fail(f"server is closing the connection: {reply}", reply, can_quit=False)

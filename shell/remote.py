@@ -256,13 +256,13 @@ class RemoteDelivery:
         outcomes: dict[str, Outcome] = {}
         retry: dict[str, Outcome] = {}
         queue = list(messages)
-        current: _Message | None = None
+        inflight: list[_Message] = []  # sent, MessageDone not yet seen; [0] is current
         failure: str | None = None
         try:
             while True:
                 event = client.next_event()
                 if event is None:
-                    wait = timeout * FINAL_DOT_FACTOR if current is not None else timeout
+                    wait = timeout * FINAL_DOT_FACTOR if inflight else timeout
                     data = connection.receive(timeout=wait)
                     self._trace("<<<", data)
                     client.receive_data(data)
@@ -281,19 +281,23 @@ class RemoteDelivery:
                         self.log.info("TLS on connect", host=host,
                                       version=connection.tls.version,
                                       verified=connection.tls.verified)
-                    current = self._next(client, connection, queue)
-                elif isinstance(event, ReadyForData) and current is not None:
-                    with open(current.path, "rb") as handle:
+                    self._next(client, connection, queue, inflight)
+                elif isinstance(event, ReadyForData) and inflight:
+                    with open(inflight[0].path, "rb") as handle:
                         chunks = iter(lambda: handle.read(1 << 16), b"")
                         for chunk in client.send_data_lines(chunks):
                             connection.send(chunk)
                     self._trace(">>>", b"(message data)\r\n.")
+                    if queue and client.can_pipeline_next:
+                        # the next message rides behind the dot: one round trip a message
+                        self._send(client, connection, queue.pop(0), inflight)
                 elif isinstance(event, RecipientResult):
                     if self.verbose:
                         self.log.info("recipient", to=event.recipient, result=event.reason)
-                elif isinstance(event, MessageDone) and current is not None:
+                elif isinstance(event, MessageDone) and inflight:
                     settled = {}
-                    for item_id, outcome in self._outcomes(current, event, host).items():
+                    done = inflight.pop(0)
+                    for item_id, outcome in self._outcomes(done, event, host).items():
                         if outcome.kind == "deferred":
                             retry[item_id] = outcome
                         else:
@@ -302,7 +306,8 @@ class RemoteDelivery:
                     if self.report is not None:
                         for item_id, outcome in settled.items():
                             self.report(item_id, outcome)
-                    current = self._next(client, connection, queue)
+                    if not inflight:
+                        self._next(client, connection, queue, inflight)
                 elif isinstance(event, SessionFailed):
                     failure = f"{host}: {event.reason}"
                     self.log.warning("session failed", host=host, stage=event.stage.value,
@@ -323,24 +328,28 @@ class RemoteDelivery:
         return outcomes, retry, failure
 
     def _next(self, client: SmtpClient, connection: net.Connection,
-              queue: list[_Message]) -> _Message | None:
+              queue: list[_Message], inflight: list[_Message]) -> None:
+        """Start the next message, or end the session when there is none (or it failed)."""
         if not queue or not client.can_send_message:
             data = client.quit()
             self._trace(">>>", data)
             connection.send(data)
-            return None
-        message = queue.pop(0)
+            return
+        self._send(client, connection, queue.pop(0), inflight)
+
+    def _send(self, client: SmtpClient, connection: net.Connection, message: _Message,
+              inflight: list[_Message]) -> None:
         envelope = Envelope(
             sender=message.plan.sender, recipients=message.plan.recipients,
             size=message.size, eight_bit=message.eight_bit,
             dsn_notify=message.plan.dsn_notify, dsn_ret=message.plan.dsn_ret,
             dsn_envid=message.plan.dsn_envid,
         )
+        inflight.append(message)
         data = client.send_message(envelope)
         if data:
             self._trace(">>>", data)
             connection.send(data)
-        return message
 
     def _outcomes(self, message: _Message, done: MessageDone, host: str) -> dict[str, Outcome]:
         by_recipient: dict[str, Outcome] = {}

@@ -870,3 +870,102 @@ def test_choose_mechanism_prefers_cram_md5_and_guards_cleartext() -> None:
     assert choose_mechanism(cleartext, tls_active=True, insecure=False) == "PLAIN"
     assert choose_mechanism(frozenset({"LOGIN"}), tls_active=False, insecure=True) == "LOGIN"
     assert choose_mechanism(frozenset(), tls_active=True, insecure=True) is None
+
+
+# --- the next message behind the end of data (RFC 2920) ------------------------------------
+
+
+def drive_behind_dot(
+    replies: Sequence[bytes], messages: Sequence[tuple[Envelope, list[bytes]]]
+) -> tuple[list[bytes], list[Event]]:
+    """Like drive(), but the next message is sent right after the dot whenever allowed."""
+    client = SmtpClient(PLAIN)
+    writes: list[bytes] = []
+    events: list[Event] = []
+    queue = list(messages)
+    inflight: list[list[bytes]] = []
+    pending = list(replies)
+
+    def start() -> None:
+        envelope, lines = queue.pop(0)
+        inflight.append(lines)
+        if data := client.send_message(envelope):
+            writes.append(data)
+
+    while True:
+        event = client.next_event()
+        if event is None:
+            client.receive_data(pending.pop(0) if pending else b"")
+            continue
+        events.append(event)
+        if isinstance(event, Transmit):
+            writes.append(event.data)
+        elif isinstance(event, (Ready, MessageDone)):
+            if isinstance(event, MessageDone):
+                inflight.pop(0)
+            if inflight:
+                continue
+            if queue and client.can_send_message:
+                start()
+            elif data := client.quit():
+                writes.append(data)
+        elif isinstance(event, ReadyForData):
+            writes.append(b"".join(client.send_data_lines(inflight[0])))
+            if queue and client.can_pipeline_next:
+                start()
+        elif isinstance(event, SessionFailed):
+            if data := client.quit():
+                writes.append(data)
+        elif isinstance(event, Closed):
+            return writes, events
+
+
+def test_next_message_rides_behind_the_dot_with_pipelining() -> None:
+    """With PIPELINING, message 2's MAIL/RCPT/DATA are written right after message 1's dot."""
+    first = Envelope("a@h.example", ("b@t.example",), 10, False)
+    second = Envelope("a@h.example", ("c@t.example",), 10, False)
+    replies = [GREETING, ehlo("PIPELINING"), b"250 ok\r\n250 ok\r\n354 go\r\n",
+               b"250 one\r\n250 ok\r\n250 ok\r\n354 go\r\n", b"250 two\r\n", b"221 bye\r\n"]
+    writes, events = drive_behind_dot(replies, [(first, [b"one\n"]), (second, [b"two\n"])])
+    assert writes[2] == b"one\r\n.\r\n"
+    assert writes[3] == b"MAIL FROM:<a@h.example>\r\nRCPT TO:<c@t.example>\r\nDATA\r\n"
+    assert writes[4] == b"two\r\n.\r\n"
+    assert writes[5] == b"QUIT\r\n"
+    dones = of_type(events, MessageDone)
+    assert [d.delivered for d in dones] == [("b@t.example",), ("c@t.example",)]
+    assert [str(d.results[0].reply) for d in dones] == ["250 one", "250 two"]
+
+
+def test_without_pipelining_the_next_message_waits_for_the_dot_reply() -> None:
+    """No PIPELINING: can_pipeline_next stays False and MAIL follows the dot's reply."""
+    first = Envelope("a@h.example", ("b@t.example",), 10, False)
+    second = Envelope("a@h.example", ("c@t.example",), 10, False)
+    replies = [GREETING, EHLO_BARE, b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 one\r\n",
+               b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 two\r\n", b"221 bye\r\n"]
+    writes, _ = drive_behind_dot(replies, [(first, [b"one\n"]), (second, [b"two\n"])])
+    assert writes[4] == b"one\r\n.\r\n"
+    assert writes[5] == b"MAIL FROM:<a@h.example>\r\n"
+
+
+def test_421_to_the_dot_settles_the_message_behind_it_too() -> None:
+    """A 421 answering the dot defers message 1 and message 2 (sent behind it): two MessageDones."""
+    first = Envelope("a@h.example", ("b@t.example",), 10, False)
+    second = Envelope("a@h.example", ("c@t.example",), 10, False)
+    replies = [GREETING, ehlo("PIPELINING"), b"250 ok\r\n250 ok\r\n354 go\r\n",
+               b"421 going away\r\n"]
+    _, events = drive_behind_dot(replies, [(first, [b"one\n"]), (second, [b"two\n"])])
+    assert [(r, o) for r, o, _ in outcomes(events)] == [
+        ("b@t.example", Outcome.TEMPORARY), ("c@t.example", Outcome.TEMPORARY)]
+    assert len(of_type(events, SessionFailed)) == 1
+
+
+def test_message_behind_the_dot_refused_at_rcpt_is_settled_in_order() -> None:
+    """Message 2's RCPT refusal (behind message 1's dot) bounces only message 2's recipient."""
+    first = Envelope("a@h.example", ("b@t.example",), 10, False)
+    second = Envelope("a@h.example", ("c@t.example",), 10, False)
+    replies = [GREETING, ehlo("PIPELINING"), b"250 ok\r\n250 ok\r\n354 go\r\n",
+               b"250 one\r\n250 ok\r\n550 no such user\r\n554 no valid recipients\r\n",
+               b"250 reset\r\n", b"221 bye\r\n"]
+    _, events = drive_behind_dot(replies, [(first, [b"one\n"]), (second, [b"two\n"])])
+    assert [(r, o) for r, o, _ in outcomes(events)] == [
+        ("b@t.example", Outcome.DELIVERED), ("c@t.example", Outcome.PERMANENT)]
