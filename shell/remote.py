@@ -20,7 +20,7 @@ from dma.adapters.hosts import system_smarthost_targets
 from dma.adapters.spool import Claim
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
-from dma.core.errors import DmaError
+from dma.core.errors import DmaError, IOFailure
 from dma.core.routing import (
     DnsOutcome,
     DnsPermanent,
@@ -66,6 +66,7 @@ class _Message:
     path: str
     size: int
     eight_bit: bool
+    body: bytes | None = None  # a small message read once, for the 8-bit check and DATA
 
 
 def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
@@ -85,12 +86,24 @@ def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
     return _Message(narrowed, message.path, message.size, message.eight_bit)
 
 
-def _has_8bit(path: str) -> bool:
-    with open(path, "rb") as handle:
+SMALL_MESSAGE = 1 << 16
+"""Messages up to this size are read once into memory while they are in flight."""
+
+
+def _load(message: _Message) -> _Message:
+    """Size, 8-bit check and, for a small message, its content: one open and one read."""
+    with open(message.path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= SMALL_MESSAGE:
+            body = handle.read()
+            return dataclasses.replace(message, size=size, eight_bit=not body.isascii(),
+                                       body=body)
+        eight_bit = False
         while chunk := handle.read(1 << 16):
             if not chunk.isascii():
-                return True
-    return False
+                eight_bit = True
+                break
+    return dataclasses.replace(message, size=size, eight_bit=eight_bit)
 
 
 class RemoteDelivery:
@@ -151,6 +164,10 @@ class RemoteDelivery:
             hops.setdefault(hop, []).append(claim)
         if not hops:
             return outcomes
+        if len(hops) == 1:  # one connection: no thread needed
+            ((hop, hop_claims),) = hops.items()
+            outcomes.update(self._deliver_hop(hop, hop_claims))
+            return outcomes
         workers = max(1, min(self.config.maxconnections, len(hops)))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
@@ -177,7 +194,9 @@ class RemoteDelivery:
         for plan in plans:
             path = by_id[plan.item_ids[0]].message_path
             try:
-                pending.append(_Message(plan, path, os.path.getsize(path), _has_8bit(path)))
+                if not os.path.exists(path):
+                    raise FileNotFoundError(2, "No such file or directory", path)
+                pending.append(_Message(plan, path, 0, False))
             except OSError as unreadable:
                 for item_id in plan.item_ids:
                     by_id.pop(item_id, None)
@@ -283,10 +302,15 @@ class RemoteDelivery:
                                       verified=connection.tls.verified)
                     self._next(client, connection, queue, inflight)
                 elif isinstance(event, ReadyForData) and inflight:
-                    with open(inflight[0].path, "rb") as handle:
-                        chunks = iter(lambda: handle.read(1 << 16), b"")
-                        for chunk in client.send_data_lines(chunks):
+                    body = inflight[0].body
+                    if body is not None:
+                        for chunk in client.send_data_lines((body,)):
                             connection.send(chunk)
+                    else:
+                        with open(inflight[0].path, "rb") as handle:
+                            chunks = iter(lambda: handle.read(1 << 16), b"")
+                            for chunk in client.send_data_lines(chunks):
+                                connection.send(chunk)
                     self._trace(">>>", b"(message data)\r\n.")
                     if queue and client.can_pipeline_next:
                         # the next message rides behind the dot: one round trip a message
@@ -339,6 +363,11 @@ class RemoteDelivery:
 
     def _send(self, client: SmtpClient, connection: net.Connection, message: _Message,
               inflight: list[_Message]) -> None:
+        try:
+            message = _load(message)
+        except OSError as error:  # we hold its claim: this is the disk failing
+            raise IOFailure(f"cannot read queued message {message.path}: {error.strerror}",
+                            hint="check the spool file system") from None
         envelope = Envelope(
             sender=message.plan.sender, recipients=message.plan.recipients,
             size=message.size, eight_bit=message.eight_bit,
