@@ -22,6 +22,9 @@ from dma.core.retry import after_temporary_failure, is_expired
 from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
 
+MAX_CLAIM_BATCH = 500
+RESERVED_DESCRIPTORS = 32
+
 Report = Callable[[str, Outcome], None]
 RemoteDelivery = Callable[[Sequence[Claim], Report], dict[str, Outcome]]
 
@@ -42,6 +45,19 @@ class RunSummary:
         if self.deferred or self.skipped:
             return 75
         return 0
+
+
+def claim_batch_size() -> int:
+    """How many items one batch may claim: half the descriptors we may still open.
+
+    The other half is for connections, TLS, M files, mailboxes and the log.
+    """
+    import resource
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CLAIM_BATCH
+    return max(1, min(MAX_CLAIM_BATCH, (soft - RESERVED_DESCRIPTORS) // 2))
 
 
 def is_local(recipient: str, settings: Settings) -> str | None:
@@ -65,11 +81,17 @@ class QueueRun:
         self.followups: list[str] = []
 
     def run(self, item_ids: Sequence[str]) -> RunSummary:
-        """Deliver the named items, then the bounces that they caused."""
+        """Deliver the named items, then the bounces that they caused.
+
+        Items are claimed a batch at a time: every claim holds its Q file open, so a
+        queue of thousands claimed at once would run out of file descriptors.
+        """
         pending = list(item_ids)
+        size = claim_batch_size()
         while pending:
             self.followups = []
-            self._run_batch(pending)
+            for start in range(0, len(pending), size):
+                self._run_batch(pending[start:start + size])
             pending = self.followups
         return self.summary
 

@@ -212,3 +212,34 @@ def test_sigterm_stops_the_runner(site: DmaSite, aiosmtpd_sink: SinkFactory) -> 
         site.send(["two@example.org"], MESSAGE)
         sink.wait_for(2, timeout=10)
         assert successor.poll() is None  # it took the lock: a runner, not a single pass
+
+
+def _with_descriptor_limit(limit: int) -> Callable[[], None]:
+    """A preexec_fn that lowers the child's open-file limit to ``limit``."""
+    import resource
+
+    def lower() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return lower
+
+
+def test_big_queue_runs_within_a_small_descriptor_limit(
+    site: DmaSite, aiosmtpd_sink: SinkFactory
+) -> None:
+    """A queue much larger than the open-file limit is still delivered in one `dma -q`
+    (items are claimed a batch at a time, not all at once)."""
+    sink = aiosmtpd_sink()
+    write_remote_config(site, sink.port, defer=True)
+    recipients = [f"r{n}@example.org" for n in range(90)]
+    site.send(recipients, MESSAGE)
+    assert len(site.queue()) == 90
+    done = subprocess.run(
+        [*command("dma"), "-C", str(site.config), "-q"], env=site.environ, cwd=site.root,
+        capture_output=True, timeout=120, check=False, preexec_fn=_with_descriptor_limit(48),
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert b"Traceback" not in done.stderr
+    assert wait_until(lambda: len({r for a in sink.messages for r in a.recipients}) == 90)
+    assert sorted(r for a in sink.messages for r in a.recipients) == sorted(recipients)
+    assert site.queue() == []
