@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     Kind = Literal[
         "string", "path", "bool", "port", "count", "duration", "fingerprint", "nameserver",
-        "ignored",
+        "mailname", "masquerade", "ignored",
     ]
 
 
@@ -94,9 +94,9 @@ _SPECS = (
             "PEM file holding the client certificate chain and its private key"),
     KeySpec("CAFILE", "path", "cafile", "unset",
             "CA bundle to verify servers with (default: the system's)"),
-    KeySpec("MAILNAME", "string", "mailname", "unset",
+    KeySpec("MAILNAME", "mailname", "mailname", "unset",
             "this host's mail name, or an absolute path to a file whose first line is it"),
-    KeySpec("MASQUERADE", "string", "masquerade", "unset",
+    KeySpec("MASQUERADE", "masquerade", "masquerade", "unset",
             "rewrite the envelope sender: user@, host, @host or user@host"),
     KeySpec("FINGERPRINT", "fingerprint", "fingerprint", "unset",
             "SHA-256 of the server certificate to pin (64 hex digits, colons allowed)"),
@@ -301,6 +301,52 @@ def _read_string(key: str, value: str, where: str) -> str:
     return value
 
 
+def _domain_problem(domain: str) -> str | None:
+    """Why ``domain`` cannot follow the ``@`` of an address, or None when it can."""
+    from dma.core.addresses import parse_envelope_address
+
+    try:
+        parse_envelope_address(f"postmaster@{domain}")
+    except DmaError as error:
+        return error.message.split(": ", 1)[-1]  # the problem, not the made-up address
+    return None
+
+
+def _read_mailname(key: str, value: str, where: str) -> str:
+    """A domain name (or address literal), or an absolute path to a file holding one."""
+    if value.startswith("/"):
+        return value
+    problem = _domain_problem(value)
+    if problem is None:
+        return value
+    raise ConfigError(
+        f"{key} {_shown(value)} is not a mail domain name ({problem})",
+        where=where,
+        hint="write the host's mail name, e.g. mail.example.org, or an absolute path"
+        " to a file whose first line is it",
+    )
+
+
+def _read_masquerade(key: str, value: str, where: str) -> str:
+    """``user@``, ``host``, ``@host`` or ``user@host``, each part valid in an address."""
+    from dma.core.addresses import parse_envelope_address
+
+    user, at_sign, domain = value.rpartition("@")
+    if not at_sign:
+        user, domain = "", value
+    try:
+        if not user and not domain:
+            raise ConfigError(f"{key} {_shown(value)} names neither a user nor a host")
+        parse_envelope_address(f"{user or 'postmaster'}@{domain or 'example.org'}")
+    except DmaError as error:
+        raise ConfigError(
+            f"{key} {_shown(value)} cannot rewrite a sender: {error.message.split(': ', 1)[-1]}",
+            where=where,
+            hint="write user@, host, @host or user@host",
+        ) from None
+    return value
+
+
 def _read_port(key: str, value: str, where: str) -> int:
     if _DIGITS.fullmatch(value) and 1 <= int(value) <= 65535:
         return int(value)
@@ -408,6 +454,8 @@ _VALUE_READERS: Mapping[str, Callable[[str, str, str], object]] = MappingProxyTy
         "duration": _read_duration,
         "fingerprint": _read_fingerprint,
         "nameserver": _read_nameserver,
+        "mailname": _read_mailname,
+        "masquerade": _read_masquerade,
     }
 )
 

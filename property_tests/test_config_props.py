@@ -67,6 +67,20 @@ def _nameserver() -> st.SearchStrategy[str]:
     )
 
 
+_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True)
+_domain = st.lists(_label, min_size=1, max_size=4).map(".".join)
+_user = st.from_regex(r"[a-z0-9][a-z0-9._+-]{0,10}", fullmatch=True).filter(
+    lambda u: ".." not in u and not u.endswith(".")
+)
+_mailname = st.one_of(_domain, _plain.map(lambda p: "/" + p.lstrip("/")))
+_masquerade = st.one_of(
+    _domain,
+    _domain.map(lambda d: "@" + d),
+    _user.map(lambda u: u + "@"),
+    st.builds(lambda u, d: f"{u}@{d}", _user, _domain),
+)
+
+
 @st.composite
 def configs(draw: st.DrawFn) -> Config:
     optional = st.one_of(st.none(), _plain)
@@ -78,8 +92,8 @@ def configs(draw: st.DrawFn) -> Config:
         authpath=draw(optional),
         certfile=draw(optional),
         cafile=draw(optional),
-        mailname=draw(optional),
-        masquerade=draw(optional),
+        mailname=draw(st.one_of(st.none(), _mailname)),
+        masquerade=draw(st.one_of(st.none(), _masquerade)),
         fingerprint=draw(st.one_of(st.none(), st.binary(min_size=32, max_size=32))),
         securetransfer=draw(st.booleans()),
         starttls=draw(st.booleans()),
@@ -95,6 +109,7 @@ def configs(draw: st.DrawFn) -> Config:
         nameserver=draw(st.one_of(st.none(), _nameserver())),
         maxconnections=draw(st.integers(1, 1000)),
         queuelifetime=draw(st.integers(1, 10**9)),
+        timeout=draw(st.integers(1, 10**6)),
     )
     if config.smarthost and not config.localonly and draw(st.booleans()):
         config = dataclasses.replace(config, nullclient=True)

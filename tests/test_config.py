@@ -76,8 +76,32 @@ def test_hash_cuts_the_line_anywhere() -> None:
 def test_key_ends_at_first_blank_or_tab() -> None:
     """The key ends at the first space or tab; the rest of the line is the value."""
     assert parse("SMARTHOST\thost.example\n").smarthost == "host.example"
-    assert parse("MASQUERADE a b\n").masquerade == "a b"
-    assert parse("MAILNAME mail\texample\n").mailname == "mail\texample"
+    assert parse("ALIASES /etc/my aliases\n").aliases == "/etc/my aliases"
+    assert parse("CAFILE /etc/ca\tbundle\n").cafile == "/etc/ca\tbundle"
+
+
+def test_mailname_must_be_a_domain_or_a_path() -> None:
+    """MAILNAME takes a domain name, an address literal or an absolute path; anything
+    else is refused at its line instead of failing every submission later."""
+    assert parse("MAILNAME mail.example.org\n").mailname == "mail.example.org"
+    assert parse("MAILNAME /etc/mailname\n").mailname == "/etc/mailname"
+    assert parse("MAILNAME [192.0.2.1]\n").mailname == "[192.0.2.1]"
+    for bad in ("my host", "ex..org", "-x.org", "a@b"):
+        with pytest.raises(ConfigError) as caught:
+            parse(f"DEFER\nMAILNAME {bad}\n")
+        assert caught.value.where == "/etc/dma/dma.conf:2"
+        assert "MAILNAME" in caught.value.message and "mail name" in (caught.value.hint or "")
+
+
+def test_masquerade_forms_are_checked() -> None:
+    """MASQUERADE takes user@, host, @host or user@host with valid parts; others are refused."""
+    for good in ("user@", "example.org", "@example.org", "user@example.org"):
+        assert parse(f"MASQUERADE {good}\n").masquerade == good
+    for bad in ("a b", "@", "user@bad host", "us er@x.org", "x@y@"):
+        with pytest.raises(ConfigError) as caught:
+            parse(f"MASQUERADE {bad}\n")
+        assert caught.value.where == "/etc/dma/dma.conf:1"
+        assert "user@, host, @host or user@host" in (caught.value.hint or "")
 
 
 def test_last_string_wins() -> None:
