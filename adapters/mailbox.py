@@ -1,8 +1,9 @@
 """Local delivery into a user's mailbox: an mbox file, or a Maildir directory (SPEC 5.2).
 
-mbox: append one mboxrd record under the two locks that mail readers honour (a
-``<mailbox>.lock`` dotlock and an fcntl write lock), fsync, and on any failure cut
-the file back to its old length so a reader never sees half a message.  Maildir:
+mbox: append one mboxrd record under the locks that mail programs honour (a
+``<mailbox>.lock`` dotlock, an fcntl write lock, and the flock lock that the C dma
+takes), fsync, and on any failure cut the file back to its old length so a reader
+never sees half a message.  Maildir:
 write ``tmp/<unique>``, fsync, link it into ``new/``, fsync ``new/``; no locks needed.
 Symlinks are never followed: a mailbox that is a link is refused.
 """
@@ -17,10 +18,10 @@ import secrets
 import socket
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dma.core.errors import CantCreateError, DmaError, TempFailure
 from dma.core.maildir import maildir_filename, with_size
@@ -42,6 +43,10 @@ _OPEN_MBOX = (
 )
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _maildir_sequence = itertools.count(1)
+
+
+class MailboxLocked(TempFailure):
+    """The mailbox stayed locked by another program until the lock timeout: try later."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,8 @@ def deliver(
     owned by ``owner`` (uid, gid) when given, else by the calling process).
     ``moment`` dates the mbox separator line.
     Returns the file the message went into, for the log.  Raises TempFailure when a
-    retry may work (locks held past ``lock_timeout``, a full disk, I/O errors) and
+    retry may work (a full disk, I/O errors; MailboxLocked, a TempFailure, when a
+    lock is held past ``lock_timeout``) and
     CantCreateError when the mailbox is a symlink or neither a regular file nor a
     Maildir.  Nothing half-written is left behind either way.
     """
@@ -167,30 +173,48 @@ def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
 
 
 def _lock(fd: int, path: str, deadline: float, stale_lock_age: float) -> _Dotlock | None:
-    """Take the dotlock and the fcntl lock, waiting until ``deadline`` for both.
+    """Take the dotlock, the fcntl lock and the flock lock, waiting until ``deadline``.
 
-    Never holds one while waiting for the other: readers take them in either order
-    (mutt fcntl first, procmail the dotlock first), so hold-and-wait could deadlock.
+    All or nothing on each try, and never holding one while waiting for another:
+    readers take them in any order (mutt fcntl first, procmail the dotlock first, the
+    C dma flock alone), so hold-and-wait could deadlock.  flock is needed as well as
+    fcntl because on Linux the two kinds do not see each other.
     Returns our dotlock, or None when the directory does not allow one.
     """
     delay = _POLL_FIRST
     while True:
-        available, dotlock = _try_dotlock(path, stale_lock_age)
-        if available:
-            if _try_fcntl_lock(fd, path):
-                return dotlock
-            _remove_dotlock(dotlock)
-            held = "an fcntl lock on it"
-        else:
-            held = f"{path}.lock"
+        dotlock, held = _try_all_locks(fd, path, stale_lock_age)
+        if held is None:
+            return dotlock
         now = time.monotonic()
         if now >= deadline:
-            raise TempFailure(
+            raise MailboxLocked(
                 f"mailbox {path} is locked by another program ({held})",
                 hint="delivery will be retried; remove a lock file no program holds",
             )
         time.sleep(min(delay, deadline - now))
         delay = min(delay * 2, _POLL_MAX)
+
+
+def _try_all_locks(fd: int, path: str, stale_lock_age: float) -> tuple[_Dotlock | None, str | None]:
+    """Try each lock once; returns (our dotlock, None) holding all of them, or
+    (None, what is held by someone else) holding none."""
+    available, dotlock = _try_dotlock(path, stale_lock_age)
+    if not available:
+        return None, f"{path}.lock"
+    fcntl_held = False
+    try:
+        if not _try_kernel_lock(fd, path, fcntl.lockf):
+            _remove_dotlock(dotlock)
+            return None, "an fcntl lock on it"
+        fcntl_held = True
+        if not _try_kernel_lock(fd, path, fcntl.flock):
+            _release(fd, dotlock, fcntl_held=True)
+            return None, "a flock lock on it"
+    except BaseException:
+        _release(fd, dotlock, fcntl_held=fcntl_held)
+        raise
+    return dotlock, None
 
 
 def _try_dotlock(path: str, stale_lock_age: float) -> tuple[bool, _Dotlock | None]:
@@ -260,10 +284,11 @@ def _remove_dotlock(dotlock: _Dotlock | None) -> None:
         _unlink_quietly(dotlock.path)
 
 
-def _try_fcntl_lock(fd: int, path: str) -> bool:
-    """Try once for a whole-file fcntl write lock (the kind mutt and mailx test)."""
+def _try_kernel_lock(fd: int, path: str, take: Callable[[int, int], Any]) -> bool:
+    """Try once for a whole-file exclusive lock with ``take``: fcntl.lockf (the kind
+    mutt and mailx test) or fcntl.flock (the kind the C dma takes)."""
     try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        take(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EACCES, errno.EAGAIN):
             return False
@@ -272,11 +297,21 @@ def _try_fcntl_lock(fd: int, path: str) -> bool:
 
 
 def _unlock(fd: int, dotlock: _Dotlock | None) -> None:
-    """Release the fcntl lock, then our dotlock (the reverse of taking them)."""
+    """Release the flock and fcntl locks, then our dotlock (the reverse of taking them)."""
     try:
-        fcntl.lockf(fd, fcntl.LOCK_UN)
+        fcntl.flock(fd, fcntl.LOCK_UN)
     except OSError:
         pass  # closing the descriptor releases it anyway
+    _release(fd, dotlock, fcntl_held=True)
+
+
+def _release(fd: int, dotlock: _Dotlock | None, *, fcntl_held: bool) -> None:
+    """Release the fcntl lock when we hold it, then our dotlock."""
+    if fcntl_held:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_UN)
+        except OSError:
+            pass  # closing the descriptor releases it anyway
     _remove_dotlock(dotlock)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import mailbox
 import os
@@ -156,7 +157,8 @@ def test_s_nail_lists_delivered_messages(tmp_path: Path) -> None:
 
 
 def test_concurrent_deliveries_with_lock_holder(tmp_path: Path) -> None:
-    """8 processes x 50 deliveries while a reader-like process locks: 400 whole messages."""
+    """8 processes x 50 deliveries while a reader or C-dma-like process locks: 400 whole
+    messages."""
     box = tmp_path / "bob"
     stop = tmp_path / "stop"
     writer = """
@@ -170,15 +172,15 @@ def test_concurrent_deliveries_with_lock_holder(tmp_path: Path) -> None:
             deliver(box, io.BytesIO(body), f"{tag}@example.org", datetime(2026, 1, 1))
     """
     # Takes the fcntl lock alone, the dotlock alone, or both (as mutt, procmail and
-    # mailx variously do); while holding, the mailbox must neither grow nor hold a
-    # half record.
+    # mailx variously do), or flock alone (as the C dma does); while holding, the
+    # mailbox must neither grow nor hold a half record.
     holder = """
         import fcntl, os, sys, time
         box, stop = sys.argv[1], sys.argv[2]
         rounds = 0
         while not os.path.exists(stop):
-            mode = rounds % 3
-            if mode != 0:
+            mode = rounds % 4
+            if mode in (1, 2):
                 while True:
                     try:
                         os.close(os.open(box + ".lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -186,8 +188,10 @@ def test_concurrent_deliveries_with_lock_holder(tmp_path: Path) -> None:
                     except FileExistsError:
                         time.sleep(0.001)
             fd = os.open(box, os.O_RDWR | os.O_CREAT, 0o600)
-            if mode != 1:
+            if mode in (0, 2):
                 fcntl.lockf(fd, fcntl.LOCK_EX)
+            if mode == 3:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             size = os.fstat(fd).st_size
             data = os.pread(fd, size, 0)  # closing another fd would drop the fcntl lock
             time.sleep(0.003)
@@ -195,7 +199,7 @@ def test_concurrent_deliveries_with_lock_holder(tmp_path: Path) -> None:
                 print(f"mailbox changed under lock mode {mode}", flush=True)
                 sys.exit(1)
             os.close(fd)
-            if mode != 0:
+            if mode in (1, 2):
                 os.unlink(box + ".lock")
             rounds += 1
             time.sleep(0.002)
@@ -362,8 +366,20 @@ HOLD_FCNTL = """
     time.sleep(float(sys.argv[2]))
 """
 
+# The C dma's only lock (reference 5.4): flock, which on Linux does not see fcntl locks.
+HOLD_FLOCK = """
+    import fcntl, os, sys, time
+    fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    print("ready", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
 
-@pytest.mark.parametrize("holder", [HOLD_DOTLOCK, HOLD_FCNTL], ids=["dotlock", "fcntl"])
+HOLDERS = [HOLD_DOTLOCK, HOLD_FCNTL, HOLD_FLOCK]
+HOLDER_IDS = ["dotlock", "fcntl", "flock"]
+
+
+@pytest.mark.parametrize("holder", HOLDERS, ids=HOLDER_IDS)
 def test_held_lock_times_out(tmp_path: Path, holder: str) -> None:
     """A fresh lock held by a live process makes delivery wait, then fail temporarily."""
     box = tmp_path / "bob"
@@ -381,7 +397,7 @@ def test_held_lock_times_out(tmp_path: Path, holder: str) -> None:
     assert (tmp_path / "bob.lock").exists() == (holder is HOLD_DOTLOCK)
 
 
-@pytest.mark.parametrize("holder", [HOLD_DOTLOCK, HOLD_FCNTL], ids=["dotlock", "fcntl"])
+@pytest.mark.parametrize("holder", HOLDERS, ids=HOLDER_IDS)
 def test_delivery_waits_for_released_lock(tmp_path: Path, holder: str) -> None:
     """Delivery waits while a lock is held and completes once it is released."""
     box = tmp_path / "bob"
@@ -394,6 +410,50 @@ def test_delivery_waits_for_released_lock(tmp_path: Path, holder: str) -> None:
     finally:
         child.wait(timeout=10)
     assert [body for _, body in read_mbox(box)] == [spooled("x")]
+
+
+def test_waiting_for_flock_holds_no_other_lock(tmp_path: Path) -> None:
+    """While delivery waits for a flock holder it keeps neither the dotlock nor the fcntl
+    lock, so a reader taking those two meanwhile is not blocked."""
+    box = tmp_path / "bob"
+    box.write_bytes(b"")
+    holder = start_python(HOLD_FLOCK, str(box), "1.5")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import io, sys
+            from datetime import datetime
+            from dma.adapters.mailbox import deliver
+            deliver(sys.argv[1], io.BytesIO(b"Subject: w\\n\\nw\\n"), "a@b",
+                    datetime(2026, 1, 1), lock_timeout=20)
+            """), str(box)],
+    )
+    try:
+        time.sleep(0.2)
+        took_both = False
+        deadline = time.monotonic() + 1.0
+        while not took_both and time.monotonic() < deadline:
+            try:
+                os.close(os.open(str(box) + ".lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                time.sleep(0.001)
+                continue
+            fd = os.open(box, os.O_RDWR)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                took_both = True
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+                os.unlink(str(box) + ".lock")
+            time.sleep(0.001)
+        assert took_both
+        assert writer.wait(timeout=30) == 0
+    finally:
+        holder.wait(timeout=10)
+        writer.kill()
+        writer.wait()
+    assert [body for _, body in read_mbox(box)] == [b"Subject: w\n\nw\n"]
 
 
 def test_mailbox_replaced_while_waiting(tmp_path: Path) -> None:
