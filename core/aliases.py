@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from dma.core.addresses import split_address
-from dma.core.errors import ConfigError, DataError, NoUserError, at
+from dma.core.errors import ConfigError, DataError, DmaError, NoUserError, at
 
 WILDCARD = "*"
 _BLANKS = " \t"
@@ -257,6 +257,29 @@ def _refusal(name: str, target: str) -> str:
     if target[:9].lower() == ":include:":
         kind = "includes a file"
     return f"alias {name!r} -> {target!r} {kind}: refused, dma never runs commands or writes files"
+
+
+def table_problems(
+    table: AliasTable,
+    *,
+    is_user: Callable[[str], bool],
+    local_name: Callable[[str], str | None],
+) -> tuple[str, ...]:
+    """Every problem that would fail mail to some alias, each once, with ``path:line``.
+
+    Refused destinations, loops, and names that lead nowhere (neither alias nor user),
+    found by expanding each alias as a submission would: what ``newaliases`` reports,
+    so that a broken file shows up when it is edited, not when mail bounces.
+    """
+    problems = dict.fromkeys(refused_targets(table))
+    for entry in table.entries:
+        try:
+            expand_alias(entry.name, table, is_user=is_user, local_name=local_name,
+                         wildcard=False)
+        except DmaError as error:
+            text = f"{error.where}: {error.message}" if error.where else error.message
+            problems.setdefault(text)
+    return tuple(problems)
 
 
 # --- expansion -----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dma.core.aliases import AliasEntry, AliasTable, expand_alias, parse_aliases
+from dma.core.aliases import AliasEntry, AliasTable, expand_alias, parse_aliases, table_problems
 from dma.core.errors import DataError, DmaError, NoUserError
 
 NAMES = ("a", "b", "c", "d", "e", "root")
@@ -169,3 +169,20 @@ def test_expansion_matches_plain_recursion(table: AliasTable, data: st.DataObjec
     except (DataError, NoUserError) as error:
         actual = type(error)
     assert actual == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(tables())
+def test_table_problems_agree_with_expansion(table: AliasTable) -> None:
+    """A table has no reported problems exactly when every alias in it expands cleanly."""
+    problems = table_problems(table, is_user=USERS.__contains__, local_name=ours)
+    assert all(isinstance(problem, str) and problem for problem in problems)
+    assert len(set(problems)) == len(problems)
+    clean = True
+    for entry in table.entries:
+        try:
+            expand_alias(entry.name, table, is_user=USERS.__contains__, local_name=ours,
+                         wildcard=False)
+        except DmaError:
+            clean = False
+    assert clean == (not problems)

@@ -106,20 +106,28 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
 
 
 def check_aliases(settings: Settings) -> int:
-    """newaliases: parse the aliases file and report problems; there is no database to build."""
-    from dma.core.aliases import refused_targets
+    """newaliases: check the aliases file as mail would use it; there is no database to build.
+
+    Exits 65 when an alias would fail mail (refused target, loop, unknown user).
+    """
+    from dma.adapters import system
+    from dma.core.aliases import table_problems
+    from dma.core.envelope import local_name
     from dma.shell.submit import load_aliases
 
     path = settings.config.aliases
     table = load_aliases(path)
-    problems = refused_targets(table)
-    for problem in problems:
-        print(f"newaliases: {problem}", file=sys.stderr)
     if not os.path.exists(path):
         print(f"newaliases: {path} does not exist; no aliases defined")
         return 0
-    print(f"newaliases: {path}: {len(table.entries)} aliases, {len(problems)} refused targets")
-    return 0
+    problems = table_problems(
+        table, is_user=system.user_exists,
+        local_name=lambda address: local_name(address, settings.mailname),
+    )
+    for problem in problems:
+        print(f"newaliases: {problem}", file=sys.stderr)
+    print(f"newaliases: {path}: {len(table.entries)} aliases, {len(problems)} problems")
+    return 65 if problems else 0
 
 
 def verify(invocation: Invocation, settings: Settings) -> int:

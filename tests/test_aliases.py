@@ -14,6 +14,7 @@ from dma.core.aliases import (
     is_refused_target,
     parse_aliases,
     refused_targets,
+    table_problems,
 )
 from dma.core.errors import ConfigError, DataError, NoUserError
 
@@ -296,3 +297,19 @@ def test_empty_table_defaults() -> None:
     """An empty AliasTable knows no names."""
     assert AliasTable().targets_of("root") is None
     assert parse_aliases("", PATH) == AliasTable(PATH, ())
+
+
+def test_table_problems_name_each_broken_alias_once() -> None:
+    """table_problems reports a refused target, a loop and an unknown name, each with
+    its line, and nothing for aliases that expand cleanly."""
+    table = parse_aliases(
+        "ok: root, x@example.org\npipe: |/bin/true\na: b\nb: a\nlost: nobody-here\n", PATH
+    )
+    problems = table_problems(table, is_user=users("root"), local_name=ours)
+    assert any(p.startswith(f"{PATH}:2: ") and "refused" in p for p in problems)
+    assert any(p.startswith(f"{PATH}:4: ") and "alias loop: a -> b -> a" in p for p in problems)
+    assert any(p.startswith(f"{PATH}:5: ") and "nobody-here" in p for p in problems)
+    assert not any("'ok'" in p for p in problems)
+    assert len(problems) == len(set(problems))
+    clean = parse_aliases("ok: root\n*: root\n", PATH)
+    assert table_problems(clean, is_user=users("root"), local_name=ours) == ()

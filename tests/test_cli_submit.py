@@ -376,13 +376,31 @@ def test_qd_deletes_one_item_a_message_or_all(site: DmaSite) -> None:
 
 
 def test_newaliases_reports_the_aliases_file(site: DmaSite) -> None:
-    """newaliases (and -bi) parse the aliases file and report its entries and refused targets."""
+    """newaliases (and -bi) parse the aliases file, report its entries and refused
+    targets, and exit 65 because mail to the refused alias would fail."""
     site.write_aliases("a: b@example.org\nc: |/bin/true\nd: a\n")
     for program, args in (("newaliases", []), ("dma", ["-bi"])):
         done = site.run(args, program=program)
-        assert done.returncode == 0
-        assert f"{site.aliases}: 3 aliases, 1 refused targets".encode() in done.stdout
+        assert done.returncode == 65
+        assert f"{site.aliases}: 3 aliases, 1 problems".encode() in done.stdout
         assert b"|/bin/true" in done.stderr and b"refused" in done.stderr
+
+
+def test_newaliases_finds_loops_and_unknown_names(site: DmaSite) -> None:
+    """newaliases expands every alias: a loop and a name that is neither alias nor user are
+    reported with file:line, and a clean file exits 0."""
+    me = login_name()
+    site.write_aliases(f"a: b\nb: a\nteam: {me}, ghost-user-xyz\nok: {me}, x@example.org\n")
+    done = site.run([], program="newaliases")
+    assert done.returncode == 65
+    errors = done.stderr.decode()
+    assert "alias loop: a -> b -> a" in errors and f"{site.aliases}:2" in errors
+    assert "ghost-user-xyz" in errors and f"{site.aliases}:3" in errors
+    assert "'ok'" not in errors
+    site.write_aliases(f"root: {me}\nok: {me}, x@example.org\n*: {me}\n")
+    done = site.run([], program="newaliases")
+    assert done.returncode == 0, done.stderr
+    assert f"{site.aliases}: 3 aliases, 0 problems".encode() in done.stdout
 
 
 def test_newaliases_without_a_file_says_so(site: DmaSite) -> None:
