@@ -1,8 +1,10 @@
 """Remote delivery: drive the sans-I/O SMTP client over real connections (SPEC 5.3-5.6).
 
 Claims are grouped by next hop; each hop gets one connection at a time carrying one
-transaction per message (all of that message's recipients for the hop), and at most
-MAXCONNECTIONS hops are worked on at once, in threads of this one process.
+transaction per message (all of that message's recipients for the hop).  At most
+MAXCONNECTIONS hops are worked on at once, in threads of this process, and every
+connection holds one of the spool's MAXCONNECTIONS slots (``adapters/slots.py``),
+so that all dma processes together stay within the limit (SPEC 5.1).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from dma.adapters import net
 from dma.adapters.hosts import system_smarthost_targets
+from dma.adapters.slots import Slot, SlotError, Slots
 from dma.adapters.spool import Claim
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
@@ -86,6 +89,17 @@ def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
     return _Message(narrowed, message.path, message.size, message.eight_bit)
 
 
+MAX_LOGGED_IDS = 20
+
+
+def _ids(item_ids: Sequence[str]) -> str:
+    """Item ids for the ``id`` field of a log line: comma separated, a long list cut short."""
+    unique = list(dict.fromkeys(item_ids))
+    if len(unique) <= MAX_LOGGED_IDS:
+        return ",".join(unique)
+    return ",".join(unique[:MAX_LOGGED_IDS]) + f",+{len(unique) - MAX_LOGGED_IDS} more"
+
+
 SMALL_MESSAGE = 1 << 16
 """Messages up to this size are read once into memory while they are in flight."""
 
@@ -117,6 +131,9 @@ class RemoteDelivery:
         self.auth = self._load_auth()
         self.report: Report | None = None
         self._resolver: DnsResolver | None = None
+        self.slots = Slots(self.config.spooldir, max(1, self.config.maxconnections))
+        self.slot_wait = float(self.config.timeout)
+        """Seconds a hop waits for a free connection slot before its items are deferred."""
 
     def _targets(self, hop: NextHop) -> DnsOutcome:
         """Where to connect for ``hop``; dnspython is loaded only when DNS must be asked."""
@@ -205,20 +222,50 @@ class RemoteDelivery:
         final: dict[str, Outcome] = {}
         temporary: dict[str, Outcome] = {}
         last_error = "no host for this destination could be reached"
-        for target in lookup_result.targets:
-            for address in target.addresses:
-                if not pending:
-                    return final
-                done, retry, host_failure = self._session(hop, target, address, pending)
-                final.update(done)
-                temporary.update(retry)
-                pending = [left for m in pending if (left := _without(m, final)) is not None]
-                if host_failure:
-                    last_error = host_failure
+        if not pending:
+            return final
+        slot = self._take_slot([i for m in pending for i in m.plan.item_ids])
+        if isinstance(slot, str):
+            return {i: deferred(slot) for m in pending for i in m.plan.item_ids}
+        try:
+            for target in lookup_result.targets:
+                for address in target.addresses:
+                    if not pending:
+                        return final
+                    done, retry, host_failure = self._session(hop, target, address, pending)
+                    final.update(done)
+                    temporary.update(retry)
+                    pending = [left for m in pending if (left := _without(m, final)) is not None]
+                    if host_failure:
+                        last_error = host_failure
+        finally:
+            slot.release()
         for message in pending:
             for item_id in message.plan.item_ids:
                 final[item_id] = temporary.get(item_id, deferred(last_error))
         return final
+
+    def _take_slot(self, item_ids: list[str]) -> Slot | str:
+        """One of the spool's MAXCONNECTIONS slots, held while this hop has a connection.
+
+        Returns the reason to defer when none came free within ``slot_wait``.  When
+        the slot directory cannot be used the hop goes on without the cross-process
+        limit (the thread pool still bounds this process): a permission problem
+        must not stop all mail.
+        """
+        try:
+            slot = self.slots.acquire(self.slot_wait)
+        except SlotError as error:
+            self.log.warning("connection slots unusable; connecting without the limit "
+                             "across processes", error=str(error))
+            return Slot(-1, None)
+        if slot is None:
+            reason = (f"all {self.slots.count} connection slots (MAXCONNECTIONS) stayed "
+                      f"busy for {self.slot_wait:g}s; will try again later")
+            self.log.warning("no free connection slot; deferred", id=_ids(item_ids),
+                             wait=self.slot_wait, maxconnections=self.slots.count)
+            return reason
+        return slot
 
     # --- one connection ------------------------------------------------------------
 

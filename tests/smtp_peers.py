@@ -329,6 +329,8 @@ class ScriptedSink:
         self.port = int(self.listener.getsockname()[1])
         self.connections: list[ConnectionLog] = []
         self.messages: list[Arrival] = []
+        self.active = 0  # connections open right now
+        self.peak = 0  # the most that were ever open at once
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -363,6 +365,8 @@ class ScriptedSink:
             with self._lock:
                 self._sockets.append(sock)
                 self.connections.append(log)
+                self.active += 1
+                self.peak = max(self.peak, self.active)
             threading.Thread(target=self._serve, args=(sock, log), daemon=True).start()
 
     def _serve(self, sock: socket.socket, log: ConnectionLog) -> None:
@@ -372,6 +376,8 @@ class ScriptedSink:
             pass
         finally:
             sock.close()
+            with self._lock:
+                self.active -= 1
 
 
 class _Hangup(Exception):
