@@ -15,12 +15,19 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import DmaSite
+from conftest import DmaSite, command
+from smtp_peers import (  # noqa: F401 (fixtures)
+    Script,
+    ScriptedSink,
+    scripted_sink_fixture,
+    wait_until,
+)
 
 from dma.adapters.spool import Spool
 
@@ -166,3 +173,83 @@ def test_c_dma_and_we_share_one_queue(shared: Shared) -> None:
     mine = {str(i["recipient"]) for i in site.queue()}
     assert theirs == mine == {"ours@example.org", "theirs@example.org"}
     assert len(ours) == 1
+
+
+def _point_both_at(shared: Shared, port: int) -> None:
+    """Make the C dma (/etc/dma/dma.conf) and us deliver to a smarthost on loopback ``port``."""
+    conf = ETC_DMA / "dma.conf"
+    conf.write_text(conf.read_text() + f"SMARTHOST 127.0.0.1\nPORT {port}\n")
+    shared.site.write_config(f"MAILNAME {CDMA_MAILNAME}\nSMARTHOST 127.0.0.1\nPORT {port}\n")
+
+
+def test_c_dma_delivers_items_we_rescheduled(
+    shared: Shared, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """Q files we rewrote after a failed attempt (X-Attempts, X-Next-Try, X-Last-Error)
+    are still read and delivered by the C dma's queue run, and leave the spool."""
+    site = shared.site
+    ids = site.send(["-f", "us@example.org", "a@example.org", "b@example.org"], b"S: x\n\nhi\n")
+    done = site.run(["-q"])  # the site's dead smarthost: both items are deferred
+    assert done.returncode == 0, done.stderr
+    for item_id in ids:
+        assert b"X-Attempts: 1\n" in site.queue_file(item_id)
+        assert b"X-Last-Error: " in site.queue_file(item_id)
+    sink = scripted_sink()
+    _point_both_at(shared, sink.port)
+    done = shared.cdma(["-q"])
+    assert done.returncode == 0, done.stderr
+    assert wait_until(lambda: len(sink.messages) == 2, timeout=20)
+    assert sorted(r for m in sink.messages for r in m.recipients) == [
+        "a@example.org", "b@example.org"]
+    assert wait_until(lambda: not any(n.startswith("Q") for n in os.listdir(shared.spool)))
+
+
+def test_c_dma_and_our_queue_runs_deliver_each_item_once(
+    shared: Shared, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """A C dma `-q` and ours on one spool deliver every item exactly once: items our run
+    holds are skipped by the C dma, and runs started together split the queue."""
+    site = shared.site
+    sink = scripted_sink(Script(data_delay=0.2))
+    _point_both_at(shared, sink.port)
+    site.write_config(f"MAILNAME ours.example\nSMARTHOST 127.0.0.1\nPORT {sink.port}\n")
+
+    def queue(prefix: str) -> list[str]:
+        recipients = [f"{prefix}{n}@example.org" for n in range(6)]
+        for recipient in recipients:
+            site.send(["-f", "us@example.org", recipient], b"Subject: once\n\nonce\n")
+        return recipients
+
+    def ours() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*command("dma"), "-C", str(site.config), "-q"], env=site.environ,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+
+    def delivered(prefix: str) -> list[str]:
+        return sorted(r for m in sink.messages for r in m.recipients if r.startswith(prefix))
+
+    def spool_empty() -> bool:
+        return not any(n.startswith("Q") for n in os.listdir(shared.spool))
+
+    # Our run holds every item (it claims them before it delivers): the C dma skips them.
+    first = queue("held")
+    runner = ours()
+    assert wait_until(lambda: any(c.commands[:1] == ["EHLO ours.example"]
+                                  for c in sink.connections))
+    assert shared.cdma(["-q"]).returncode == 0
+    assert runner.wait(timeout=60) == 0
+    assert wait_until(spool_empty, timeout=30)
+    time.sleep(0.5)  # a second copy from a C dma child would have arrived by now
+    assert delivered("held") == sorted(first)
+    assert all(c.commands[:1] == ["EHLO ours.example"] for c in sink.connections)
+
+    # Both started together: each item goes out once, whoever takes it.
+    second = queue("race")
+    theirs = shared.cdma(["-q"])
+    runner = ours()
+    assert theirs.returncode == 0, theirs.stderr
+    assert runner.wait(timeout=60) == 0
+    assert wait_until(spool_empty, timeout=30)
+    time.sleep(0.5)
+    assert delivered("race") == sorted(second)
