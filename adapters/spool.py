@@ -25,6 +25,7 @@ from dma.core.queuefile import (
     MAX_QUEUE_FILE_OCTETS,
     QueueItem,
     item_id_from_filename,
+    padded,
     parse_queue_file,
     render_queue_file,
 )
@@ -180,8 +181,8 @@ class Claim:
             raise SoftwareError(
                 f"cannot rewrite queue item {self.item.id} as {item.id}", hint="this is a bug"
             )
-        data = render_queue_file(item)
         try:
+            data = padded(render_queue_file(item), os.fstat(fd).st_size)
             _write_all(fd, data, 0)
             os.ftruncate(fd, len(data))
             os.utime(fd, ns=self._times)

@@ -161,6 +161,31 @@ def _number(text: str) -> int | None:
     return int(text) if _NUMBER.fullmatch(text) else None
 
 
+PAD_KEY = "X-Pad"
+_PAD_LINE_MIN = len(PAD_KEY) + len(": \n")
+_PAD_LINE_MAX = 900  # the C dma reads Q lines with fgets(1000): longer would split
+
+
+def padded(data: bytes, length: int) -> bytes:
+    """``data`` (a rendered Q file) made at least ``length`` octets long.
+
+    A Q file is rewritten in place (its lock belongs to the inode), so a crash between
+    the write and the truncation of a shorter text would leave a tail of the old text,
+    a line without ``:`` that makes the file malformed.  Never shrinking the file
+    closes that window: the shortfall becomes ``X-Pad`` lines of blanks, which both
+    the C dma and we ignore as an unknown key.
+    """
+    short = length - len(data)
+    pads: list[bytes] = []
+    while short > 0:
+        size = min(max(short, _PAD_LINE_MIN), _PAD_LINE_MAX)
+        if 0 < short - size < _PAD_LINE_MIN:
+            size -= _PAD_LINE_MIN  # leave room for a last line of the least size
+        pads.append(f"{PAD_KEY}:".encode("ascii") + b" " * (size - _PAD_LINE_MIN + 1) + b"\n")
+        short -= size
+    return data + b"".join(pads)
+
+
 def parse_queue_file(data: bytes, name: str) -> QueueItem:
     """Read a Q file as the C dma does, tolerating CRLF endings and our own keys.
 

@@ -12,6 +12,7 @@ from dma.core.queuefile import (
     MAX_ERROR_OCTETS,
     QueueItem,
     one_line_error,
+    padded,
     parse_queue_file,
     render_queue_file,
 )
@@ -94,3 +95,17 @@ def test_one_line_error_is_bounded_and_stable(text: str) -> None:
     assert not ({"\r", "\n", "\0"} & set(flat))
     assert len(flat.encode()) <= MAX_ERROR_OCTETS
     assert one_line_error(flat) == flat
+
+
+@settings(max_examples=300, deadline=None)
+@given(_items, st.integers(min_value=0, max_value=5000))
+def test_padding_keeps_the_item_and_never_shrinks(item: QueueItem, length: int) -> None:
+    """A padded Q file reads back as the same item and is at least ``length`` long,
+    overshooting only by less than one minimal pad line."""
+    data = render_queue_file(item)
+    grown = padded(data, length)
+    assert parse_queue_file(grown, "Q") == parse_queue_file(data, "Q")
+    assert len(grown) >= length
+    assert grown.startswith(data)
+    assert len(grown) == len(data) or len(grown) < max(length, len(data)) + 8
+    assert all(len(line) < 1000 for line in grown.split(b"\n"))  # the C dma's fgets

@@ -227,8 +227,11 @@ def test_update_rewrites_in_place_and_keeps_arrival(tmp_path: Path) -> None:
         assert claim is not None
         assert claim.arrival == pytest.approx(1_600_000_000.123456789)
         claim.update(later)
+        long_size = os.stat(qpath).st_size
         claim.update(QueueItem(item.id, item.sender, item.recipient, 3, 5, "short"))
         assert claim_elsewhere(spool, item.id) == "none"
+        # never shrunk in place: a crash between write and truncate leaves no old tail
+        assert os.stat(qpath).st_size == long_size
     info = os.stat(qpath)
     assert info.st_ino == inode
     assert info.st_mtime_ns == 1_600_000_000_123_456_789
