@@ -38,9 +38,8 @@ _POLL_MAX = 0.1
 _NO_DOTLOCK_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 # Link(2) refusals after which a rename into new/ is the portable fallback.
 _NO_LINK_ERRNOS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
-_OPEN_MBOX = (
-    os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
-)
+# Opened O_RDWR when we may read it (to look at its last bytes), else O_WRONLY.
+_OPEN_MBOX = os.O_APPEND | os.O_NOFOLLOW | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _maildir_sequence = itertools.count(1)
 
@@ -72,7 +71,8 @@ def deliver(
 
     ``path`` is ``MAILDIR/<user>``: a directory holding cur/, new/ and tmp/ gets a
     Maildir delivery, anything else an appended mbox record (created 0600 if missing,
-    owned by ``owner`` (uid, gid) when given, else by the calling process).
+    owned by ``owner`` (uid, gid) when given, else by the calling process).  With
+    ``owner`` given, an existing mailbox or Maildir of another uid is refused.
     ``moment`` dates the mbox separator line.
     Returns the file the message went into, for the log.  Raises TempFailure when a
     retry may work (a full disk, I/O errors; MailboxLocked, a TempFailure, when a
@@ -139,22 +139,34 @@ def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
 
     O_NOFOLLOW refuses a symlink (even one planted after our lstat), O_EXCL never
     opens a file someone else created in between, O_NONBLOCK keeps a FIFO from
-    hanging us until we can refuse it.
+    hanging us until we can refuse it.  A file we create is given to ``owner``;
+    should that fail it is removed again, so that no empty mailbox its user cannot
+    read stays behind.  An existing mailbox must already belong to ``owner``.
     """
+    created = False
     try:
         try:
-            fd = os.open(path, _OPEN_MBOX)
+            fd = _open_existing(path)
         except FileNotFoundError:
             try:
-                fd = os.open(path, _OPEN_MBOX | os.O_CREAT | os.O_EXCL, MAILBOX_MODE)
-                if owner is not None:
-                    os.fchown(fd, *owner)
+                fd = os.open(path, _OPEN_MBOX | os.O_RDWR | os.O_CREAT | os.O_EXCL, MAILBOX_MODE)
             except FileExistsError:
-                fd = os.open(path, _OPEN_MBOX)
+                fd = _open_existing(path)
+            else:
+                created = True
     except OSError as exc:
         raise _failure(exc, path, "cannot open mailbox") from exc
+    ours: tuple[int, int] | None = None  # (device, inode) of the file we created
     try:
         info = os.fstat(fd)
+        if created:
+            ours = (info.st_dev, info.st_ino)
+            if owner is not None:
+                try:
+                    os.fchown(fd, *owner)
+                except OSError as exc:
+                    raise _failure(exc, path, "cannot give mailbox", "to its user") from exc
+                info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path)
         if info.st_nlink != 1:
@@ -162,14 +174,53 @@ def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
                 f"mailbox {path} has {info.st_nlink} hard links; refusing to append",
                 hint="a linked mailbox can make mail land in another file; give it one name",
             )
+        _check_owner(info, path, owner)
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-    except OSError as exc:
+    except BaseException as exc:
         os.close(fd)
-        raise _failure(exc, path, "cannot open mailbox") from exc
-    except BaseException:
-        os.close(fd)
+        if ours is not None:
+            _remove_created(path, ours)
+        if isinstance(exc, OSError):
+            raise _failure(exc, path, "cannot open mailbox") from exc
         raise
     return fd
+
+
+def _open_existing(path: str) -> int:
+    """Open an existing mailbox read-write (to look at its end), else write-only.
+
+    A mailbox may be writable but not readable for us (mode 0620, group mail).
+    """
+    try:
+        return os.open(path, _OPEN_MBOX | os.O_RDWR)
+    except PermissionError:
+        return os.open(path, _OPEN_MBOX | os.O_WRONLY)
+
+
+def _remove_created(path: str, created: tuple[int, int]) -> None:
+    """Remove the mailbox we just created, if ``path`` still names that very file."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return
+    if (info.st_dev, info.st_ino) == created:
+        _unlink_quietly(path)
+
+
+def _check_owner(info: os.stat_result, path: str, owner: tuple[int, int] | None) -> None:
+    """Refuse a mailbox that does not belong to ``owner``, as procmail does.
+
+    Whoever may create files in MAILDIR could otherwise make a victim's mailbox
+    before the first delivery and read everything that lands in it.
+    """
+    if owner is None or info.st_uid == owner[0]:
+        return
+    raise TempFailure(
+        f"mailbox {path} belongs to uid {info.st_uid}, not to its user (uid {owner[0]});"
+        " refusing to deliver into it",
+        hint="someone else owns it and could read the mail; the mail stays queued until"
+        " an administrator gives the mailbox to its user (chown) or removes it",
+    )
 
 
 def _lock(fd: int, path: str, deadline: float, stale_lock_age: float) -> _Dotlock | None:
@@ -328,10 +379,15 @@ def _still_at(fd: int, path: str) -> bool:
 
 
 def _append(fd: int, path: str, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` at the end and fsync; on any failure truncate to the old length."""
+    """Write ``chunks`` at the end and fsync; on any failure truncate to the old length.
+
+    A mailbox whose last writer died mid-append may end without its blank line, or
+    in the middle of a line; the missing newlines go first, or the new separator
+    line would be glued to that text and not be seen by readers.
+    """
     old_length = os.fstat(fd).st_size
     try:
-        pending = bytearray()
+        pending = bytearray(_missing_end(fd, old_length))
         for chunk in chunks:
             pending += chunk
             if len(pending) >= _CHUNK:
@@ -350,6 +406,25 @@ def _append(fd: int, path: str, chunks: Iterable[bytes]) -> None:
             )
             raise _failure(exc, path, f"cannot write mailbox ({note})") from exc
         raise
+
+
+def _missing_end(fd: int, length: int) -> bytes:
+    """The newlines a non-empty mailbox of ``length`` bytes lacks to end in a blank line.
+
+    Nothing when the descriptor is write-only (a mailbox we may not read): then we
+    cannot know and write the record as always.
+    """
+    if length == 0:
+        return b""
+    try:
+        tail = os.pread(fd, 2, max(0, length - 2))
+    except OSError as exc:
+        if exc.errno == errno.EBADF:
+            return b""
+        raise
+    if tail.endswith(b"\n\n"):
+        return b""
+    return b"\n" if tail.endswith(b"\n") else b"\n\n"
 
 
 def _truncate(fd: int, length: int) -> bool:
@@ -372,6 +447,7 @@ def _deliver_maildir(path: str, message: BinaryIO, owner: tuple[int, int] | None
     except OSError as exc:
         raise _failure(exc, path, "cannot open Maildir") from exc
     try:
+        _check_owner(os.fstat(top), path, owner)
         for sub in ("cur", "new", "tmp"):
             try:
                 info = os.stat(sub, dir_fd=top, follow_symlinks=False)
@@ -479,7 +555,7 @@ def _not_regular(path: str) -> CantCreateError:
     )
 
 
-def _failure(exc: OSError, path: str, what: str) -> DmaError:
+def _failure(exc: OSError, path: str, what: str, after: str = "") -> DmaError:
     """Map an OS error to ours: a symlink refusal is permanent, the rest is retried.
 
     Full disks, quotas, size limits, I/O errors and permissions can all be fixed
@@ -488,4 +564,5 @@ def _failure(exc: OSError, path: str, what: str) -> DmaError:
     if exc.errno == errno.ELOOP:
         return _symlink_refused(path)
     reason = os.strerror(exc.errno) if exc.errno else str(exc)
-    return TempFailure(f"{what} {path}: {reason}", hint="delivery will be retried")
+    named = f"{what} {path} {after}" if after else f"{what} {path}"
+    return TempFailure(f"{named}: {reason}", hint="delivery will be retried")

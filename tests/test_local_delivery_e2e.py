@@ -219,6 +219,33 @@ def test_root_delivery_creates_the_mailbox_owned_by_the_user_0600(
     assert [m["Subject"] for m in read_mbox(mailbox_path(site, testuser))] == ["mine"]
 
 
+def test_mailbox_planted_by_another_user_is_not_written(site: DmaSite, testuser: str) -> None:
+    """A root delivery refuses a mailbox that another uid created in MAILDIR: nothing is
+    written, the item stays queued with the reason, and once the mailbox is given to its
+    user `dma -q` delivers."""
+    deliverable(site)
+    site.maildir.mkdir()
+    box = mailbox_path(site, testuser)
+    box.write_bytes(b"")
+    nobody = pwd.getpwnam("nobody")
+    os.chown(box, nobody.pw_uid, nobody.pw_gid)
+    box.chmod(0o644)
+    done = site.run(["-D", "-f", "o@example.org", testuser], b"Subject: private\n\nx\n")
+    assert done.returncode == 75, done.stderr.decode(errors="replace")
+    assert box.read_bytes() == b""
+    (item,) = site.queue()
+    error = queue_file_keys(site, str(item["id"]))["X-Last-Error"]
+    assert f"mailbox {box} belongs to uid {nobody.pw_uid}" in error, error
+    assert "stays queued" in error
+
+    entry = pwd.getpwnam(testuser)
+    os.chown(box, entry.pw_uid, entry.pw_gid)
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert site.queue() == []
+    assert [m["Subject"] for m in read_mbox(box)] == ["private"]
+
+
 # --- deferral, expiry and bounces -----------------------------------------------------------
 
 

@@ -6,11 +6,14 @@ import fcntl
 import io
 import mailbox
 import os
+import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from datetime import datetime
@@ -20,7 +23,7 @@ import pytest
 
 from dma.adapters import mailbox as local
 from dma.core.errors import CantCreateError, TempFailure
-from dma.core.mbox import unquote_line
+from dma.core.mbox import mbox_record, unquote_line
 
 MOMENT = datetime(2026, 11, 25, 2, 45, 6)
 
@@ -230,6 +233,187 @@ def test_concurrent_deliveries_with_lock_holder(tmp_path: Path) -> None:
         assert message == expected
         seen.add(tag)
     assert seen == {f"w{w}-m{n}" for w in range(8) for n in range(50)}
+
+
+def other_uid() -> int:
+    """A uid that is not ours (nobody's when we are root)."""
+    return 65534 if os.getuid() != 65534 else 65533
+
+
+def test_mbox_owned_by_someone_else_refused(tmp_path: Path) -> None:
+    """With an owner given, an mbox that belongs to another uid is refused temporarily and
+    left untouched (whoever made it could read the mail)."""
+    box = tmp_path / "bob"
+    box.write_bytes(b"planted\n")
+    with pytest.raises(TempFailure, match=f"mailbox {box} belongs to uid {os.getuid()}") as caught:
+        local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT,
+                      owner=(other_uid(), os.getgid()))
+    assert "stays queued" in str(caught.value)
+    assert box.read_bytes() == b"planted\n"
+    assert not (tmp_path / "bob.lock").exists()
+
+
+def test_mbox_owned_by_the_owner_accepted(tmp_path: Path) -> None:
+    """With an owner given, an mbox that already belongs to that uid gets the mail."""
+    box = tmp_path / "bob"
+    box.write_bytes(b"")
+    local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT,
+                  owner=(os.getuid(), os.getgid()))
+    assert [body for _, body in read_mbox(box)] == [spooled("x")]
+
+
+def test_failed_chown_of_a_new_mailbox_leaves_nothing(tmp_path: Path) -> None:
+    """When giving a new mailbox to its owner fails (EPERM), the file we created is removed,
+    no descriptor is left open, and the failure is temporary."""
+    nobody = pwd.getpwnam("nobody")
+    with tempfile.TemporaryDirectory(prefix="dma-chown-") as place:
+        os.chmod(place, 0o777)  # the unprivileged child must be able to create files here
+        box = os.path.join(place, "bob")
+        result = run_python(
+            """
+            import io, os, sys
+            from datetime import datetime
+            from dma.adapters.mailbox import deliver
+            from dma.core.errors import TempFailure
+            if os.geteuid() == 0:  # drop root (after the imports: Python lives under
+                os.setgroups([])   # /root) so that fchown to root fails for real
+                os.setgid(int(sys.argv[3]))
+                os.setuid(int(sys.argv[2]))
+            def lowest_free_fd():
+                fd = os.open("/dev/null", os.O_RDONLY)
+                os.close(fd)
+                return fd
+            before = lowest_free_fd()
+            try:
+                deliver(sys.argv[1], io.BytesIO(b"x\\n"), "a@b", datetime(2026, 1, 1),
+                        owner=(0, 0))
+            except TempFailure as error:
+                print("TempFailure", error)
+            print("fds", before == lowest_free_fd())
+            print("exists", os.path.lexists(sys.argv[1]))
+            """,
+            box, str(nobody.pw_uid), str(nobody.pw_gid),
+        )
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(f"TempFailure cannot give mailbox {box} to its user"), lines
+        assert "Operation not permitted" in lines[0]
+        assert lines[1:] == ["fds True", "exists False"]
+        assert os.listdir(place) == []
+
+
+def test_writable_but_unreadable_mailbox_gets_the_mail() -> None:
+    """A mailbox we may write but not read (mode 0620 through our group, as the C dma's
+    setgid-mail set-up has it) still gets the record appended."""
+    nobody = pwd.getpwnam("nobody")
+    if os.geteuid() != 0 and os.getuid() != nobody.pw_uid:
+        pytest.skip("needs root, to hand the mailbox to another user")
+    with tempfile.TemporaryDirectory(prefix="dma-0620-") as place:
+        os.chmod(place, 0o777)  # room for the dotlock
+        box = Path(place) / "bob"
+        box.write_bytes(b"From old@x Mon Jan  1 00:00:00 2024\n\nold\n\n")
+        os.chown(box, 0, nobody.pw_gid)
+        box.chmod(0o620)
+        result = run_python(
+            """
+            import io, os, sys
+            from datetime import datetime
+            from dma.adapters.mailbox import deliver
+            os.setgroups([])
+            os.setgid(int(sys.argv[3]))
+            os.setuid(int(sys.argv[2]))
+            deliver(sys.argv[1], io.BytesIO(b"Subject: w\\n\\nw\\n"), "a@b",
+                    datetime(2026, 1, 1))
+            """,
+            str(box), str(nobody.pw_uid), str(nobody.pw_gid),
+        )
+        assert result.returncode == 0, result.stderr
+        assert [body for _, body in read_mbox(box)] == [b"\nold\n", b"Subject: w\n\nw\n"]
+
+
+def test_partial_last_line_is_ended_before_the_next_record(tmp_path: Path) -> None:
+    """A mailbox cut off in the middle of a line gets the line and a blank line ended before
+    the new record, so mailbox.mbox still finds both messages."""
+    box = tmp_path / "bob"
+    cut = b"From old@x Mon Jan  1 00:00:00 2024\nSubject: old\n\nhalf a li"
+    box.write_bytes(cut)
+    local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT)
+    record = b"".join(mbox_record(io.BytesIO(spooled("x")), "a@b", MOMENT))
+    assert box.read_bytes() == cut + b"\n\n" + record
+    assert read_mbox(box) == [
+        ("old@x Mon Jan  1 00:00:00 2024", b"Subject: old\n\nhalf a li\n"),
+        ("a@b Wed Nov 25 02:45:06 2026", spooled("x")),
+    ]
+
+
+def test_record_after_a_writer_killed_mid_append(tmp_path: Path) -> None:
+    """After a writer is SIGKILLed mid-append, the next record starts after a blank line and
+    mailbox.mbox reads both messages back."""
+    box = tmp_path / "bob"
+    local.deliver(str(box), io.BytesIO(spooled("first")), "a@b", MOMENT)
+    first_length = box.stat().st_size
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import sys
+            from datetime import datetime
+            from dma.adapters.mailbox import deliver
+            deliver(sys.argv[1], sys.stdin.buffer, "killed@x", datetime(2026, 1, 1))
+            """), str(box)],
+        stdin=subprocess.PIPE,
+    )
+    assert writer.stdin is not None
+    try:
+        # More than one write's worth, then the writer waits for the rest of its input.
+        writer.stdin.write(b"Subject: killed\n\n" + (b"y" * 70 + b"\n") * 2000)
+        writer.stdin.flush()
+        deadline = time.monotonic() + 30
+        while box.stat().st_size <= first_length + 64 * 1024 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdin.close()
+    crashed = box.read_bytes()
+    assert len(crashed) > first_length + 64 * 1024 and not crashed.endswith(b"\n\n")
+    # Its dotlock outlives it; stale_lock_age=0 takes it over at once.
+    local.deliver(str(box), io.BytesIO(spooled("after")), "a@b", MOMENT, stale_lock_age=0)
+    record = b"".join(mbox_record(io.BytesIO(spooled("after")), "a@b", MOMENT))
+    assert box.read_bytes() == crashed + b"\n" + record
+    got = read_mbox(box)
+    assert [envelope.split()[0] for envelope, _ in got] == ["a@b", "killed@x", "a@b"]
+    assert got[0][1] == spooled("first") and got[2][1] == spooled("after")
+    assert got[1][1].startswith(b"Subject: killed\n\n" + b"y" * 70 + b"\n")
+
+
+def test_record_after_a_writer_killed_mid_line(tmp_path: Path) -> None:
+    """A writer killed by SIGXFSZ at a file size limit stops in the middle of a line; the
+    next record still reads back as a message of its own."""
+    box = tmp_path / "bob"
+    local.deliver(str(box), io.BytesIO(spooled("first")), "a@b", MOMENT)
+    limit = box.stat().st_size + 5000 + 17
+    result = run_python(
+        """
+        import io, resource, signal, sys
+        from datetime import datetime
+        from dma.adapters.mailbox import deliver
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)  # Python ignores it by default
+        limit = int(sys.argv[2])
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        message = b"Subject: big\\n\\n" + (b"z" * 70 + b"\\n") * 2000
+        deliver(sys.argv[1], io.BytesIO(message), "killed@x", datetime(2026, 1, 1))
+        """,
+        str(box),
+        str(limit),
+    )
+    assert result.returncode == -signal.SIGXFSZ, result.stderr
+    crashed = box.read_bytes()
+    assert len(crashed) == limit and not crashed.endswith(b"\n")
+    local.deliver(str(box), io.BytesIO(spooled("after")), "a@b", MOMENT, stale_lock_age=0)
+    record = b"".join(mbox_record(io.BytesIO(spooled("after")), "a@b", MOMENT))
+    assert box.read_bytes() == crashed + b"\n\n" + record
+    got = read_mbox(box)
+    assert [envelope.split()[0] for envelope, _ in got] == ["a@b", "killed@x", "a@b"]
+    assert got[2][1] == spooled("after")
 
 
 def test_symlinked_mailbox_refused(tmp_path: Path) -> None:
@@ -532,6 +716,16 @@ def test_maildir_delivery_reads_back_identical(tmp_path: Path) -> None:
     assert os.listdir(box / "tmp") == []
     reader = mailbox.Maildir(box, factory=None, create=False)
     assert sorted(reader.get_bytes(key) for key in reader.iterkeys()) == sorted(messages)
+
+
+def test_maildir_owned_by_someone_else_refused(tmp_path: Path) -> None:
+    """With an owner given, a Maildir that belongs to another uid is refused temporarily and
+    nothing is written into it."""
+    box = make_maildir(tmp_path / "bob")
+    with pytest.raises(TempFailure, match=f"mailbox {box} belongs to uid {os.getuid()}"):
+        local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT,
+                      owner=(other_uid(), os.getgid()))
+    assert [os.listdir(box / sub) for sub in ("cur", "new", "tmp")] == [[], [], []]
 
 
 def test_maildir_concurrent_processes_unique(tmp_path: Path) -> None:
