@@ -43,7 +43,12 @@ def _run(args: list[str]) -> int:
         from dma.shell.submit import submit
 
         log = light_logger(invocation.syslog_tag, stderr=invocation.verbose)
-        ids = submit(invocation, settings, log)
+        try:
+            ids = submit(invocation, settings, log)
+        except DmaError as error:  # stderr may be a cron job's: syslog keeps a trace
+            light_logger(invocation.syslog_tag).error(
+                "message refused", reason=str(error), exit=error.exit_code)
+            raise
         from dma.shell.delivery import after_submission
 
         return after_submission(invocation, settings, ids)
