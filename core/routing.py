@@ -96,6 +96,43 @@ DnsOutcome = Targets | DnsPermanent | DnsTemporary
 # -- next hop ---------------------------------------------------------------------------
 
 
+def recipient_parts(recipient: str) -> tuple[str, ...]:
+    """The addresses of one Q file's Recipient value, which may be a comma list.
+
+    The C dma queues ``dma 'a@x.org,b@y.org'`` as one item and delivers it as one
+    RCPT per part (its ``strtok`` at ","); we queue it the same way.  Commas inside
+    a quoted local part (``"a,b"@x.org``) do not split.  Parts are stripped of
+    surrounding blanks and empty ones dropped; a value with no part at all (",")
+    comes back whole, for routing to refuse.  Never raises.
+    """
+    if "," not in recipient:
+        return (recipient,)
+    parts: list[str] = []
+    start = 0
+    quoted = escaped = False
+    for index, char in enumerate(recipient):
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char == ",":
+            parts.append(recipient[start:index])
+            start = index + 1
+    parts.append(recipient[start:])
+    kept = tuple(part for part in (p.strip() for p in parts) if part)
+    return kept or (recipient,)
+
+
+def join_recipient_parts(parts: Sequence[str]) -> str:
+    """The Recipient value for ``parts``: what ``recipient_parts`` splits again."""
+    return ",".join(parts)
+
+
 def next_hop(recipient: str, *, smarthost: str | None, port: int) -> NextHop:
     """Return the next hop for ``recipient``; raise DataError when it has no usable domain.
 

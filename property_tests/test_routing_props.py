@@ -14,9 +14,11 @@ from dma.core.routing import (
     group_by_next_hop,
     hosts_to_look_up,
     interleave_addresses,
+    join_recipient_parts,
     mx_outcome,
     next_hop,
     normalise_domain,
+    recipient_parts,
 )
 
 GRAMMAR = "abcXYZ09-_.@[]:\"\\ éß用"
@@ -140,3 +142,24 @@ def test_outcome_targets_follow_the_lookup_order(
     assert outcome.targets
     for target in outcome.targets:
         assert target.addresses
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(any_text, st.text(alphabet=GRAMMAR + ",", max_size=60)))
+def test_recipient_parts_is_total(text: str) -> None:
+    """Any Recipient value splits into non-empty parts that never start or end with a blank."""
+    parts = recipient_parts(text)
+    assert parts
+    if "," not in text:
+        assert parts == (text,)
+    elif parts != (text,):
+        assert all(part and part == part.strip() for part in parts)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(recipient.filter(lambda r: "," not in r and r.strip() == r and r
+                                 and r.count('"') % 2 == 0 and "\\" not in r),
+                min_size=1, max_size=5))
+def test_recipient_parts_reads_back_a_joined_list(parts: list[str]) -> None:
+    """Addresses without commas, joined with commas, split back into the same addresses."""
+    assert recipient_parts(join_recipient_parts(parts)) == tuple(parts)

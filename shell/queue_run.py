@@ -19,6 +19,7 @@ from dma.adapters.spool import Claim, Spool
 from dma.core.envelope import local_name
 from dma.core.errors import DmaError
 from dma.core.retry import after_temporary_failure, is_expired
+from dma.core.routing import recipient_parts
 from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
 
@@ -61,8 +62,12 @@ def claim_batch_size() -> int:
 
 
 def is_local(recipient: str, settings: Settings) -> str | None:
-    """The local user an item goes to, or None when it is remote (current config rules)."""
-    if settings.config.nullclient:
+    """The local user an item goes to, or None when it is remote (current config rules).
+
+    A comma list (``a@x.org,root``, as the C dma queues it) is None: shell/remote.py
+    routes each of its parts, local ones included.
+    """
+    if settings.config.nullclient or len(recipient_parts(recipient)) > 1:
         return None
     return local_name(recipient, settings.mailname)
 

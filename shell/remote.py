@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ from dma.core.routing import (
     NextHop,
     Target,
     Targets,
+    join_recipient_parts,
     next_hop,
+    recipient_parts,
 )
 from dma.core.smtp import (
     Closed,
@@ -51,7 +54,7 @@ from dma.core.smtp import (
 )
 from dma.core.transport import QueuedRecipient, Transaction, plan_transactions, security_for
 from dma.shell.outcomes import Outcome, deferred, delivered, failed
-from dma.shell.queue_run import Report
+from dma.shell.queue_run import Report, is_local
 from dma.shell.settings import Settings, read_text
 
 if TYPE_CHECKING:
@@ -59,6 +62,52 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 30.0
 FINAL_DOT_FACTOR = 2.0  # RFC 5321 4.5.3.2: 10 minutes for the final dot, 5 for the rest
+
+
+PART = "/"
+"""Joins an item id and a part number: the work id of one address of a comma list."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One address to deliver: a queue item, or one part of an item's comma list."""
+
+    id: str  # the item id, or "<item id>/<n>" for part n of its Recipient list
+    recipient: str
+    claim: Claim
+
+
+@dataclass
+class _ListItem:
+    """A queue item whose Recipient is a comma list: the outcome of each part so far."""
+
+    claim: Claim
+    parts: tuple[str, ...]
+    outcomes: dict[int, Outcome] = dataclasses.field(default_factory=dict)
+    final: Outcome | None = None
+
+
+def _list_outcome(listed: _ListItem) -> Outcome:
+    """The item's outcome once every part has one (see RemoteDelivery._record)."""
+    results = [(part, listed.outcomes[n]) for n, part in enumerate(listed.parts)]
+    if all(outcome.kind == "delivered" for _, outcome in results):
+        return delivered("; ".join(f"{part}: {outcome.detail}" for part, outcome in results))
+    failures = [(part, outcome) for part, outcome in results if outcome.kind == "failed"]
+    waiting = [part for part, outcome in results if outcome.kind == "deferred"]
+    if failures:
+        first = failures[0][1]
+        detail = "; ".join(f"{part}: {outcome.detail}" for part, outcome in failures)
+        if waiting:
+            detail += f" (not delivered either: {', '.join(waiting)})"
+        return failed(detail, first.status, first.diagnostic, first.remote_mta)
+    reasons: dict[str, list[str]] = {}
+    for part, outcome in results:
+        if outcome.kind == "deferred":
+            reasons.setdefault(outcome.detail, []).append(part)
+    if len(reasons) == 1 and len(waiting) == len(results):
+        return deferred(next(iter(reasons)))  # one reason for the whole list
+    return deferred("; ".join(f"{', '.join(parts)}: {reason}"
+                              for reason, parts in reasons.items()))
 
 
 @dataclass
@@ -130,6 +179,8 @@ class RemoteDelivery:
         self.verbose = verbose
         self.auth = self._load_auth()
         self.report: Report | None = None
+        self._lists: dict[str, _ListItem] = {}
+        self._lists_lock = threading.Lock()
         self._resolver: DnsResolver | None = None
         self.slots = Slots(self.config.spooldir, max(1, self.config.maxconnections))
         self.slot_wait = float(self.config.timeout)
@@ -169,32 +220,105 @@ class RemoteDelivery:
                  ) -> dict[str, Outcome]:
         """Deliver ``claims``; ``report`` hears each outcome as soon as it is final."""
         self.report = report
+        self._lists = {}
         outcomes: dict[str, Outcome] = {}
-        hops: dict[NextHop, list[Claim]] = {}
+        hops: dict[NextHop, list[_Work]] = {}
+        local: list[tuple[_Work, str]] = []
         for claim in claims:
-            try:
-                hop = next_hop(claim.item.recipient, smarthost=self.config.smarthost,
-                               port=self.config.port)
-            except DmaError as error:
-                outcomes[claim.item.id] = failed(str(error), "5.1.3")
-                continue
-            hops.setdefault(hop, []).append(claim)
-        if not hops:
-            return outcomes
+            parts = recipient_parts(claim.item.recipient)
+            if len(parts) == 1:
+                works = [_Work(claim.item.id, claim.item.recipient, claim)]
+            else:
+                self._lists[claim.item.id] = _ListItem(claim, parts)
+                works = [_Work(f"{claim.item.id}{PART}{n}", part, claim)
+                         for n, part in enumerate(parts)]
+            for work in works:
+                user = is_local(work.recipient, self.settings) if len(works) > 1 else None
+                if user is not None:  # a local name in a comma list
+                    local.append((work, user))
+                    continue
+                try:
+                    hop = next_hop(work.recipient, smarthost=self.config.smarthost,
+                                   port=self.config.port)
+                except DmaError as error:
+                    self._record(outcomes, work.id, failed(str(error), "5.1.3"))
+                    continue
+                hops.setdefault(hop, []).append(work)
+        for work, user in local:
+            from dma.shell.local import deliver_local
+
+            self.log.info("trying delivery", id=work.claim.item.id, to=user, via="local")
+            self._record(outcomes, work.id, deliver_local(work.claim, user, self.settings))
         if len(hops) == 1:  # one connection: no thread needed
-            ((hop, hop_claims),) = hops.items()
-            outcomes.update(self._deliver_hop(hop, hop_claims))
-            return outcomes
-        workers = max(1, min(self.config.maxconnections, len(hops)))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
-                outcomes.update(result)
+            ((hop, works),) = hops.items()
+            for work_id, outcome in self._deliver_hop(hop, works).items():
+                self._record(outcomes, work_id, outcome)
+        elif hops:
+            workers = max(1, min(self.config.maxconnections, len(hops)))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
+                    for work_id, outcome in result.items():
+                        self._record(outcomes, work_id, outcome)
+        for item_id, listed in self._lists.items():  # parts nobody answered for
+            if item_id not in outcomes:
+                for n in range(len(listed.parts)):
+                    self._record(outcomes, f"{item_id}{PART}{n}",
+                                 deferred("no outcome reported"))
         return outcomes
+
+    # --- comma lists (one Q file, several addresses) --------------------------------
+
+    def _record(self, outcomes: dict[str, Outcome] | None, work_id: str,
+                outcome: Outcome) -> None:
+        """Note ``outcome`` for an item, or for one part of a comma list.
+
+        ``outcomes`` None means "final now, tell the run at once" (a transaction
+        ended).  A list item's outcome is decided when each part has one: it is
+        delivered when every part is, bounces when a part failed for good (naming
+        the parts not delivered), else it is deferred.  Each delivered part is
+        taken out of the Q file's Recipient at once, so no part is ever sent twice.
+        """
+        item_id, part, index = work_id.partition(PART)
+        if not part:
+            if outcomes is None:
+                if self.report is not None:
+                    self.report(item_id, outcome)
+            else:
+                outcomes[item_id] = outcome
+            return
+        with self._lists_lock:
+            listed = self._lists[item_id]
+            if int(index) in listed.outcomes or listed.final is not None:
+                return
+            listed.outcomes[int(index)] = outcome
+            if outcome.kind == "delivered":
+                self._drop_delivered(listed)
+            if len(listed.outcomes) < len(listed.parts):
+                return
+            listed.final = final = _list_outcome(listed)
+            if outcomes is not None:
+                outcomes[item_id] = final
+            if self.report is not None:
+                self.report(item_id, final)
+
+    def _drop_delivered(self, listed: _ListItem) -> None:
+        """Rewrite the Q file's Recipient to the parts not delivered (none left: no rewrite)."""
+        left = [part for n, part in enumerate(listed.parts)
+                if n not in listed.outcomes or listed.outcomes[n].kind != "delivered"]
+        if not left:
+            return
+        claim = listed.claim
+        try:
+            claim.update(dataclasses.replace(claim.item,
+                                             recipient=join_recipient_parts(left)))
+        except DmaError as error:
+            self.log.error("cannot remove delivered addresses from the queue item; "
+                           "they may be sent again", id=claim.item.id, error=str(error))
 
     # --- one hop -------------------------------------------------------------------
 
-    def _deliver_hop(self, hop: NextHop, claims: list[Claim]) -> dict[str, Outcome]:
-        by_id = {claim.item.id: claim for claim in claims}
+    def _deliver_hop(self, hop: NextHop, works: list[_Work]) -> dict[str, Outcome]:
+        by_id = {work.id: work for work in works}
         if hop.kind == "smarthost":
             self.log.info("using smarthost", host=hop.host, port=hop.port)
         lookup_result = self._targets(hop)
@@ -203,13 +327,13 @@ class RemoteDelivery:
         if isinstance(lookup_result, DnsTemporary):
             return {i: deferred(lookup_result.reason) for i in by_id}
         plans = plan_transactions([
-            QueuedRecipient(c.item.id, c.item.sender, c.item.recipient,
-                            c.item.dsn_notify, c.item.dsn_ret, c.item.dsn_envid)
-            for c in claims
+            QueuedRecipient(w.id, w.claim.item.sender, w.recipient, w.claim.item.dsn_notify,
+                            w.claim.item.dsn_ret, w.claim.item.dsn_envid)
+            for w in works
         ])
         pending = []
         for plan in plans:
-            path = by_id[plan.item_ids[0]].message_path
+            path = by_id[plan.item_ids[0]].claim.message_path
             try:
                 if not os.path.exists(path):
                     raise FileNotFoundError(2, "No such file or directory", path)
@@ -374,9 +498,8 @@ class RemoteDelivery:
                         else:
                             settled[item_id] = outcome
                     outcomes.update(settled)  # recorded before anything else can fail
-                    if self.report is not None:
-                        for item_id, outcome in settled.items():
-                            self.report(item_id, outcome)
+                    for item_id, outcome in settled.items():
+                        self._record(None, item_id, outcome)
                     if not inflight:
                         self._next(client, connection, queue, inflight)
                 elif isinstance(event, SessionFailed):

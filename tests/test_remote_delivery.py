@@ -23,6 +23,7 @@ from smtp_peers import (  # noqa: F401 (fixtures)
     bounces,
     delivery_status,
     free_port,
+    local_login,
     q_fields,
     queued,
     scripted_sink_fixture,
@@ -360,3 +361,122 @@ def test_dsn_requests_are_not_sent_to_a_server_without_dsn(
     assert site.run(["-q"]).returncode == 0
     sink.wait_for(1)
     assert not any("NOTIFY=" in c or "RET=" in c for c in sink.connections[0].commands)
+
+
+# --- comma lists: one Q file the C dma wrote for `dma 'a@x.org,b@y.org'` (reference 4.2) ----
+
+CDMA_ID = "20ca94.556f80fe16e0"
+CDMA_MESSAGE = (
+    b"Received: from alice (uid 1000)\n\t(envelope-from alice@dma.test)\n"
+    b"\tid 20ca94\n\tby dma.test (DragonFly Mail Agent v0.13);\n"
+    b"\tMon, 01 Jan 2024 00:00:00 +0000\n"
+    b"Subject: a C dma list\n\nfor several\n"
+)
+
+
+def _cdma_item(site: DmaSite, recipient: str, sender: str | None = None) -> str:
+    """Queue one item as the C dma writes it: the M file, and a Q file of exactly three lines."""
+    site.spool.mkdir(mode=0o700, exist_ok=True)
+    (site.spool / f"M{CDMA_ID}").write_bytes(CDMA_MESSAGE)
+    (site.spool / f"Q{CDMA_ID}").write_text(
+        f"ID: {CDMA_ID}\nSender: {sender if sender is not None else sender_address()}\n"
+        f"Recipient: {recipient}\n")
+    return CDMA_ID
+
+
+def _rcpts(sink: ScriptedSink, connection: int) -> list[str]:
+    """The RCPT TO commands of one connection to ``sink``, in order."""
+    return [c for c in sink.connections[connection].commands if c.startswith("RCPT TO:")]
+
+
+def test_comma_list_is_one_rcpt_per_address(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A C dma Recipient list to one next hop goes in one transaction, one RCPT per address."""
+    sink = scripted_sink(Script())
+    write_remote_config(site, sink.port, defer=True)
+    _cdma_item(site, "a@x.org,b@y.org")
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode()
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["a@x.org", "b@y.org"]
+    assert _rcpts(sink, 0) == ["RCPT TO:<a@x.org>", "RCPT TO:<b@y.org>"]
+    assert _body(arrival.content) == b"for several\r\n"
+    assert site.queue() == []
+    assert not (site.spool / f"M{CDMA_ID}").exists()
+
+
+def test_comma_list_keeps_only_the_refused_address(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A 450 for one address of a list: the other is delivered once, the Q file keeps the rest."""
+    sink = scripted_sink(Script(rcpt=answer_by_local_part))
+    write_remote_config(site, sink.port, defer=True)
+    item_id = _cdma_item(site, "ok@x.org,temp@y.org")
+    assert site.run(["-q"]).returncode == 0
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["ok@x.org"]
+    [item] = site.queue()
+    assert item["id"] == item_id and item["attempts"] == 1
+    assert "450" in item["last_error"]
+    fields = q_fields(site, item_id)
+    assert fields["Recipient"] == "temp@y.org"
+    assert fields["ID"] == item_id
+    assert site.run(["-q"]).returncode == 0  # the next run asks only for what is left
+    assert _rcpts(sink, 1) == ["RCPT TO:<temp@y.org>"]
+    assert len(sink.messages) == 1
+    assert bounces(site) == []
+
+
+def test_comma_list_with_a_refused_address_bounces_it(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A 550 for one address of a list bounces the item for that address; the other arrives."""
+    sink = scripted_sink(Script(rcpt=answer_by_local_part))
+    write_remote_config(site, sink.port, defer=True)
+    _cdma_item(site, "ok@x.org,perm@y.org")
+    assert site.run(["-q"]).returncode == 0
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["ok@x.org"]
+    assert site.queue() == []
+    [report] = bounces(site)
+    status = delivery_status(report, "perm@y.org")
+    assert status["action"] == "failed" and status["status"] == "5.1.1"
+    assert "ok@x.org" not in status["final-recipient"]
+
+
+def test_comma_list_over_two_next_hops(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """Each next hop gets its own addresses; one that is down keeps its part, never resending."""
+    port = free_port("127.0.0.1", "127.0.0.2")
+    first = scripted_sink(Script(), host="127.0.0.1", port=port)
+    write_remote_config(site, port, defer=True, host="")
+    item_id = _cdma_item(site, "a@[127.0.0.1],b@[127.0.0.2],c@[127.0.0.1]")
+    assert site.run(["-q"]).returncode == 0
+    [arrival] = first.wait_for(1)
+    assert arrival.recipients == ["a@[127.0.0.1]", "c@[127.0.0.1]"]
+    [item] = site.queue()
+    assert q_fields(site, item_id)["Recipient"] == "b@[127.0.0.2]"
+    assert "127.0.0.2" in item["last_error"]
+    second = scripted_sink(Script(), host="127.0.0.2", port=port)
+    assert site.run(["-q"]).returncode == 0
+    [late] = second.wait_for(1)
+    assert late.recipients == ["b@[127.0.0.2]"]
+    assert len(first.connections) == 1 and len(first.messages) == 1
+    assert site.queue() == []
+
+
+def test_comma_list_with_a_local_name(site: DmaSite, scripted_sink: ScriptedFactory) -> None:
+    """A local name in a list is delivered to its mailbox, the remote address to the smarthost."""
+    sink = scripted_sink(Script())
+    write_remote_config(site, sink.port, defer=True)
+    login = local_login()
+    _cdma_item(site, f"a@x.org,{login}", sender="alice@example.org")
+    assert site.run(["-q"]).returncode == 0
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["a@x.org"]
+    assert _rcpts(sink, 0) == ["RCPT TO:<a@x.org>"]
+    mbox = (site.maildir / login).read_bytes()
+    assert mbox.startswith(b"From alice@example.org ") and b"\nfor several\n" in mbox
+    assert site.queue() == []

@@ -17,9 +17,11 @@ from dma.core.routing import (
     hosts_to_look_up,
     interleave_addresses,
     is_null_mx,
+    join_recipient_parts,
     mx_outcome,
     next_hop,
     normalise_domain,
+    recipient_parts,
 )
 
 # -- next_hop ---------------------------------------------------------------------------
@@ -243,3 +245,35 @@ def test_outcome_of_only_root_among_several_records_is_permanent() -> None:
     """Records that name no host at all (only the root, twice) cannot be delivered to."""
     records = [MxRecord(0, "."), MxRecord(10, ".")]
     assert isinstance(mx_outcome("d.example", records, {}), DnsPermanent)
+
+
+# -- comma lists --------------------------------------------------------------------------
+
+
+def test_single_address_is_one_part() -> None:
+    """A Recipient without a comma is one part, exactly as written."""
+    assert recipient_parts("bob@example.org") == ("bob@example.org",)
+
+
+def test_comma_list_splits_like_the_c_dma() -> None:
+    """A C dma comma list splits into its addresses; blanks around them and empty ones go."""
+    assert recipient_parts("a@x.org,b@y.org") == ("a@x.org", "b@y.org")
+    assert recipient_parts(" a@x.org , ,b@y.org,") == ("a@x.org", "b@y.org")
+    assert recipient_parts("root,a@[127.0.0.1]") == ("root", "a@[127.0.0.1]")
+
+
+def test_comma_in_a_quoted_local_part_does_not_split() -> None:
+    """A comma inside a quoted local part belongs to the address."""
+    assert recipient_parts('"a,b"@x.org,c@y.org') == ('"a,b"@x.org', "c@y.org")
+    assert recipient_parts('"a\\",b"@x.org') == ('"a\\",b"@x.org',)
+
+
+def test_nothing_but_commas_stays_whole() -> None:
+    """A value of only commas is returned whole, for routing to refuse."""
+    assert recipient_parts(",,") == (",,",)
+
+
+def test_join_is_what_split_reads() -> None:
+    """join_recipient_parts writes a list that recipient_parts reads back."""
+    parts = ("a@x.org", '"c,d"@z.org', "root")
+    assert recipient_parts(join_recipient_parts(parts)) == parts
