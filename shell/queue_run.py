@@ -84,6 +84,7 @@ class QueueRun:
         self.remote = remote
         self.summary = RunSummary()
         self.followups: list[str] = []
+        self.busy_mailboxes: set[str] = set()
 
     def run(self, item_ids: Sequence[str]) -> RunSummary:
         """Deliver the named items, then the bounces that they caused.
@@ -168,7 +169,7 @@ class QueueRun:
     def deliver_local(self, claim: Claim, user: str) -> Outcome:
         from dma.shell.local import deliver_local
 
-        return deliver_local(claim, user, self.settings)
+        return deliver_local(claim, user, self.settings, self.busy_mailboxes)
 
     def _finish_safely(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
         """finish(), but a spool error on one item is logged, not raised into the caller

@@ -246,6 +246,28 @@ def test_mailbox_planted_by_another_user_is_not_written(site: DmaSite, testuser:
     assert [m["Subject"] for m in read_mbox(box)] == ["private"]
 
 
+def test_recipient_in_another_case_goes_to_the_users_own_mailbox(
+    site: DmaSite, testuser: str
+) -> None:
+    """An item queued for the user's name in upper case (as the C dma, which keeps names
+    verbatim, may queue it) lands in MAILDIR/<user>, created for that user."""
+    (item_id,) = site.send(["-f", "c@example.org", testuser], b"Subject: shouted\n\nx\n")
+    queue_file = site.spool / f"Q{item_id}"
+    text = queue_file.read_text()
+    shouted = re.sub(r"(?m)^Recipient: .*$", f"Recipient: {testuser.upper()}", text)
+    assert shouted != text
+    queue_file.write_text(shouted)
+    deliverable(site)
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert site.queue() == []
+    assert os.listdir(site.maildir) == [testuser]
+    box = mailbox_path(site, testuser)
+    entry = pwd.getpwnam(testuser)
+    assert (box.stat().st_uid, box.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
+    assert [m["Subject"] for m in read_mbox(box)] == ["shouted"]
+
+
 # --- deferral, expiry and bounces -----------------------------------------------------------
 
 
