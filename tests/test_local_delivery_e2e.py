@@ -10,6 +10,7 @@ The remote side is a dead smarthost on loopback, so nothing ever leaves the mach
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import mailbox
@@ -20,6 +21,7 @@ import secrets
 import shutil
 import stat
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -266,6 +268,61 @@ def test_recipient_in_another_case_goes_to_the_users_own_mailbox(
     entry = pwd.getpwnam(testuser)
     assert (box.stat().st_uid, box.stat().st_gid) == (entry.pw_uid, entry.pw_gid)
     assert [m["Subject"] for m in read_mbox(box)] == ["shouted"]
+
+
+# Holds flock on the mailbox (as the C dma does) until its stdin is closed.
+HOLD_FLOCK = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def flock_held(path: Path) -> Iterator[None]:
+    """Another process holds flock(LOCK_EX) on ``path`` for the duration of the block."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FLOCK, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        yield
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+
+
+def test_locked_mailbox_costs_one_lock_wait_per_queue_run(site: DmaSite) -> None:
+    """Two queued items for a user whose mailbox another program keeps locked cost a
+    `dma -q` run one lock wait, not two; both stay queued and arrive once it is free."""
+    ids = [site.send(["-f", "a@example.org", "root"], f"Subject: n{n}\n\nx\n".encode())[0]
+           for n in (1, 2)]
+    site.maildir.mkdir()
+    box = mailbox_path(site, "root")
+    box.write_bytes(b"")
+    deliverable(site)
+    wait = 3.0
+    with flock_held(box):
+        started = time.monotonic()
+        done = site.run(["-q"], env={"DMA_LOCK_TIMEOUT": str(wait)})
+        elapsed = time.monotonic() - started
+        assert box.read_bytes() == b""
+    assert wait <= elapsed < 2 * wait, done.stderr.decode(errors="replace")
+    errors = sorted(queue_file_keys(site, item_id)["X-Last-Error"] for item_id in ids)
+    assert errors == [
+        f"mailbox {box} is locked by another program (a flock lock on it)"
+        " (delivery will be retried; remove a lock file no program holds)",
+        f"mailbox {box} is locked by another program; tried earlier in this run",
+    ]
+
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert site.queue() == []
+    assert sorted(m["Subject"] for m in read_mbox(box)) == ["n1", "n2"]
 
 
 # --- deferral, expiry and bounces -----------------------------------------------------------
