@@ -52,7 +52,13 @@ from dma.core.smtp import (
 from dma.core.smtp import (
     Outcome as SmtpOutcome,
 )
-from dma.core.transport import QueuedRecipient, Transaction, plan_transactions, security_for
+from dma.core.transport import (
+    QueuedRecipient,
+    Security,
+    Transaction,
+    plan_transactions,
+    security_for,
+)
 from dma.shell.outcomes import Outcome, deferred, delivered, failed
 from dma.shell.queue_run import Report, is_local
 from dma.shell.settings import Settings, read_text
@@ -141,9 +147,33 @@ def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
 MAX_LOGGED_IDS = 20
 
 
+def _message_ids(messages: Sequence[_Message]) -> str:
+    """The ``id`` field for a connection: every item of every transaction it carries."""
+    return _ids([item_id for message in messages for item_id in message.plan.item_ids])
+
+
+def _verification(security: Security) -> str:
+    """How the server's certificate will be checked: verified, pinned, unverified, or none."""
+    if not security.implicit_tls and security.starttls == "no":
+        return "none"
+    if security.fingerprint is not None:
+        return "pinned"
+    return "verified" if security.verify else "unverified"
+
+
+def _verified(info: net.TlsInfo) -> str:
+    """How the certificate of a TLS session was checked."""
+    if info.pinned:
+        return "pinned"
+    return "verified" if info.verified else "unverified"
+
+
 def _ids(item_ids: Sequence[str]) -> str:
-    """Item ids for the ``id`` field of a log line: comma separated, a long list cut short."""
-    unique = list(dict.fromkeys(item_ids))
+    """Item ids for the ``id`` field of a log line: comma separated, a long list cut short.
+
+    Work ids of comma-list parts (``<item id>/<n>``) are shown as their item's id.
+    """
+    unique = list(dict.fromkeys(item_id.partition(PART)[0] for item_id in item_ids))
     if len(unique) <= MAX_LOGGED_IDS:
         return ",".join(unique)
     return ",".join(unique[:MAX_LOGGED_IDS]) + f",+{len(unique) - MAX_LOGGED_IDS} more"
@@ -320,7 +350,7 @@ class RemoteDelivery:
     def _deliver_hop(self, hop: NextHop, works: list[_Work]) -> dict[str, Outcome]:
         by_id = {work.id: work for work in works}
         if hop.kind == "smarthost":
-            self.log.info("using smarthost", host=hop.host, port=hop.port)
+            self.log.info("using smarthost", id=_ids(list(by_id)), host=hop.host, port=hop.port)
         lookup_result = self._targets(hop)
         if isinstance(lookup_result, DnsPermanent):
             return {i: failed(lookup_result.reason, "5.1.2") for i in by_id}
@@ -341,7 +371,7 @@ class RemoteDelivery:
             except OSError as unreadable:
                 for item_id in plan.item_ids:
                     by_id.pop(item_id, None)
-                self.log.error("cannot read queued message", path=path,
+                self.log.error("cannot read queued message", id=_ids(plan.item_ids), path=path,
                                error=unreadable.strerror)
         final: dict[str, Outcome] = {}
         temporary: dict[str, Outcome] = {}
@@ -423,9 +453,11 @@ class RemoteDelivery:
         tls = self._tls_policy(hop, target, security.verify)
         host = f"{target.name} [{address}]:{hop.port}"
         timeout = float(self.config.timeout)
-        self.log.info("trying remote delivery", host=target.name, address=address,
+        ids = _message_ids(messages)
+        self.log.info("trying remote delivery", id=ids, host=target.name, address=address,
                       port=hop.port, preference=target.preference,
-                      tls="implicit" if security.implicit_tls else security.starttls)
+                      tls="implicit" if security.implicit_tls else security.starttls,
+                      verification=_verification(security))
         try:
             connection = net.connect(
                 address, hop.port, host_name=target.name,
@@ -433,7 +465,7 @@ class RemoteDelivery:
                 implicit_tls=tls if security.implicit_tls else None,
             )
         except DmaError as refused:
-            self.log.warning("connection failed", host=host, error=str(refused))
+            self.log.warning("connection failed", id=ids, host=host, error=str(refused))
             return {}, {}, str(refused)
         credentials = self._credentials(hop, target)
         client = SmtpClient(SessionPolicy(
@@ -461,16 +493,17 @@ class RemoteDelivery:
                     connection.send(event.data)
                 elif isinstance(event, StartTls):
                     info = connection.start_tls(tls)
-                    self.log.info("TLS started", host=host, version=info.version,
-                                  verified=info.verified, pinned=info.pinned)
+                    self.log.info("TLS started", id=ids, host=host, version=info.version,
+                                  cipher=info.cipher, verification=_verified(info))
                     connection.send(client.tls_established())
                 elif isinstance(event, Ready):
                     for notice in event.notices:
-                        self.log.info(notice, host=host)
+                        self.log.info(notice, id=ids, host=host)
                     if connection.tls is not None and security.implicit_tls:
-                        self.log.info("TLS on connect", host=host,
+                        self.log.info("TLS on connect", id=ids, host=host,
                                       version=connection.tls.version,
-                                      verified=connection.tls.verified)
+                                      cipher=connection.tls.cipher,
+                                      verification=_verified(connection.tls))
                     self._next(client, connection, queue, inflight)
                 elif isinstance(event, ReadyForData) and inflight:
                     body = inflight[0].body
@@ -488,7 +521,8 @@ class RemoteDelivery:
                         self._send(client, connection, queue.pop(0), inflight)
                 elif isinstance(event, RecipientResult):
                     if self.verbose:
-                        self.log.info("recipient", to=event.recipient, result=event.reason)
+                        self.log.info("recipient", id=ids, to=event.recipient,
+                                      result=event.reason)
                 elif isinstance(event, MessageDone) and inflight:
                     settled = {}
                     done = inflight.pop(0)
@@ -504,7 +538,8 @@ class RemoteDelivery:
                         self._next(client, connection, queue, inflight)
                 elif isinstance(event, SessionFailed):
                     failure = f"{host}: {event.reason}"
-                    self.log.warning("session failed", host=host, stage=event.stage.value,
+                    self.log.warning("session failed", id=ids, host=host,
+                                     stage=event.stage.value,
                                      reason=event.reason)
                     data = client.quit()
                     self._trace(">>>", data)
@@ -516,7 +551,7 @@ class RemoteDelivery:
             if failure is None:
                 text = str(error)
                 failure = text if text.startswith(target.name) else f"{host}: {text}"
-                self.log.warning("connection lost", host=host, error=text)
+                self.log.warning("connection lost", id=ids, host=host, error=text)
         finally:
             connection.close()
         return outcomes, retry, failure
