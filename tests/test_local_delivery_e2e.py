@@ -3,8 +3,10 @@
 Each test submits with ``sendmail -C conf`` into a private spool and MAILDIR under
 tmp_path and looks at what lands in the mailboxes, the Q files and ``mailq``: mbox
 and Maildir delivery read back with Python's ``mailbox``, detached delivery,
-ownership of new mailboxes, deferral of a symlinked mailbox, expiry bounces, double
-bounces, bounces that cannot be made, refused aliases, and s-nail reading the result.
+ownership of new mailboxes, refusal of mailboxes planted by others, user names in
+another case, mailboxes locked by another program, full disks (a small tmpfs),
+deferral of a symlinked mailbox, expiry bounces, double bounces, bounces that cannot
+be made, refused aliases, and s-nail reading the result.
 The remote side is a dead smarthost on loopback, so nothing ever leaves the machine.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import email
 import email.policy
+import errno
 import mailbox
 import os
 import pwd
@@ -221,6 +224,9 @@ def test_root_delivery_creates_the_mailbox_owned_by_the_user_0600(
     assert [m["Subject"] for m in read_mbox(mailbox_path(site, testuser))] == ["mine"]
 
 
+# --- ownership, names, locks and full disks --------------------------------------------------
+
+
 def test_mailbox_planted_by_another_user_is_not_written(site: DmaSite, testuser: str) -> None:
     """A root delivery refuses a mailbox that another uid created in MAILDIR: nothing is
     written, the item stays queued with the reason, and once the mailbox is given to its
@@ -323,6 +329,97 @@ def test_locked_mailbox_costs_one_lock_wait_per_queue_run(site: DmaSite) -> None
     assert done.returncode == 0, done.stderr.decode(errors="replace")
     assert site.queue() == []
     assert sorted(m["Subject"] for m in read_mbox(box)) == ["n1", "n2"]
+
+
+@pytest.fixture
+def small_maildir(site: DmaSite) -> Iterator[Path]:
+    """MAILDIR on a 64 KiB tmpfs of its own, so that the disk can be filled for real."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs as MAILDIR needs root (the CI runs as root)")
+    site.maildir.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=1777", "tmpfs",
+                           str(site.maildir)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"mount -t tmpfs is not permitted here: {done.stderr.strip()}")
+    try:
+        yield site.maildir
+    finally:
+        if subprocess.run(["umount", str(site.maildir)], check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(site.maildir)], check=False)
+
+
+def fill_disk(directory: Path, leave_pages: int) -> Path:
+    """Fill the file system of ``directory`` with one file, then free ``leave_pages`` pages
+    of it again; returns the filler file."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    filler = directory / "filler"
+    with open(filler, "wb", buffering=0) as handle:
+        try:
+            while True:
+                handle.write(b"f" * page)
+        except OSError as error:
+            assert error.errno == errno.ENOSPC, error
+    size = filler.stat().st_size // page * page
+    os.truncate(filler, size - leave_pages * page)
+    return filler
+
+
+def test_full_disk_rolls_the_mbox_back_and_keeps_the_mail_queued(
+    site: DmaSite, small_maildir: Path
+) -> None:
+    """On a full disk a delivery that wrote part of its record cuts the mbox back to its
+    old length and the item stays queued; once space is freed `dma -q` delivers it once."""
+    deliverable(site)
+    done = site.run(["-D", "-f", "a@example.org", "root"], b"Subject: small\n\nfits\n")
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    box = mailbox_path(site, "root")
+    before = box.read_bytes()
+    filler = fill_disk(small_maildir, leave_pages=2)  # a dotlock and part of the record
+    big = b"Subject: big\n\n" + b"b" * 79 + b"\n" + (b"z" * 79 + b"\n") * 500
+    done = site.run(["-D", "-f", "a@example.org", "root"], big)
+    assert done.returncode == 75, done.stderr.decode(errors="replace")
+    assert box.read_bytes() == before
+    assert not (small_maildir / "root.lock").exists()
+    (item,) = site.queue()
+    error = queue_file_keys(site, str(item["id"]))["X-Last-Error"]
+    assert f"cannot write mailbox (rolled back to {len(before)} bytes) {box}" in error, error
+    assert "No space left on device" in error, error
+    spooled = site.message(str(item["id"]))
+
+    filler.unlink()
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert site.queue() == []
+    assert [m["Subject"] for m in read_mbox(box)] == ["small", "big"]
+    assert mboxrd_unquote(mbox_bytes(box)[1]) == spooled
+
+
+def test_full_disk_leaves_nothing_in_a_maildir_and_keeps_the_mail_queued(
+    site: DmaSite, small_maildir: Path
+) -> None:
+    """On a full disk a Maildir delivery leaves nothing in tmp/ or new/ and the item stays
+    queued; once space is freed `dma -q` delivers it once."""
+    box = mailbox_path(site, "root")
+    for sub in ("cur", "new", "tmp"):
+        (box / sub).mkdir(parents=True)
+    filler = fill_disk(small_maildir, leave_pages=1)  # part of the message fits
+    deliverable(site)
+    big = b"Subject: big\n\n" + (b"z" * 79 + b"\n") * 500
+    done = site.run(["-D", "-f", "a@example.org", "root"], big)
+    assert done.returncode == 75, done.stderr.decode(errors="replace")
+    assert [os.listdir(box / sub) for sub in ("cur", "new", "tmp")] == [[], [], []]
+    (item,) = site.queue()
+    error = queue_file_keys(site, str(item["id"]))["X-Last-Error"]
+    assert f"cannot deliver to Maildir {box}: No space left on device" in error, error
+    spooled = site.message(str(item["id"]))
+
+    filler.unlink()
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert site.queue() == []
+    assert os.listdir(box / "tmp") == []
+    maildir = mailbox.Maildir(box, factory=None, create=False)
+    assert [maildir.get_bytes(key) for key in maildir.iterkeys()] == [spooled]
 
 
 # --- deferral, expiry and bounces -----------------------------------------------------------
