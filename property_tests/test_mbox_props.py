@@ -1,13 +1,18 @@
-"""Properties of mboxrd records: quoting is reversible and never leaves a separator."""
+"""Properties of mboxrd records: quoting is reversible and never leaves a separator, and
+an append keeps what the mailbox held and starts the record after a blank line."""
 
 from __future__ import annotations
 
+import io
+import os
 import re
+import tempfile
 from datetime import datetime
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dma.adapters.mailbox import deliver
 from dma.core.mbox import from_line, mbox_record, quote_line, unquote_line
 
 # Lines biased towards the interesting shapes: runs of '>' before "From ", near misses.
@@ -62,3 +67,24 @@ def test_record_ends_with_blank_line(lines: list[bytes], sender: str, moment: da
     out = b"".join(mbox_record([line + b"\n" for line in lines[:-1]] + lines[-1:], sender, moment))
     assert out.endswith(b"\n\n")
     assert out.startswith(from_line(sender, moment))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=30) | st.sampled_from([b"\n", b"\n\n", b"x\n", b"x\n\n", b"\nx"]))
+def test_append_keeps_old_bytes_and_separates(old: bytes) -> None:
+    """Whatever a mailbox ends with (a cut-off line too), an append leaves its bytes as
+    they were and adds only the newlines missing for a blank line before the record."""
+    moment = datetime(2026, 1, 1)
+    record = b"".join(mbox_record([b"Subject: s\n", b"\n", b"body\n"], "a@b", moment))
+    with tempfile.TemporaryDirectory() as place:
+        box = os.path.join(place, "bob")
+        with open(box, "wb") as handle:
+            handle.write(old)
+        deliver(box, io.BytesIO(b"Subject: s\n\nbody\n"), "a@b", moment)
+        with open(box, "rb") as handle:
+            got = handle.read()
+    assert got.startswith(old) and got.endswith(record)
+    fill = got[len(old) : len(got) - len(record)]
+    assert fill in (b"", b"\n", b"\n\n")
+    assert (old + fill).endswith(b"\n\n") or not old
+    assert len(fill) == (0 if not old or old.endswith(b"\n\n") else 2 - old.endswith(b"\n"))
