@@ -142,21 +142,23 @@ def _is_from_line(line: bytes) -> bool:
 def read_header_block(lines: Iterator[bytes], *, limit: int = HEADER_LIMIT) -> HeaderBlock:
     """Take the header block from ``lines``, consuming nothing of the body but one line at most.
 
-    The block ends after the first empty line, or before the first line that cannot
-    be a header (not ``name:``, not a continuation after a header): that line is
+    Leading mbox ``From `` lines are dropped.  When the first line left is not a header
+    line (plain text such as cron output), there is no header block: that line is
     returned as ``first_body_line`` and the blank separator is added later, as
-    Postfix does.  Leading mbox ``From `` lines are dropped.  More than ``limit``
-    octets is a DataError: the blank line after the headers is probably missing.
+    Postfix does.  Otherwise the block lasts until the first empty line or the end
+    of the input (SPEC 3.3), and a line in it that is neither ``name:`` nor a
+    continuation is kept as it is.  More than ``limit`` octets is a DataError.
     """
     taken: list[bytes] = []
     size = 0
     for line in lines:
         if line == b"\n":
             return HeaderBlock(tuple(taken), separator=True, first_body_line=None)
-        if not taken and _is_from_line(line):
-            continue
-        if not (_is_header_line(line) or (taken and _is_continuation(line))):
-            return HeaderBlock(tuple(taken), separator=False, first_body_line=line)
+        if not taken:
+            if _is_from_line(line):
+                continue
+            if not _is_header_line(line):
+                return HeaderBlock((), separator=False, first_body_line=line)
         size += len(line)
         if size > limit:
             raise DataError(
@@ -168,7 +170,11 @@ def read_header_block(lines: Iterator[bytes], *, limit: int = HEADER_LIMIT) -> H
 
 
 def _fields(lines: tuple[bytes, ...]) -> list[_Field]:
-    """Group header lines into fields; a block not shaped by ``read_header_block`` is a bug."""
+    """Group header lines into fields; a line that is no field starts a nameless one.
+
+    A block not shaped by ``read_header_block`` (unterminated lines, a leading
+    continuation) is a bug.
+    """
     grouped: list[list[bytes]] = []
     for number, line in enumerate(lines, 1):
         body = line[:-1]
@@ -176,15 +182,14 @@ def _fields(lines: tuple[bytes, ...]) -> list[_Field]:
             raise SoftwareError(f"header line {number} is not one LF-terminated line")
         if grouped and _is_continuation(line):
             grouped[-1].append(line)
-        elif _is_header_line(line):
+        elif grouped or _is_header_line(line):
             grouped.append([line])
         else:
             raise SoftwareError(f"header line {number} is neither a field nor a continuation")
     result = []
     for group in grouped:
         match = _FIELD_NAME.match(group[0])
-        assert match is not None  # grouped only starts at header lines
-        name = match.group(1).decode("ascii")
+        name = match.group(1).decode("ascii") if match is not None else ""
         result.append(_Field(name.lower(), name, tuple(group)))
     return result
 
@@ -194,6 +199,7 @@ def _fold(line: bytes, name: str) -> list[bytes]:
 
     Each later piece starts with the blank run it was split before, so unfolding
     (removing the line ends) gives ``line`` back.  A piece never is blanks only.
+    ``name`` is "" for a line in the header block that is no field.
     """
     pieces: list[bytes] = []
     while len(line) > MAX_LINE_OCTETS:
@@ -206,6 +212,10 @@ def _fold(line: bytes, name: str) -> list[bytes]:
         if not cut:
             from dma.core.longlines import fold_header_line, is_unstructured
 
+            continued = bool(pieces) or line[:1] in _BLANKS
+            if not name:  # a line that is no field: cut it, there is no value to encode
+                pieces.extend(fold_header_line(line, None, continuation=continued))
+                return pieces
             if not is_unstructured(name.lower()):
                 raise DataError(
                     f"the {name} header has a line of {len(line)} octets with no blank to "
@@ -213,7 +223,6 @@ def _fold(line: bytes, name: str) -> list[bytes]:
                     hint=f"structured header lines may hold at most {MAX_LINE_OCTETS} octets",
                 )
             # free text (Subject and the like): RFC 2047 encoded words keep the meaning
-            continued = bool(pieces) or line[:1] in _BLANKS
             pieces.extend(fold_header_line(line, name, continuation=continued))
             return pieces
         pieces.append(line[:cut])

@@ -338,14 +338,15 @@ def _split_params(value: str) -> list[str]:
 # header blocks
 
 
-def fold_header_line(line: bytes, name: str, *, continuation: bool = False) -> list[bytes]:
+def fold_header_line(line: bytes, name: str | None, *, continuation: bool = False) -> list[bytes]:
     """Fold one header line (without LF) into pieces of at most ``MAX_LINE_OCTETS``.
 
     For callers outside this module (the header step at submission), which fold at
     blanks themselves but need this module's encoded-word and token splitting when a
-    line has no blank to fold at.
+    line has no blank to fold at.  ``name`` None is a line that is no field: it is
+    cut hard, as there is no value to encode.
     """
-    pieces = _fold(line, name.lower(), continuation, after_word=False)
+    pieces = _fold(line, name and name.lower(), continuation, after_word=False)
     # A line of blanks alone would read as the end of the header block to some
     # parsers: trailing blanks carry no meaning in a header, so drop them instead.
     while len(pieces) > 1 and not pieces[-1].strip(_BLANKS):

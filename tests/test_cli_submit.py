@@ -226,6 +226,36 @@ def test_crlf_input_ends_headers_and_is_stored_with_lf(site: DmaSite) -> None:
     assert body == b"line\nBcc: body\n"
 
 
+def test_bcc_after_a_malformed_header_line_is_removed(site: DmaSite) -> None:
+    """Headers end at the first empty line: a Bcc after a line that is no header is still
+    removed, and the malformed line is kept as it is."""
+    message = b"Subject: a\nbogus line\nBcc: secret@example.org,\n more@example.org\n\nbody\n"
+    (item_id,) = site.send(["b@example.org"], message)
+    text = site.message(item_id)
+    assert b"secret@" not in text and b"more@" not in text
+    lines, body = headers_and_body(text)
+    assert lines[5:7] == [b"Subject: a", b"bogus line"]
+    assert body == b"body\n"
+
+
+def test_t_reads_to_after_a_malformed_header_line(site: DmaSite) -> None:
+    """-t takes To:, Cc: and Bcc: from anywhere before the first empty line."""
+    message = (
+        b"Subject: a\nbogus line\nTo: a@example.org\nBcc: h@example.org\n\nTo: no@example.org\n"
+    )
+    site.send(["-t"], message)
+    assert [i["recipient"] for i in site.queue()] == ["a@example.org", "h@example.org"]
+
+
+def test_plain_text_without_headers_gets_headers_and_a_blank_line(site: DmaSite) -> None:
+    """Input whose first line is no header (cron output) gets our headers, then a blank line,
+    then the text unchanged, even when a later line looks like a header."""
+    (item_id,) = site.send(["b@example.org"], b"hello\nBcc: stays@example.org\n\nend\n")
+    lines, body = headers_and_body(site.message(item_id))
+    assert [line.split(b":")[0] for line in lines[5:]] == [b"Date", b"Message-Id", b"From"]
+    assert body == b"hello\nBcc: stays@example.org\n\nend\n"
+
+
 def test_bare_cr_ends_a_line(site: DmaSite) -> None:
     """A bare CR is a line end too, stored as LF."""
     (item_id,) = site.send(["b@example.org"], b"Subject: cr\r\rone\rtwo\r")

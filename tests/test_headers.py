@@ -118,16 +118,26 @@ def test_leading_from_lines_are_dropped() -> None:
     assert block.lines == (b"From: a@x\n",)
 
 
-def test_from_lines_after_the_first_header_are_not_headers() -> None:
-    """A 'From ' line after a header ends the block: it is body, not a dropped separator."""
+def test_from_lines_after_the_first_header_stay_in_the_block() -> None:
+    """A 'From ' line after a header is no mbox separator: it stays in the block as it is."""
     block = block_of(b"Subject: a\nFrom alice\n")
-    assert block == HeaderBlock((b"Subject: a\n",), False, b"From alice\n")
+    assert block == HeaderBlock((b"Subject: a\n", b"From alice\n"), False, None)
 
 
-def test_non_header_line_ends_the_block_and_is_body() -> None:
-    """A line that is not 'name:' nor a continuation ends the block and is the body's first."""
-    block = block_of(b"Subject: a\n continued\nHello there\nmore\n")
-    assert block == HeaderBlock((b"Subject: a\n", b" continued\n"), False, b"Hello there\n")
+def test_malformed_line_inside_the_block_is_kept_and_does_not_end_it() -> None:
+    """A line that is neither 'name:' nor a continuation stays; the block ends at the blank."""
+    lines = normalise_lines([b"Subject: a\n continued\nHello there\nTo: b@x\n\nbody\n"],
+                            ignore_dots=False)
+    block = read_header_block(lines)
+    assert block == HeaderBlock(
+        (b"Subject: a\n", b" continued\n", b"Hello there\n", b"To: b@x\n"), True, None
+    )
+    assert list(lines) == [b"body\n"]
+
+
+def test_first_line_that_is_no_header_means_no_header_block() -> None:
+    """Plain text such as cron output has no header block: its first line is body."""
+    assert block_of(b"hello\nSubject: x\n\n") == HeaderBlock((), False, b"hello\n")
 
 
 def test_leading_blank_line_is_an_empty_header_block() -> None:
@@ -260,6 +270,27 @@ def test_bcc_is_removed_with_t_too_and_still_yields_recipients() -> None:
     assert not any(line.lower().startswith(b"bcc") for line in result.lines)
 
 
+def test_bcc_after_a_malformed_line_is_removed() -> None:
+    """A Bcc field after a line that is no header is still in the block and is removed."""
+    out = processed(b"Subject: a\nbogus line\nBcc: secret@x.org,\n more@x.org\nX-A: b\n\nbody\n")
+    assert b"secret" not in out and b"more@" not in out
+    assert out.startswith(b"Subject: a\nbogus line\nX-A: b\nDate: ")
+
+
+def test_malformed_line_and_its_continuation_are_kept_as_they_are() -> None:
+    """A malformed line in the block, with a continuation, reaches the spool unchanged."""
+    out = processed(b"Subject: a\nodd line\n more\nX-B: c\n\n")
+    assert out.startswith(b"Subject: a\nodd line\n more\nX-B: c\nDate: ")
+
+
+def test_long_malformed_line_is_cut_within_the_limit() -> None:
+    """A malformed line over 998 octets with no blank is cut into lines that fit."""
+    out = processed(b"Subject: a\n" + b"z" * 2500 + b"\n\n")
+    lines = out.split(b"\n")
+    assert all(len(line) <= MAX_LINE_OCTETS for line in lines)
+    assert b"".join(line.lstrip(b" ") for line in lines).count(b"z") == 2500
+
+
 def test_resent_bcc_is_kept() -> None:
     """Only the field named exactly Bcc is removed; Resent-Bcc is another field."""
     assert b"Resent-Bcc: r@x\n" in processed(b"Resent-Bcc: r@x\n\n")
@@ -301,6 +332,13 @@ def test_t_bad_address_is_a_data_error_naming_it() -> None:
     assert caught.value.exit_code == 65
     assert "To header" in str(caught.value)
     assert "a@x b@y" in str(caught.value)
+
+
+def test_t_reads_to_after_a_malformed_line() -> None:
+    """-t reads To, Cc and Bcc anywhere in the block, also after a line that is no header."""
+    assert recipients(b"Subject: a\nbogus line\nTo: a@x\nBcc: b@x\n\nTo: body@x\n") == (
+        "a@x", "b@x",
+    )
 
 
 def test_t_headers_in_the_body_are_not_read() -> None:
