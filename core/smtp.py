@@ -348,13 +348,17 @@ class SessionFailed:
     """The session cannot go on: try the next host, or defer.
 
     The outcome is TEMPORARY in every case we know (host failures never bounce);
-    a message in flight gets its MessageDone first.
+    a message in flight gets its MessageDone first.  ``auth`` says when the failure
+    was authentication: "refused" (the server turned our credentials down, or the
+    exchange broke) or "unusable" (it offers no mechanism we may use).  The same
+    credentials must then not be tried again elsewhere in this run.
     """
 
     outcome: Outcome
     stage: Stage
     reply: Reply | None
     reason: str
+    auth: Literal["refused", "unusable"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -696,7 +700,10 @@ class SmtpClient:
     def _transmit(self, command: str, shown: str | None = None) -> None:
         self._events.append(Transmit(_line(command), (shown or command,)))
 
-    def _fail(self, reason: str, reply: Reply | None, *, can_quit: bool) -> State:
+    def _fail(
+        self, reason: str, reply: Reply | None, *, can_quit: bool,
+        auth: Literal["refused", "unusable"] | None = None,
+    ) -> State:
         """End the session: settle the message in flight as TEMPORARY, then SessionFailed."""
         stage = _STAGE_OF[self._state]
         txn = self._txn
@@ -721,7 +728,7 @@ class SmtpClient:
             self._finish_message()
         self._auth_steps.clear()
         self._can_quit = can_quit and not self._eof
-        self._events.append(SessionFailed(Outcome.TEMPORARY, stage, reply, reason))
+        self._events.append(SessionFailed(Outcome.TEMPORARY, stage, reply, reason, auth))
         return State.FAILED
 
     def _finish_message(self) -> State:
@@ -897,7 +904,7 @@ class SmtpClient:
             else:
                 spoken = ", ".join(PREFERENCE)
                 reason = f"server offers AUTH {shown}, none of which dma speaks ({spoken})"
-            return self._fail(reason, None, can_quit=True)
+            return self._fail(reason, None, can_quit=True, auth="unusable")
         login, password = credentials
         self._auth_mechanism = mechanism
         if mechanism == "CRAM-MD5":
@@ -914,12 +921,12 @@ class SmtpClient:
     def _answer_challenge(self, reply: Reply) -> State:
         if not self._auth_steps:
             reason = f"server sent an unexpected AUTH challenge: {reply}"
-            return self._fail(reason, reply, can_quit=False)
+            return self._fail(reason, reply, can_quit=False, auth="refused")
         step = self._auth_steps.popleft()
         try:
             answer = step(reply.lines[0] if reply.lines else "")
         except DmaError as error:
-            return self._fail(str(error), reply, can_quit=False)
+            return self._fail(str(error), reply, can_quit=False, auth="refused")
         self._transmit(answer, "***")
         return State.AUTH
 
@@ -934,6 +941,7 @@ class SmtpClient:
             "(check the login and password in auth.conf)",
             reply,
             can_quit=True,
+            auth="refused",
         )
 
     def _reset_done(self, reply: Reply) -> State:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from dma.adapters import net
 from dma.adapters.hosts import system_smarthost_targets
@@ -114,6 +114,22 @@ def _list_outcome(listed: _ListItem) -> Outcome:
         return deferred(next(iter(reasons)))  # one reason for the whole list
     return deferred("; ".join(f"{', '.join(parts)}: {reason}"
                               for reason, parts in reasons.items()))
+
+
+@dataclass(frozen=True, slots=True)
+class _SessionResult:
+    """What one connection did.
+
+    ``settled``: delivered or failed (already reported); ``retry``: temporary
+    outcomes (the next address or host may still take those recipients);
+    ``failure``: the host's own failure, if any; ``auth``: set when that failure
+    was authentication (SessionFailed.auth).
+    """
+
+    settled: dict[str, Outcome]
+    retry: dict[str, Outcome]
+    failure: str | None
+    auth: Literal["refused", "unusable"] | None = None
 
 
 @dataclass
@@ -382,16 +398,33 @@ class RemoteDelivery:
         if isinstance(slot, str):
             return {i: deferred(slot) for m in pending for i in m.plan.item_ids}
         try:
+            refused: list[tuple[str, str]] = []  # credentials a server turned down
             for target in lookup_result.targets:
+                credentials = self._credentials(hop, target)
+                if credentials is not None and credentials in refused:
+                    self.log.warning("not trying this host: its auth.conf credentials were "
+                                     "just refused elsewhere", id=_message_ids(pending),
+                                     host=target.name)
+                    continue
                 for address in target.addresses:
                     if not pending:
                         return final
-                    done, retry, host_failure = self._session(hop, target, address, pending)
-                    final.update(done)
-                    temporary.update(retry)
+                    result = self._session(hop, target, address, pending)
+                    final.update(result.settled)
+                    temporary.update(result.retry)
                     pending = [left for m in pending if (left := _without(m, final)) is not None]
-                    if host_failure:
-                        last_error = host_failure
+                    if result.failure:
+                        last_error = result.failure
+                    if result.auth is not None:
+                        # the host's other addresses take the same credentials (and offer
+                        # the same mechanisms): trying them could lock the account
+                        if result.auth == "refused" and credentials is not None:
+                            refused.append(credentials)
+                        if pending:
+                            self.log.warning("authentication failed; not trying the host's "
+                                             "other addresses", id=_message_ids(pending),
+                                             host=target.name)
+                        break
         finally:
             slot.release()
         for message in pending:
@@ -442,13 +475,8 @@ class RemoteDelivery:
 
     def _session(
         self, hop: NextHop, target: Target, address: str, messages: list[_Message]
-    ) -> tuple[dict[str, Outcome], dict[str, Outcome], str | None]:
-        """Deliver what one connection can.
-
-        Returns the settled outcomes (delivered or failed: reported at once), the
-        temporary ones (the next host may still take those recipients), and the
-        host's own failure, if any.
-        """
+    ) -> _SessionResult:
+        """Deliver what one connection can (see _SessionResult)."""
         security = security_for(self.config, hop.kind)
         tls = self._tls_policy(hop, target, security.verify)
         host = f"{target.name} [{address}]:{hop.port}"
@@ -466,7 +494,7 @@ class RemoteDelivery:
             )
         except DmaError as refused:
             self.log.warning("connection failed", id=ids, host=host, error=str(refused))
-            return {}, {}, str(refused)
+            return _SessionResult({}, {}, str(refused))
         credentials = self._credentials(hop, target)
         client = SmtpClient(SessionPolicy(
             helo_name=self.settings.mailname,
@@ -480,6 +508,7 @@ class RemoteDelivery:
         queue = list(messages)
         inflight: list[_Message] = []  # sent, MessageDone not yet seen; [0] is current
         failure: str | None = None
+        auth_failure: Literal["refused", "unusable"] | None = None
         try:
             while True:
                 event = client.next_event()
@@ -538,6 +567,7 @@ class RemoteDelivery:
                         self._next(client, connection, queue, inflight)
                 elif isinstance(event, SessionFailed):
                     failure = f"{host}: {event.reason}"
+                    auth_failure = event.auth
                     self.log.warning("session failed", id=ids, host=host,
                                      stage=event.stage.value,
                                      reason=event.reason)
@@ -554,7 +584,7 @@ class RemoteDelivery:
                 self.log.warning("connection lost", id=ids, host=host, error=text)
         finally:
             connection.close()
-        return outcomes, retry, failure
+        return _SessionResult(outcomes, retry, failure, auth_failure)
 
     def _next(self, client: SmtpClient, connection: net.Connection,
               queue: list[_Message], inflight: list[_Message]) -> None:

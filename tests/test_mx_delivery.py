@@ -15,6 +15,8 @@ import pytest
 from conftest import DmaSite
 from dnsmasq import host_record, local, mx, running_dnsmasq
 from smtp_peers import (  # noqa: F401 (fixtures)
+    LOGIN,
+    PASSWORD,
     AiosmtpdSink,
     Script,
     ScriptedSink,
@@ -27,6 +29,7 @@ from smtp_peers import (  # noqa: F401 (fixtures)
 )
 
 DOWN, BUSY, GOOD = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+KEY1_A, KEY1_B, KEY2 = "127.0.0.5", "127.0.0.6", "127.0.0.7"
 ZONE = "mx.test"
 RECORDS = (
     local(ZONE),
@@ -42,6 +45,12 @@ RECORDS = (
     # RFC 7505 null MX
     mx(f"null.{ZONE}", ".", 0),
     host_record(f"null.{ZONE}", GOOD),
+    # AUTH: two MX hosts, the first with two addresses
+    mx(f"auth.{ZONE}", f"key1.{ZONE}", 10),
+    mx(f"auth.{ZONE}", f"key2.{ZONE}", 20),
+    host_record(f"key1.{ZONE}", KEY1_A),
+    host_record(f"key1.{ZONE}", KEY1_B),
+    host_record(f"key2.{ZONE}", KEY2),
 )
 MESSAGE = b"Subject: via MX\n\nlooked up in DNS\n"
 
@@ -159,3 +168,67 @@ def test_unreachable_dns_defers(site: DmaSite, port: int) -> None:
     [item] = site.queue()
     assert "dns" in item["last_error"].lower()
     assert bounces(site) == []
+
+
+# --- AUTH failures are not repeated at every address (the account could be locked) -------
+
+
+def _auth_site(site: DmaSite, nameserver: str, port: int, key1: str, key2: str,
+               extra: str = "") -> None:
+    """MX delivery to auth.mx.test with auth.conf entries for both of its MX hosts."""
+    auth = site.root / "auth.conf"
+    auth.write_text(f"{LOGIN}|key1.{ZONE}:{key1}\n{LOGIN}|key2.{ZONE}:{key2}\n")
+    auth.chmod(0o600)
+    write_remote_config(site, port, f"NAMESERVER {nameserver}\nAUTHPATH {auth}\n" + extra,
+                        host="")
+
+
+def test_refused_password_is_tried_once_per_run(
+    site: DmaSite, nameserver: str, aiosmtpd_sink: Callable[..., AiosmtpdSink]
+) -> None:
+    """A 535 at the first address defers at once: no other address, no MX with the same login."""
+    port = free_port(KEY1_A, KEY1_B, KEY2)
+    sinks = [aiosmtpd_sink(host, port, auth=True, auth_require_tls=False, exclude=("LOGIN",))
+             for host in (KEY1_A, KEY1_B, KEY2)]
+    _auth_site(site, nameserver, port, "wrong", "wrong", "INSECURE\n")
+    code, stderr = _send(site, f"bob@auth.{ZONE}")
+    assert code == 75, stderr
+    assert sum(len(s.handler.auth_mechanisms) for s in sinks) == 1
+    assert sum(s.handler.ehlo_count for s in sinks) == 1
+    assert all(s.messages == [] for s in sinks)
+    [item] = site.queue()
+    assert item["attempts"] == 1 and "AUTH" in item["last_error"]
+    assert bounces(site) == []
+
+
+def test_host_with_other_credentials_is_still_tried(
+    site: DmaSite, nameserver: str, aiosmtpd_sink: Callable[..., AiosmtpdSink]
+) -> None:
+    """After a 535 at the first MX host, the next MX host with its own credentials gets the mail."""
+    port = free_port(KEY1_A, KEY1_B, KEY2)
+    first = [aiosmtpd_sink(host, port, auth=True, auth_require_tls=False, exclude=("LOGIN",))
+             for host in (KEY1_A, KEY1_B)]
+    second = aiosmtpd_sink(KEY2, port, auth=True, auth_require_tls=False, exclude=("LOGIN",))
+    _auth_site(site, nameserver, port, "wrong", PASSWORD, "INSECURE\n")
+    code, stderr = _send(site, f"bob@auth.{ZONE}")
+    assert code == 0, stderr
+    [arrival] = second.wait_for(1)
+    assert arrival.login == LOGIN
+    assert sum(len(s.handler.auth_mechanisms) for s in first) == 1
+    assert site.queue() == []
+
+
+def test_no_usable_mechanism_skips_the_hosts_other_addresses(
+    site: DmaSite, nameserver: str, aiosmtpd_sink: Callable[..., AiosmtpdSink]
+) -> None:
+    """PLAIN offered without TLS (no INSECURE) at the first address: its twin is skipped."""
+    port = free_port(KEY1_A, KEY1_B, KEY2)
+    first = [aiosmtpd_sink(host, port, auth=True, auth_require_tls=False)
+             for host in (KEY1_A, KEY1_B)]
+    second = aiosmtpd_sink(KEY2, port)  # offers no AUTH: gets the mail unauthenticated
+    _auth_site(site, nameserver, port, PASSWORD, PASSWORD)
+    code, stderr = _send(site, f"bob@auth.{ZONE}")
+    assert code == 0, stderr
+    second.wait_for(1)
+    assert sum(s.handler.ehlo_count for s in first) == 1
+    assert all(s.handler.auth_mechanisms == [] for s in first)

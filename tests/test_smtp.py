@@ -380,6 +380,23 @@ def test_auth_with_only_unknown_mechanisms_defers() -> None:
     assert "XOAUTH2" in of_type(events, SessionFailed)[0].reason
 
 
+def test_auth_failures_are_marked_as_such() -> None:
+    """SessionFailed says 'refused' for a 535 and 'unusable' for no mechanism; else None."""
+    creds = SessionPolicy("client.example", "no", True, ("user", "wrong"))
+    _, events = drive(creds, [GREETING, ehlo("AUTH PLAIN"), b"535 5.7.8 no\r\n", b"221 bye\r\n"])
+    assert of_type(events, SessionFailed)[0].auth == "refused"
+    _, events = drive(creds, [GREETING, ehlo("AUTH GSSAPI"), b"221 bye\r\n"])
+    assert of_type(events, SessionFailed)[0].auth == "unusable"
+    plain_text = SessionPolicy("client.example", "no", False, ("user", "pass"))
+    _, events = drive(plain_text, [GREETING, ehlo("AUTH PLAIN LOGIN"), b"221 bye\r\n"])
+    assert of_type(events, SessionFailed)[0].auth == "unusable"
+    _, events = drive(creds, [GREETING, ehlo("AUTH LOGIN"), b"334 x\r\n", b"334 y\r\n",
+                              b"454 4.7.0 try later\r\n", b"221 bye\r\n"])
+    assert of_type(events, SessionFailed)[0].auth == "refused"
+    _, events = drive(PLAIN, [b"421 4.3.2 busy\r\n"])
+    assert of_type(events, SessionFailed)[0].auth is None
+
+
 def test_secrets_never_appear_in_events_or_reprs() -> None:
     """No event, reason, policy repr or client repr holds the password or the AUTH token."""
     password = "hunter2-very-secret"
