@@ -28,6 +28,15 @@ class NetError(TempFailure):
     """A connection, TLS or timeout problem talking to a mail server; retry later."""
 
 
+class TlsHandshakeFailed(NetError):
+    """The TLS handshake itself broke down (protocol versions, ciphers, a hang-up, a timeout).
+
+    Not raised for a certificate that was checked and refused, nor for our own CA or
+    client certificate files: OPPORTUNISTIC_TLS may go on in plain text after this
+    error only.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class TlsPolicy:
     """How to set up TLS with one host: verification, pinning, our client certificate.
@@ -290,7 +299,8 @@ class Connection:
                 hint="check the server name, CAFILE, or set FINGERPRINT or NOVERIFYCERT",
             ) from error
         except (OSError, ValueError) as error:
-            raise self._fail("TLS handshake", error, self._io_timeout) from error
+            failure = self._fail("TLS handshake", error, self._io_timeout)
+            raise TlsHandshakeFailed(str(failure)) from error
         der = tls_sock.getpeercert(binary_form=True)
         if not der:
             raise NetError(f"{self._peer}: the server sent no TLS certificate")

@@ -123,13 +123,15 @@ class _SessionResult:
     ``settled``: delivered or failed (already reported); ``retry``: temporary
     outcomes (the next address or host may still take those recipients);
     ``failure``: the host's own failure, if any; ``auth``: set when that failure
-    was authentication (SessionFailed.auth).
+    was authentication (SessionFailed.auth); ``tls_failed``: why the STARTTLS
+    handshake failed, when OPPORTUNISTIC_TLS may go on without TLS.
     """
 
     settled: dict[str, Outcome]
     retry: dict[str, Outcome]
     failure: str | None
     auth: Literal["refused", "unusable"] | None = None
+    tls_failed: str | None = None  # OPPORTUNISTIC_TLS: the STARTTLS handshake failed
 
 
 @dataclass
@@ -476,15 +478,38 @@ class RemoteDelivery:
     def _session(
         self, hop: NextHop, target: Target, address: str, messages: list[_Message]
     ) -> _SessionResult:
-        """Deliver what one connection can (see _SessionResult)."""
+        """Deliver what one connection to ``address`` can (see _SessionResult).
+
+        With OPPORTUNISTIC_TLS a failed STARTTLS handshake (not a refused
+        certificate) ends that connection; the next one, to the same address,
+        stays in plain text, as Postfix's "may" level does.  Once per address.
+        """
         security = security_for(self.config, hop.kind)
+        result = self._attempt(hop, target, address, messages, security)
+        if result.tls_failed is None:
+            return result
+        self.log.warning("TLS handshake failed; reconnecting to go on without TLS "
+                         "(OPPORTUNISTIC_TLS)", id=_message_ids(messages),
+                         host=f"{target.name} [{address}]:{hop.port}",
+                         error=result.tls_failed)
+        plain = dataclasses.replace(security, starttls="no")
+        return self._attempt(hop, target, address, messages, plain, fallback=True)
+
+    def _attempt(
+        self, hop: NextHop, target: Target, address: str, messages: list[_Message],
+        security: Security, *, fallback: bool = False,
+    ) -> _SessionResult:
+        """One connection: connect, talk, close."""
         tls = self._tls_policy(hop, target, security.verify)
         host = f"{target.name} [{address}]:{hop.port}"
         timeout = float(self.config.timeout)
         ids = _message_ids(messages)
+        if fallback:
+            mode = "no (TLS handshake failed)"
+        else:
+            mode = "implicit" if security.implicit_tls else security.starttls
         self.log.info("trying remote delivery", id=ids, host=target.name, address=address,
-                      port=hop.port, preference=target.preference,
-                      tls="implicit" if security.implicit_tls else security.starttls,
+                      port=hop.port, preference=target.preference, tls=mode,
                       verification=_verification(security))
         try:
             connection = net.connect(
@@ -521,7 +546,13 @@ class RemoteDelivery:
                     self._trace(">>>", "\r\n".join(event.commands).encode())
                     connection.send(event.data)
                 elif isinstance(event, StartTls):
-                    info = connection.start_tls(tls)
+                    try:
+                        info = connection.start_tls(tls)
+                    except net.TlsHandshakeFailed as broken:
+                        if security.starttls != "opportunistic":
+                            raise
+                        # nothing was in flight: STARTTLS comes before any message
+                        return _SessionResult({}, {}, str(broken), tls_failed=str(broken))
                     self.log.info("TLS started", id=ids, host=host, version=info.version,
                                   cipher=info.cipher, verification=_verified(info))
                     connection.send(client.tls_established())

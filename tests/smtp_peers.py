@@ -293,7 +293,10 @@ class Script:
     ``extensions`` are the EHLO keywords (e.g. PIPELINING); ``reject_ehlo``
     answers EHLO with 502 (HELO works); ``stall`` sends the greeting and then
     never answers; ``drop_in_data`` closes the connection after the first octets
-    of message data; ``data_delay`` waits before answering the end of data.
+    of message data; ``data_delay`` waits before answering the end of data;
+    ``broken_starttls`` answers STARTTLS with 220, then answers the client's
+    hello with plain text and hangs up, so the client's TLS handshake fails (put
+    STARTTLS in ``extensions``).
     """
 
     greeting: str = "220 sink.test ESMTP scripted"
@@ -305,6 +308,7 @@ class Script:
     drop_in_data: bool = False
     data_reply: str = "250 2.0.0 queued"
     data_delay: float = 0.0
+    broken_starttls: bool = False
 
 
 @dataclass
@@ -475,6 +479,11 @@ class _Session:
             self._reply("250 2.0.0 reset")
         elif verb == "NOOP":
             self._reply("250 2.0.0 ok")
+        elif verb == "STARTTLS" and self.script.broken_starttls:
+            self._reply("220 2.0.0 ready to start TLS")
+            self._read()  # the client's hello
+            self.sock.sendall(b"this is no TLS record at all\r\n" * 4)
+            raise _Hangup
         elif verb == "QUIT":
             self._reply("221 2.0.0 bye")
             return False

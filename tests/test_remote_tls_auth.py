@@ -8,18 +8,23 @@ never reach stderr (SPEC 5.5, 5.6, 6, 7).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 
+import pytest
 from conftest import DmaSite
 from smtp_peers import (  # noqa: F401 (fixtures)
     LOGIN,
     PASSWORD,
     AiosmtpdSink,
+    Script,
+    ScriptedSink,
     aiosmtpd_sink_fixture,
     b64,
     bounces,
     free_port,
     q_fields,
+    scripted_sink_fixture,
     write_auth,
     write_remote_config,
 )
@@ -195,6 +200,75 @@ def test_mandatory_starttls_without_offer_defers(
     assert sink.messages == []
     assert sink.handler.mail_commands == 0
     _deferred_with(site, "STARTTLS")
+
+
+def _tls_1_0_sink(aiosmtpd_sink: SinkFactory, certs: TlsCerts) -> AiosmtpdSink:
+    """aiosmtpd offering STARTTLS with TLS 1.0 at most: our handshake (TLS 1.2+) fails."""
+    try:
+        old = certs.server_context(max_version=ssl.TLSVersion.TLSv1)
+    except (ssl.SSLError, ValueError):
+        pytest.skip("the local OpenSSL cannot offer TLS 1.0")
+    return aiosmtpd_sink(starttls=old)
+
+
+def test_opportunistic_tls_falls_back_after_a_failed_handshake(
+    site: DmaSite, aiosmtpd_sink: SinkFactory, tls_certs: TlsCerts
+) -> None:
+    """OPPORTUNISTIC_TLS: a STARTTLS handshake that fails is followed by one plain connection."""
+    sink = _tls_1_0_sink(aiosmtpd_sink, tls_certs)
+    write_remote_config(
+        site, sink.port,
+        f"SECURETRANSFER\nSTARTTLS\nOPPORTUNISTIC_TLS\nCAFILE {tls_certs.ca_file}\n")
+    code, stderr = _send(site, "-v")
+    assert code == 0, stderr
+    [arrival] = sink.wait_for(1)
+    assert not arrival.tls
+    assert sink.handler.ehlo_count == 2  # once per connection
+    assert stderr.count(">>> STARTTLS") == 1
+    assert "TLS handshake failed; reconnecting" in stderr
+    assert site.queue() == []
+
+
+def test_opportunistic_fallback_after_a_hang_up_in_the_handshake(
+    site: DmaSite, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """A server that answers STARTTLS with 220 and then no TLS: the second connection is plain."""
+    sink = scripted_sink(Script(extensions=("8BITMIME", "STARTTLS"), broken_starttls=True))
+    write_remote_config(site, sink.port, "SECURETRANSFER\nSTARTTLS\nOPPORTUNISTIC_TLS\n")
+    code, stderr = _send(site)
+    assert code == 0, stderr
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == [RECIPIENT]
+    first, second = sink.connections
+    assert first.commands == ["EHLO dma.test", "STARTTLS"]
+    assert "STARTTLS" not in second.commands and second.commands[-1] == "QUIT"
+
+
+def test_mandatory_tls_defers_after_a_failed_handshake(
+    site: DmaSite, scripted_sink: Callable[..., ScriptedSink], tls_certs: TlsCerts
+) -> None:
+    """Without OPPORTUNISTIC_TLS a failed STARTTLS handshake defers: no plain reconnection."""
+    sink = scripted_sink(Script(extensions=("8BITMIME", "STARTTLS"), broken_starttls=True))
+    write_remote_config(site, sink.port, f"SECURETRANSFER\nSTARTTLS\nCAFILE {tls_certs.ca_file}\n")
+    code, stderr = _send(site)
+    assert code == 75, stderr
+    assert len(sink.connections) == 1 and sink.messages == []
+    _deferred_with(site, "TLS handshake")
+
+
+def test_opportunistic_tls_never_falls_back_after_a_refused_certificate(
+    site: DmaSite, aiosmtpd_sink: SinkFactory, tls_certs: TlsCerts
+) -> None:
+    """OPPORTUNISTIC_TLS with a FINGERPRINT that does not match defers: no plain-text retry."""
+    sink = aiosmtpd_sink(starttls=tls_certs.server_context())
+    wrong = tls_certs.fingerprint(trusted=False).hex()
+    write_remote_config(
+        site, sink.port, f"SECURETRANSFER\nSTARTTLS\nOPPORTUNISTIC_TLS\nFINGERPRINT {wrong}\n")
+    code, stderr = _send(site)
+    assert code == 75, stderr
+    assert sink.handler.ehlo_count == 1
+    assert sink.messages == []
+    _deferred_with(site, "fingerprint")
 
 
 # --- AUTH -----------------------------------------------------------------------------------
