@@ -1,26 +1,31 @@
-"""The header step of submission: find the headers, fix them up, read -t recipients (SPEC 3.3-3.5).
+"""The header step of submission: fix up the headers, read -t recipients (SPEC 3.3-3.5).
 
-The header block is bounded and small, so it is read whole (``read_header_block``)
-while the body keeps streaming.  ``process_headers`` is then a pure function of that
-block and a ``Stamp`` (the queue id, the sender, the clock's reading, ... as values):
-it drops ``Bcc:`` fields, adds the missing ``Date:``, ``Message-Id:`` and ``From:``,
-folds header lines too long for RFC 5322, and with ``-t`` collects the recipients.
-Where the C dma differs (nothing added to a block without a blank line, a real
-RFC 5322 address-list parser for -t), SPEC 3 wins.
+``HeaderStep`` is a pure stepper: the shell feeds it the pieces that
+``core.lines.normalise_lines`` yields, one at a time, and writes what each step
+returns.  It holds one header field at most (``FIELD_LIMIT``), never the block, so a
+header block of any length streams: ``Bcc:`` fields are dropped as they pass, -t
+addresses are collected field by field, over-long lines are folded, and at the end
+of the block the missing ``Date:``, ``Message-Id:`` and ``From:`` are added just
+before the separator, as the C dma does.  The block lasts until the first empty
+line (or the end of the input); a line in it that is no field is kept as it is.
+When the first line is no header at all (plain text such as cron output), there is
+no block: our headers and a blank line go before that line.  Where the C dma
+differs (nothing added to a block without a blank line, a real RFC 5322
+address-list parser for -t), SPEC 3 wins.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 
 from dma.core.errors import DataError, SoftwareError
 from dma.core.lines import MAX_LINE_OCTETS
 from dma.core.version import PRODUCT, VERSION
 
-HEADER_LIMIT = 1 << 20
-"""Default bound on the header block, in octets: a bigger one is surely a missing blank line."""
+FIELD_LIMIT = 1 << 20
+"""Bound on one header field (a line and its continuations), in octets: the most
+the header step holds in memory.  A bigger field is refused (exit 65)."""
 
 # RFC 5322 field name (printable ASCII but the colon), then the colon; the obsolete
 # syntax allows blanks before it.
@@ -29,6 +34,7 @@ _BLANKS = b" \t"
 _ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
 _ENCODED_WORD_OCTETS = 45  # 60 base64 characters: the word stays within RFC 2047's 75
 _RECIPIENT_FIELDS = frozenset({"to", "cc", "bcc"})
+_ADDED_FIELDS = frozenset({"date", "message-id", "from"})  # added when missing
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,29 +53,11 @@ class Stamp:
 
 
 @dataclass(frozen=True, slots=True)
-class HeaderBlock:
-    """The header lines of a message as read, and how the block ended."""
+class Step:
+    """What one ``HeaderStep.feed`` gives back: lines to spool, and maybe body."""
 
-    lines: tuple[bytes, ...]  # LF-terminated, continuation lines included
-    separator: bool  # the block ended with an empty line
-    first_body_line: bytes | None  # a non-header line that ended the block: it is body
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessedHeaders:
-    """The header block to spool after the Received header, and the -t recipients."""
-
-    lines: tuple[bytes, ...]  # always ends with b"\n", the separator
-    recipients: tuple[str, ...]  # from To:, Cc:, Bcc: in order, when collected
-
-
-@dataclass(frozen=True, slots=True)
-class _Field:
-    """One header field: its name in lower case (as written too) and its physical lines."""
-
-    key: str
-    name: str
-    lines: tuple[bytes, ...]
+    lines: tuple[bytes, ...]  # header lines to spool now, LF-terminated
+    body: bytes = b""  # the piece fed, when it turned out to start the body
 
 
 def make_message_id(timestamp: int, queue_id: str, random_hex: str, mailname: str) -> str:
@@ -137,61 +125,6 @@ def _is_from_line(line: bytes) -> bool:
     """True for an mbox ``From `` (or quoted ``>From ``) separator line."""
     head = line[:6].lower()
     return head.startswith(b"from ") or head == b">from "
-
-
-def read_header_block(lines: Iterator[bytes], *, limit: int = HEADER_LIMIT) -> HeaderBlock:
-    """Take the header block from ``lines``, consuming nothing of the body but one line at most.
-
-    Leading mbox ``From `` lines are dropped.  When the first line left is not a header
-    line (plain text such as cron output), there is no header block: that line is
-    returned as ``first_body_line`` and the blank separator is added later, as
-    Postfix does.  Otherwise the block lasts until the first empty line or the end
-    of the input (SPEC 3.3), and a line in it that is neither ``name:`` nor a
-    continuation is kept as it is.  More than ``limit`` octets is a DataError.
-    """
-    taken: list[bytes] = []
-    size = 0
-    for line in lines:
-        if line == b"\n":
-            return HeaderBlock(tuple(taken), separator=True, first_body_line=None)
-        if not taken:
-            if _is_from_line(line):
-                continue
-            if not _is_header_line(line):
-                return HeaderBlock((), separator=False, first_body_line=line)
-        size += len(line)
-        if size > limit:
-            raise DataError(
-                f"the message headers are longer than {limit} octets",
-                hint="is the blank line between the headers and the body missing?",
-            )
-        taken.append(line)
-    return HeaderBlock(tuple(taken), separator=False, first_body_line=None)
-
-
-def _fields(lines: tuple[bytes, ...]) -> list[_Field]:
-    """Group header lines into fields; a line that is no field starts a nameless one.
-
-    A block not shaped by ``read_header_block`` (unterminated lines, a leading
-    continuation) is a bug.
-    """
-    grouped: list[list[bytes]] = []
-    for number, line in enumerate(lines, 1):
-        body = line[:-1]
-        if not line.endswith(b"\n") or b"\n" in body or b"\r" in body:
-            raise SoftwareError(f"header line {number} is not one LF-terminated line")
-        if grouped and _is_continuation(line):
-            grouped[-1].append(line)
-        elif grouped or _is_header_line(line):
-            grouped.append([line])
-        else:
-            raise SoftwareError(f"header line {number} is neither a field nor a continuation")
-    result = []
-    for group in grouped:
-        match = _FIELD_NAME.match(group[0])
-        name = match.group(1).decode("ascii") if match is not None else ""
-        result.append(_Field(name.lower(), name, tuple(group)))
-    return result
 
 
 def _fold(line: bytes, name: str) -> list[bytes]:
@@ -263,55 +196,195 @@ def _from_line(stamp: Stamp) -> bytes:
     return b"From: " + mailbox + b"\n"
 
 
-def _field_recipients(field: _Field) -> tuple[str, ...]:
-    """Parse the address list of one To:, Cc: or Bcc: field, unfolded."""
+def _field_recipients(name: str, unfolded: bytes) -> tuple[str, ...]:
+    """Parse the address list of one To:, Cc: or Bcc: field, given unfolded."""
     from dma.core.addresses import parse_address_list
 
-    unfolded = b"".join(line[:-1] for line in field.lines)
     value = unfolded.split(b":", 1)[1].decode("utf-8", "replace")
     try:
         addresses = parse_address_list(value)
     except DataError as error:
-        raise DataError(f"{field.name} header: {error.message}", hint=error.hint) from error
+        raise DataError(f"{name} header: {error.message}", hint=error.hint) from error
     for address in addresses:
         if "\ufffd" in address:
             raise DataError(
-                f"{field.name} header: address {address!r} is not valid UTF-8",
+                f"{name} header: address {address!r} is not valid UTF-8",
                 hint="write the address in ASCII or UTF-8",
             )
     return addresses
 
 
-def process_headers(
-    block: HeaderBlock, stamp: Stamp, *, collect_recipients: bool
-) -> ProcessedHeaders:
-    """Return the header lines to spool and, when ``collect_recipients`` (-t), the recipients.
+def _folded(line: bytes, name: str) -> list[bytes]:
+    """``line`` (LF-terminated) as one or more lines of at most 998 octets."""
+    if len(line) <= MAX_LINE_OCTETS + 1:
+        return [line]
+    return [piece + b"\n" for piece in _fold(line[:-1], name)]
 
-    Bcc: fields go, with their continuations, with or without -t.  Missing Date:,
-    Message-Id: and From: are added in that order, also when the input had no blank
-    line.  Over-long lines are folded.  The result always ends with the separator.
+
+class HeaderStep:
+    """The header step as a stepper over the pieces of ``normalise_lines`` (pure, no I/O).
+
+    ``feed`` each piece while ``done`` is False and spool what it returns; at the end
+    of the input call ``finish`` (when not ``done``).  Once ``done``, every further
+    piece is body, untouched.  ``recipients`` holds the -t addresses found (To:, Cc:,
+    Bcc: in order) when ``collect_recipients``.  Memory is one field at most: a
+    line or a collected field over ``field_limit`` octets is a DataError naming
+    the line.  Bcc: fields go, with their continuations, with or without -t.
     """
-    _check_stamp(stamp)
-    kept: list[bytes] = []
-    recipients: list[str] = []
-    seen: set[str] = set()
-    for field in _fields(block.lines):
-        seen.add(field.key)
-        if collect_recipients and field.key in _RECIPIENT_FIELDS:
-            recipients.extend(_field_recipients(field))
-        if field.key == "bcc":
-            continue
-        for line in field.lines:
-            kept.extend(piece + b"\n" for piece in _fold(line[:-1], field.name))
-    added: list[tuple[str, bytes]] = []
-    if "date" not in seen:
-        added.append(("Date", b"Date: " + _encode(stamp.date, "date") + b"\n"))
-    if "message-id" not in seen:
-        message_id = _encode(stamp.message_id, "Message-Id")
-        added.append(("Message-Id", b"Message-Id: " + message_id + b"\n"))
-    if "from" not in seen:
-        added.append(("From", _from_line(stamp)))
-    for name, line in added:
-        kept.extend(piece + b"\n" for piece in _fold(line[:-1], name))
-    kept.append(b"\n")
-    return ProcessedHeaders(tuple(kept), tuple(recipients))
+
+    def __init__(
+        self, stamp: Stamp, *, collect_recipients: bool, field_limit: int = FIELD_LIMIT
+    ) -> None:
+        _check_stamp(stamp)
+        self._stamp = stamp
+        self._collect = collect_recipients
+        self._limit = field_limit
+        self.done = False
+        self._started = False  # a header line has opened the block
+        self._number = 0  # input lines complete so far
+        self._partial: list[bytes] = []  # the pieces of a line still arriving
+        self._partial_size = 0
+        self._skipping = False  # the rest of a leading From_ line is being dropped
+        self._name: str | None = None  # the current field's name as written, "" for no field
+        self._key = ""
+        self._keep = True
+        self._value: list[bytes] | None = None  # the unfolded field, when it is collected
+        self._value_size = 0
+        self._seen: set[str] = set()
+        self._recipients: list[str] = []
+
+    @property
+    def recipients(self) -> tuple[str, ...]:
+        """The -t recipients found so far, in order."""
+        return tuple(self._recipients)
+
+    def feed(self, piece: bytes) -> Step:
+        """Take the next piece of input; return what to spool now.
+
+        A piece ending in LF ends its line; one without is the start or middle of a
+        line longer than ``normalise_lines`` yields whole.
+        """
+        if self.done:
+            raise SoftwareError("a body piece was fed to the header step")
+        ends_line = piece.endswith(b"\n")
+        if self._partial or self._skipping:
+            return self._more(piece, ends_line)
+        if ends_line:
+            return self._line(piece)
+        # The start of a long line: what it is shows in its first piece.
+        if not self._started:
+            if _is_from_line(piece):
+                self._skipping = True
+                return Step(())
+            if not _is_header_line(piece):
+                return self._body(piece)
+        self._partial = [piece]
+        self._partial_size = len(piece)
+        self._check_line(self._partial_size)
+        return Step(())
+
+    def finish(self) -> tuple[bytes, ...]:
+        """The input ended: return the rest of the header block, with the separator."""
+        if self.done:
+            return ()
+        if self._partial or self._skipping:
+            raise SoftwareError("the input ended inside a line (normalise_lines ends every line)")
+        return self._close()
+
+    # ---------------------------------------------------------------------------------
+
+    def _more(self, piece: bytes, ends_line: bool) -> Step:
+        """The next piece of a line that started in an earlier piece."""
+        if self._skipping:
+            if ends_line:
+                self._skipping = False
+                self._number += 1
+            return Step(())
+        self._partial.append(piece)
+        self._partial_size += len(piece)
+        self._check_line(self._partial_size)
+        if not ends_line:
+            return Step(())
+        line = b"".join(self._partial)
+        self._partial = []
+        return self._line(line)
+
+    def _check_line(self, size: int) -> None:
+        """Refuse a header line over the limit; ``_number`` counts it already when whole."""
+        if size > self._limit:
+            number = self._number if not self._partial else self._number + 1
+            raise self._too_long("header line", number)
+
+    def _too_long(self, what: str, number: int) -> DataError:
+        return DataError(
+            f"message line {number}: a {what} longer than {self._limit} octets",
+            hint="headers hold short values: put big data in the body, after an empty line",
+        )
+
+    def _line(self, line: bytes) -> Step:
+        """One whole line (LF-terminated) of the header block, or the first of the body."""
+        self._number += 1
+        if not self._started:
+            if line == b"\n":
+                return Step(self._close())
+            if _is_from_line(line):
+                return Step(())
+            if not _is_header_line(line):
+                return self._body(line)
+            self._started = True
+        if line == b"\n":
+            return Step(self._close())
+        self._check_line(len(line))
+        if self._name is not None and _is_continuation(line):
+            return Step(self._field_line(line))
+        self._end_field()
+        match = _FIELD_NAME.match(line)
+        self._name = match.group(1).decode("ascii") if match is not None else ""
+        self._key = self._name.lower()
+        if self._key in _ADDED_FIELDS:
+            self._seen.add(self._key)
+        self._keep = self._key != "bcc"
+        collect = self._collect and self._key in _RECIPIENT_FIELDS
+        self._value = [] if collect else None
+        self._value_size = 0
+        return Step(self._field_line(line))
+
+    def _field_line(self, line: bytes) -> tuple[bytes, ...]:
+        """A line of the current field: collected for -t, and spooled unless a Bcc."""
+        assert self._name is not None  # only called inside a field
+        if self._value is not None:
+            self._value_size += len(line) - 1
+            if self._value_size > self._limit:
+                raise self._too_long(f"{self._name} field", self._number)
+            self._value.append(line[:-1])
+        return tuple(_folded(line, self._name)) if self._keep else ()
+
+    def _end_field(self) -> None:
+        """Close the current field: parse its addresses when collected."""
+        if self._value is not None and self._name is not None:
+            self._recipients.extend(_field_recipients(self._name, b"".join(self._value)))
+        self._value = None
+        self._name = None
+
+    def _body(self, piece: bytes) -> Step:
+        """The first line is no header: there is no block, the piece starts the body."""
+        return Step(self._close(), piece)
+
+    def _close(self) -> tuple[bytes, ...]:
+        """End the block: the missing Date, Message-Id and From, then the separator."""
+        self._end_field()
+        self.done = True
+        stamp = self._stamp
+        added: list[tuple[str, bytes]] = []
+        if "date" not in self._seen:
+            added.append(("Date", b"Date: " + _encode(stamp.date, "date") + b"\n"))
+        if "message-id" not in self._seen:
+            message_id = _encode(stamp.message_id, "Message-Id")
+            added.append(("Message-Id", b"Message-Id: " + message_id + b"\n"))
+        if "from" not in self._seen:
+            added.append(("From", _from_line(stamp)))
+        out: list[bytes] = []
+        for name, line in added:
+            out.extend(_folded(line, name))
+        out.append(b"\n")
+        return tuple(out)

@@ -1,7 +1,7 @@
 """The submission workflow: command line and stdin in, a durably spooled message out.
 
 Reads through adapters, asks the core for every decision, writes through the spool
-adapter.  The message is streamed: only the header block is ever held in memory.
+adapter.  The message is streamed: at most one header field is ever held in memory.
 """
 
 from __future__ import annotations
@@ -18,20 +18,14 @@ from dma.core.cmdline import Invocation
 from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, envelope_sender, resolve_recipients
 from dma.core.errors import CantCreateError, NoInputError
-from dma.core.headers import (
-    Stamp,
-    make_message_id,
-    process_headers,
-    read_header_block,
-    received_header,
-)
+from dma.core.headers import HeaderStep, Stamp, make_message_id, received_header
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
 from dma.core.queuefile import QueueItem
 from dma.shell.settings import Settings, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, BinaryIO
 
 CHUNK = 64 * 1024
 
@@ -132,25 +126,13 @@ def submit(
             out = writer.file
             out.write(received_header(stamp))
             source = read_chunks(0) if chunks is None else chunks
-            lines = normalise_lines(source, ignore_dots=invocation.ignore_dots)
-            block = read_header_block(lines)
-            processed = process_headers(
-                block, stamp, collect_recipients=invocation.headers_recipients
-            )
-            out.writelines(processed.lines)
-            too_long = MAX_LINE_OCTETS + 1
-            long_lines = False
-            if block.first_body_line is not None:
-                out.write(block.first_body_line)
-                long_lines = len(block.first_body_line) > too_long
-            for line in lines:
-                if len(line) > too_long:
-                    long_lines = True
-                out.write(line)
+            pieces = normalise_lines(source, ignore_dots=invocation.ignore_dots)
+            step = HeaderStep(stamp, collect_recipients=invocation.headers_recipients)
+            long_lines = _copy(pieces, step, out)
             if invocation.headers_recipients:
-                for address in processed.recipients:
+                for address in step.recipients:
                     parse_envelope_address(address)
-                recipients = _merge(recipients, resolve(processed.recipients))
+                recipients = _merge(recipients, resolve(step.recipients))
             if not recipients:
                 raise NoInputError(
                     "no recipients from headers" if invocation.headers_recipients
@@ -180,6 +162,31 @@ def submit(
     for item in items:
         log.info("queued", id=item.id, to=f"<{item.recipient}>")
     return [item.id for item in items]
+
+
+def _copy(pieces: Iterable[bytes], step: HeaderStep, out: BinaryIO) -> bool:
+    """Write the message through the header step to ``out``; True when a line is too long.
+
+    ``pieces`` are what ``normalise_lines`` yields: a piece ending in LF ends a line.
+    """
+    too_long = MAX_LINE_OCTETS + 1
+    long_lines = False
+    length = 0  # octets of the current body line so far
+    write = out.write
+    for piece in pieces:
+        if not step.done:
+            fed = step.feed(piece)
+            out.writelines(fed.lines)
+            piece = fed.body
+            if not piece:
+                continue
+        write(piece)
+        length += len(piece)
+        if piece[-1] == 0x0A:
+            long_lines = long_lines or length > too_long
+            length = 0
+    out.writelines(step.finish())
+    return long_lines
 
 
 @contextmanager

@@ -256,6 +256,30 @@ def test_plain_text_without_headers_gets_headers_and_a_blank_line(site: DmaSite)
     assert body == b"hello\nBcc: stays@example.org\n\nend\n"
 
 
+def test_header_block_of_several_mib_without_a_blank_line_is_accepted(site: DmaSite) -> None:
+    """Three MiB of key: value lines and no blank line (cron output) are queued whole, with
+    Date, Message-Id and From added after them; a Bcc at the very end is still removed."""
+    lines = b"".join(b"key%06d: value %d\n" % (n, n) for n in range(150_000))
+    assert len(lines) > 3 << 20
+    (item_id,) = site.send(["b@example.org"], lines + b"Bcc: late@example.org\n")
+    text = site.message(item_id)
+    assert b"late@" not in text
+    head, _, body = text.partition(b"\n\n")
+    assert body == b""
+    assert lines in text
+    added = head.split(b"\n")[-3:]
+    assert [line.split(b":")[0] for line in added] == [b"Date", b"Message-Id", b"From"]
+
+
+def test_header_field_over_a_mib_is_refused_naming_its_line(site: DmaSite) -> None:
+    """A single header line over the per-field bound exits 65 naming its line."""
+    message = b"Subject: s\nX-Huge: " + b"word " * 300_000 + b"\n\nbody\n"
+    done = site.run(["b@example.org"], message)
+    assert done.returncode == 65, done.stderr
+    assert b"message line 2" in done.stderr
+    assert site.queue() == []
+
+
 def test_bare_cr_ends_a_line(site: DmaSite) -> None:
     """A bare CR is a line end too, stored as LF."""
     (item_id,) = site.send(["b@example.org"], b"Subject: cr\r\rone\rtwo\r")

@@ -5,19 +5,14 @@ from __future__ import annotations
 import base64
 import email.header
 import email.utils
+import tracemalloc
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 
 import pytest
 
 from dma.core.errors import DataError, SoftwareError
-from dma.core.headers import (
-    HeaderBlock,
-    Stamp,
-    make_message_id,
-    process_headers,
-    read_header_block,
-    received_header,
-)
+from dma.core.headers import FIELD_LIMIT, HeaderStep, Stamp, make_message_id, received_header
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
 from dma.core.version import PRODUCT, VERSION
 
@@ -31,21 +26,46 @@ STAMP = Stamp(
     date="Wed, 25 Nov 2026 02:44:17 +0000",
     message_id="<6b064b81.20ca94.5c2b77e@mail.example.org>",
 )
+ADDED = (
+    b"Date: Wed, 25 Nov 2026 02:44:17 +0000\n"
+    b"Message-Id: <6b064b81.20ca94.5c2b77e@mail.example.org>\n"
+    b"From: <alice@example.org>\n"
+)
 
 
-def block_of(text: bytes) -> HeaderBlock:
-    """Read the header block of a message given as raw input bytes."""
-    return read_header_block(normalise_lines([text], ignore_dots=False))
+def stepped(
+    pieces: Iterable[bytes], stamp: Stamp = STAMP, *, collect: bool = False,
+    limit: int = FIELD_LIMIT,
+) -> tuple[bytes, bytes, HeaderStep]:
+    """Run pieces through a HeaderStep as the shell does: (header output, body, the step)."""
+    step = HeaderStep(stamp, collect_recipients=collect, field_limit=limit)
+    head: list[bytes] = []
+    body: list[bytes] = []
+    for piece in pieces:
+        if step.done:
+            body.append(piece)
+            continue
+        fed = step.feed(piece)
+        head.extend(fed.lines)
+        body.append(fed.body)
+    head.extend(step.finish())
+    return b"".join(head), b"".join(body), step
+
+
+def split(text: bytes, **options: bool) -> tuple[bytes, bytes]:
+    """The header output and the body of the raw input ``text``."""
+    head, body, _ = stepped(normalise_lines([text], ignore_dots=False), **options)
+    return head, body
 
 
 def processed(text: bytes, stamp: Stamp = STAMP, *, collect: bool = False) -> bytes:
     """Process the headers of ``text`` and return the spooled header block as bytes."""
-    return b"".join(process_headers(block_of(text), stamp, collect_recipients=collect).lines)
+    return stepped(normalise_lines([text], ignore_dots=False), stamp, collect=collect)[0]
 
 
 def recipients(text: bytes) -> tuple[str, ...]:
     """The -t recipients of the message ``text``."""
-    return process_headers(block_of(text), STAMP, collect_recipients=True).recipients
+    return stepped(normalise_lines([text], ignore_dots=False), collect=True)[2].recipients
 
 
 # --- Received and Message-Id ---------------------------------------------------------
@@ -94,15 +114,19 @@ def test_make_message_id_refuses_unusable_parts(
         make_message_id(timestamp, queue_id, random_hex, mailname)
 
 
-# --- read_header_block ----------------------------------------------------------------
+# --- where the header block ends --------------------------------------------------------
 
 
 def test_header_block_ends_at_the_empty_line() -> None:
-    """The block holds the lines before the first empty line, and the body stays unread."""
-    lines = normalise_lines([b"Subject: a\nTo: b@x\n\nbody\n"], ignore_dots=False)
-    block = read_header_block(lines)
-    assert block == HeaderBlock((b"Subject: a\n", b"To: b@x\n"), True, None)
-    assert list(lines) == [b"body\n"]
+    """The block ends at the first empty line: the step is done and the rest is body."""
+    step = HeaderStep(STAMP, collect_recipients=False)
+    assert step.feed(b"Subject: a\n").lines == (b"Subject: a\n",)
+    assert step.feed(b"To: b@x\n").lines == (b"To: b@x\n",)
+    assert not step.done
+    assert step.feed(b"\n").lines == (*ADDED.splitlines(keepends=True), b"\n")
+    assert step.done
+    with pytest.raises(SoftwareError):
+        step.feed(b"body\n")
 
 
 def test_crlf_blank_line_now_ends_the_headers() -> None:
@@ -114,62 +138,135 @@ def test_crlf_blank_line_now_ends_the_headers() -> None:
 
 def test_leading_from_lines_are_dropped() -> None:
     """Leading mbox 'From ' and '>From ' lines (any case) are dropped; 'From:' is a header."""
-    block = block_of(b"From alice Wed Nov 25\n>From x\nfrom y\nFrom: a@x\n\n")
-    assert block.lines == (b"From: a@x\n",)
+    assert split(b"From alice Wed Nov 25\n>From x\nfrom y\nFrom: a@x\n\n") == (
+        b"From: a@x\n" + ADDED.replace(b"From: <alice@example.org>\n", b"") + b"\n", b""
+    )
 
 
 def test_from_lines_after_the_first_header_stay_in_the_block() -> None:
     """A 'From ' line after a header is no mbox separator: it stays in the block as it is."""
-    block = block_of(b"Subject: a\nFrom alice\n")
-    assert block == HeaderBlock((b"Subject: a\n", b"From alice\n"), False, None)
+    assert split(b"Subject: a\nFrom alice\n") == (b"Subject: a\nFrom alice\n" + ADDED + b"\n", b"")
 
 
 def test_malformed_line_inside_the_block_is_kept_and_does_not_end_it() -> None:
     """A line that is neither 'name:' nor a continuation stays; the block ends at the blank."""
-    lines = normalise_lines([b"Subject: a\n continued\nHello there\nTo: b@x\n\nbody\n"],
-                            ignore_dots=False)
-    block = read_header_block(lines)
-    assert block == HeaderBlock(
-        (b"Subject: a\n", b" continued\n", b"Hello there\n", b"To: b@x\n"), True, None
-    )
-    assert list(lines) == [b"body\n"]
+    head, body = split(b"Subject: a\n continued\nHello there\nTo: b@x\n\nbody\n")
+    assert head == b"Subject: a\n continued\nHello there\nTo: b@x\n" + ADDED + b"\n"
+    assert body == b"body\n"
 
 
 def test_first_line_that_is_no_header_means_no_header_block() -> None:
-    """Plain text such as cron output has no header block: its first line is body."""
-    assert block_of(b"hello\nSubject: x\n\n") == HeaderBlock((), False, b"hello\n")
+    """Plain text such as cron output has no header block: our headers, a blank, the text."""
+    assert split(b"hello\nSubject: x\n\n") == (ADDED + b"\n", b"hello\nSubject: x\n\n")
 
 
 def test_leading_blank_line_is_an_empty_header_block() -> None:
     """A message starting with an empty line has no headers; the blank is the separator."""
-    assert block_of(b"\nbody\n") == HeaderBlock((), True, None)
+    assert split(b"\nbody\n") == (ADDED + b"\n", b"body\n")
 
 
 def test_first_line_cannot_be_a_continuation() -> None:
     """A first line starting with a blank is body, not the continuation of nothing."""
-    assert block_of(b" indented\n") == HeaderBlock((), False, b" indented\n")
+    assert split(b" indented\n") == (ADDED + b"\n", b" indented\n")
 
 
 def test_headers_without_separator_end_at_eof() -> None:
-    """Input that ends inside the headers gives a block without separator or body line."""
-    assert block_of(b"Subject: a\nTo: b@x") == HeaderBlock(
-        (b"Subject: a\n", b"To: b@x\n"), False, None
-    )
+    """Input that ends inside the headers gives the block, the added headers and a blank."""
+    assert split(b"Subject: a\nTo: b@x") == (b"Subject: a\nTo: b@x\n" + ADDED + b"\n", b"")
 
 
 def test_obsolete_blank_before_colon_is_a_header() -> None:
     """RFC 5322's obsolete 'Name :' form still counts as a header line."""
-    assert block_of(b"Subject : a\n\n").lines == (b"Subject : a\n",)
+    assert processed(b"Subject : a\n\n").startswith(b"Subject : a\nDate: ")
 
 
-def test_header_block_over_the_limit_is_a_data_error() -> None:
-    """A header block bigger than the limit is refused, suggesting the missing blank line."""
-    text = b"".join(b"X-Filler-%d: %s\n" % (n, b"y" * 50) for n in range(100))
-    with pytest.raises(DataError, match="blank line"):
-        read_header_block(normalise_lines([text], ignore_dots=False), limit=2000)
+# --- a header block of any length streams ------------------------------------------------
 
 
-# --- process_headers: added headers ---------------------------------------------------
+def filler(count: int) -> Iterator[bytes]:
+    """``count`` short header lines, made one at a time (cron's key: value output)."""
+    for number in range(count):
+        yield b"X-Filler-%d: %s\n" % (number, b"y" * 50)
+
+
+def test_header_block_of_any_length_streams_in_little_memory() -> None:
+    """Ten MB of header lines without a blank line pass with a small, flat memory peak."""
+    step = HeaderStep(STAMP, collect_recipients=True)
+    out = 0
+    tracemalloc.start()
+    try:
+        for line in filler(160_000):
+            out += sum(map(len, step.feed(line).lines))
+        out += sum(map(len, step.finish()))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out > 10_000_000
+    assert peak < 64 * 1024
+
+
+def test_long_block_with_a_bcc_near_the_end_loses_the_bcc() -> None:
+    """A Bcc far down a block of over a MiB is still dropped, and -t still reads it."""
+    text = b"".join(filler(30_000)) + b"Bcc: late@x\n\nbody\n"
+    head, body, step = stepped(normalise_lines([text], ignore_dots=False), collect=True)
+    assert len(head) > 1 << 20
+    assert b"late@x" not in head and step.recipients == ("late@x",)
+    assert head.endswith(ADDED + b"\n") and body == b"body\n"
+
+
+def test_header_line_over_the_field_limit_is_a_data_error_naming_it() -> None:
+    """One header line bigger than the field limit exits 65 naming its line number."""
+    text = b"Subject: a\nX-Big: " + b"y " * 600 + b"\n\n"
+    with pytest.raises(DataError, match="message line 2") as caught:
+        split_limited(text, 1000)
+    assert caught.value.exit_code == 65
+
+
+def test_long_line_arriving_in_pieces_counts_against_the_limit() -> None:
+    """A header line in several pieces is refused as soon as it passes the field limit."""
+    step = HeaderStep(STAMP, collect_recipients=False, field_limit=1000)
+    step.feed(b"Subject: a\n")
+    step.feed(b"X-Big: " + b"y" * 600)
+    with pytest.raises(DataError, match="message line 2"):
+        step.feed(b"y" * 600)
+
+
+def test_collected_field_over_the_limit_is_a_data_error() -> None:
+    """With -t, a To field of many continuation lines over the limit is refused."""
+    text = b"To: a@x,\n" + b" b@x,\n" * 300 + b"\n"
+    with pytest.raises(DataError, match="To field"):
+        stepped(normalise_lines([text], ignore_dots=False), collect=True, limit=1000)
+    assert processed(text).count(b"b@x") == 300  # without -t it is only passed on
+
+
+def split_limited(text: bytes, limit: int) -> tuple[bytes, bytes]:
+    """``split`` with a small field limit."""
+    head, body, _ = stepped(normalise_lines([text], ignore_dots=False), limit=limit)
+    return head, body
+
+
+def test_long_header_line_in_pieces_is_joined_and_folded() -> None:
+    """A header line fed in pieces comes out folded as if it had arrived whole."""
+    line = b"Subject: " + b" ".join(b"word%04d" % n for n in range(300)) + b"\n"
+    whole = processed(line + b"\n")
+    pieces = [line[:1000], line[1000:1001], line[1001:]]
+    assert stepped([*pieces, b"\n"])[0] == whole
+
+
+def test_long_first_line_that_is_no_header_streams_as_body() -> None:
+    """A long first line in pieces that is no header starts the body at its first piece."""
+    head, body, _ = stepped([b"x" * 5000, b"y" * 5000, b"z\n", b"more\n"])
+    assert head == ADDED + b"\n"
+    assert body == b"x" * 5000 + b"y" * 5000 + b"z\nmore\n"
+
+
+def test_long_leading_from_line_in_pieces_is_dropped() -> None:
+    """A leading mbox From_ line that arrives in pieces is dropped whole."""
+    head, body, _ = stepped([b"From " + b"x" * 5000, b"y" * 10, b"z\n", b"Subject: s\n", b"\n"])
+    assert head == b"Subject: s\n" + ADDED + b"\n" and body == b""
+
+
+# --- HeaderStep: added headers ---------------------------------------------------
 
 
 def test_missing_headers_are_added_in_order_before_the_separator() -> None:
@@ -250,7 +347,7 @@ def test_empty_full_name_gives_a_bare_from() -> None:
     assert b"From: <alice@example.org>\n" in processed(b"\n", replace(STAMP, full_name=""))
 
 
-# --- process_headers: Bcc -------------------------------------------------------------
+# --- HeaderStep: Bcc -------------------------------------------------------------
 
 
 def test_bcc_and_its_continuations_are_removed() -> None:
@@ -263,11 +360,10 @@ def test_bcc_and_its_continuations_are_removed() -> None:
 
 def test_bcc_is_removed_with_t_too_and_still_yields_recipients() -> None:
     """With -t the Bcc addresses become recipients but the field is still removed."""
-    result = process_headers(
-        block_of(b"To: a@x\nBcc: b@x,\n c@x\n\n"), STAMP, collect_recipients=True
-    )
-    assert result.recipients == ("a@x", "b@x", "c@x")
-    assert not any(line.lower().startswith(b"bcc") for line in result.lines)
+    head, _, step = stepped(normalise_lines([b"To: a@x\nBcc: b@x,\n c@x\n\n"], ignore_dots=False),
+                            collect=True)
+    assert step.recipients == ("a@x", "b@x", "c@x")
+    assert not any(line.lower().startswith(b"bcc") for line in head.splitlines())
 
 
 def test_bcc_after_a_malformed_line_is_removed() -> None:
@@ -296,7 +392,7 @@ def test_resent_bcc_is_kept() -> None:
     assert b"Resent-Bcc: r@x\n" in processed(b"Resent-Bcc: r@x\n\n")
 
 
-# --- process_headers: -t recipients ---------------------------------------------------
+# --- HeaderStep: -t recipients ---------------------------------------------------
 
 
 def test_t_collects_to_cc_bcc_in_order() -> None:
@@ -348,11 +444,11 @@ def test_t_headers_in_the_body_are_not_read() -> None:
 
 def test_without_t_no_recipients_are_collected() -> None:
     """Without -t the recipients stay empty even when To: is present."""
-    result = process_headers(block_of(b"To: a@x\n\n"), STAMP, collect_recipients=False)
-    assert result.recipients == ()
+    _, _, step = stepped(normalise_lines([b"To: a@x\n\n"], ignore_dots=False))
+    assert step.recipients == ()
 
 
-# --- process_headers: folding ---------------------------------------------------------
+# --- HeaderStep: folding ---------------------------------------------------------
 
 
 def test_long_header_line_is_folded_at_a_blank() -> None:
@@ -399,7 +495,7 @@ def test_long_added_from_is_folded_too() -> None:
     assert b"".join(out.split(b"\n")).count(b"<alice@example.org>") == 1
 
 
-# --- process_headers: robustness ------------------------------------------------------
+# --- HeaderStep: robustness ------------------------------------------------------
 
 
 def test_stamp_values_with_line_breaks_are_refused() -> None:
@@ -408,8 +504,9 @@ def test_stamp_values_with_line_breaks_are_refused() -> None:
         processed(b"\n", replace(STAMP, full_name="Eve\nBcc: x@y"))
 
 
-def test_a_block_not_from_read_header_block_is_a_software_error() -> None:
-    """Hand-made blocks with unterminated or non-header lines are refused as bugs."""
-    for lines in ((b"Subject: x",), (b"not a header\n",), (b" cont\n",), (b"A: b\r\n",)):
-        with pytest.raises(SoftwareError):
-            process_headers(HeaderBlock(lines, True, None), STAMP, collect_recipients=False)
+def test_finish_inside_a_line_is_a_software_error() -> None:
+    """The input cannot end inside a line: normalise_lines ends every line, so it is a bug."""
+    step = HeaderStep(STAMP, collect_recipients=False)
+    step.feed(b"Subject: " + b"x" * 100)
+    with pytest.raises(SoftwareError):
+        step.finish()
