@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
+from itertools import pairwise
 from dataclasses import replace
 
 from hypothesis import given, settings
@@ -211,7 +212,7 @@ def pieces_of(draw: st.DrawFn, lines: list[bytes]) -> list[bytes]:
             continue
         cuts = sorted(set(draw(st.lists(st.integers(100, len(line) - 1), max_size=4))))
         bounds = [0, *cuts, len(line)]
-        pieces.extend(line[a:b] for a, b in zip(bounds, bounds[1:], strict=False))
+        pieces.extend(line[a:b] for a, b in pairwise(bounds))
     return pieces
 
 
