@@ -6,8 +6,8 @@ from __future__ import annotations
 import base64
 import re
 from collections.abc import Iterable
-from itertools import pairwise
 from dataclasses import replace
+from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
