@@ -46,6 +46,7 @@ from dma.core.smtp import (
     SessionFailed,
     SessionPolicy,
     SmtpClient,
+    Stage,
     StartTls,
     Transmit,
 )
@@ -139,10 +140,15 @@ class _Message:
     """A transaction with what the driver needs to send it."""
 
     plan: Transaction
-    path: str
+    paths: tuple[str, ...]  # each item's M file (links of one message), as plan.item_ids
     size: int
     eight_bit: bool
     body: bytes | None = None  # a small message read once, for the 8-bit check and DATA
+
+    @property
+    def path(self) -> str:
+        """The M file to read: one of an item still being sent (a delivered one's is gone)."""
+        return self.paths[0]
 
 
 def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
@@ -159,7 +165,27 @@ def _without(message: _Message, settled: dict[str, Outcome]) -> _Message | None:
     narrowed = dataclasses.replace(
         plan, item_ids=items, recipients=recipients, item_recipients=item_recipients
     )
-    return _Message(narrowed, message.path, message.size, message.eight_bit)
+    paths = tuple(message.paths[i] for i in keep)
+    return _Message(narrowed, paths, message.size, message.eight_bit)
+
+
+def _too_many_recipients(message: _Message, done: MessageDone) -> _Message | None:
+    """The message narrowed to the recipients refused with "452 too many recipients".
+
+    None unless the server also took at least one recipient in this transaction:
+    each further transaction then makes progress, so this ends.
+    """
+    limited = {
+        result.recipient for result in done.results
+        if result.stage is Stage.RCPT and result.reply is not None
+        and result.reply.code == 452 and result.reply.enhanced in (None, "4.5.3")
+    }
+    if not limited or not done.delivered:
+        return None
+    plan = message.plan
+    keep = {item_id for item_id, recipient in zip(plan.item_ids, plan.item_recipients,
+                                                  strict=True) if recipient not in limited}
+    return _without(message, dict.fromkeys(keep, deferred("")))
 
 
 MAX_LOGGED_IDS = 20
@@ -385,7 +411,8 @@ class RemoteDelivery:
             try:
                 if not os.path.exists(path):
                     raise FileNotFoundError(2, "No such file or directory", path)
-                pending.append(_Message(plan, path, 0, False))
+                paths = tuple(by_id[item_id].claim.message_path for item_id in plan.item_ids)
+                pending.append(_Message(plan, paths, 0, False))
             except OSError as unreadable:
                 for item_id in plan.item_ids:
                     by_id.pop(item_id, None)
@@ -594,6 +621,13 @@ class RemoteDelivery:
                     outcomes.update(settled)  # recorded before anything else can fail
                     for item_id, outcome in settled.items():
                         self._record(None, item_id, outcome)
+                    rest = _too_many_recipients(done, event)
+                    if rest is not None:
+                        # RFC 5321 4.5.3.1.10: the rest go in another transaction, now
+                        self.log.info("server takes fewer recipients per message; sending "
+                                      "the others in another transaction",
+                                      id=_ids(rest.plan.item_ids), host=host)
+                        queue.insert(0, rest)
                     if not inflight:
                         self._next(client, connection, queue, inflight)
                 elif isinstance(event, SessionFailed):

@@ -296,7 +296,8 @@ class Script:
     of message data; ``data_delay`` waits before answering the end of data;
     ``broken_starttls`` answers STARTTLS with 220, then answers the client's
     hello with plain text and hangs up, so the client's TLS handshake fails (put
-    STARTTLS in ``extensions``).
+    STARTTLS in ``extensions``); ``max_recipients`` answers RCPTs beyond that
+    many in one transaction with ``452 4.5.3 too many recipients``.
     """
 
     greeting: str = "220 sink.test ESMTP scripted"
@@ -309,6 +310,7 @@ class Script:
     data_reply: str = "250 2.0.0 queued"
     data_delay: float = 0.0
     broken_starttls: bool = False
+    max_recipients: int | None = None
 
 
 @dataclass
@@ -464,6 +466,10 @@ class _Session:
             self._reply("250 2.1.0 sender ok")
         elif verb == "RCPT":
             address = _angle(argument)
+            limit = self.script.max_recipients
+            if limit is not None and len(self.recipients) >= limit:
+                self._reply("452 4.5.3 too many recipients in this transaction")
+                return True
             answer = self.script.rcpt(address)
             if answer.startswith("2"):
                 self.recipients.append(address)

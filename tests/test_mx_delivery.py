@@ -21,6 +21,7 @@ from smtp_peers import (  # noqa: F401 (fixtures)
     Script,
     ScriptedSink,
     aiosmtpd_sink_fixture,
+    answer_by_local_part,
     bounces,
     delivery_status,
     free_port,
@@ -97,6 +98,24 @@ def test_mx_hosts_in_preference_order(
     assert temporary.messages == []
     assert site.queue() == []
     assert bounces(site) == []
+
+
+def test_recipient_deferred_at_one_mx_reaches_the_next_after_another_was_delivered(
+    site: DmaSite, port: int, nameserver: str,
+    aiosmtpd_sink: Callable[..., AiosmtpdSink], scripted_sink: Callable[..., ScriptedSink],
+) -> None:
+    """The first item is delivered at an MX that defers the second: the next MX gets the second."""
+    partial = scripted_sink(Script(rcpt=answer_by_local_part), host=BUSY, port=port)
+    good = aiosmtpd_sink(GOOD, port)
+    _configure(site, port, nameserver)
+    done = site.run(["-D", f"ok@multi.{ZONE}", f"temp@multi.{ZONE}"], MESSAGE,
+                    program="sendmail", timeout=60)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert [a.recipients for a in partial.messages] == [[f"ok@multi.{ZONE}"]]
+    [arrival] = good.wait_for(1)
+    assert arrival.recipients == [f"temp@multi.{ZONE}"]
+    assert b"looked up in DNS" in arrival.content
+    assert site.queue() == []
 
 
 def test_all_mx_hosts_temporary_defers(

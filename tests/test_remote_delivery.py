@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from conftest import DmaSite
 from smtp_peers import (  # noqa: F401 (fixtures)
     AiosmtpdSink,
@@ -480,3 +481,31 @@ def test_comma_list_with_a_local_name(site: DmaSite, scripted_sink: ScriptedFact
     mbox = (site.maildir / login).read_bytes()
     assert mbox.startswith(b"From alice@example.org ") and b"\nfor several\n" in mbox
     assert site.queue() == []
+
+
+@pytest.mark.parametrize("extensions", [("8BITMIME",), ("8BITMIME", "PIPELINING")],
+                         ids=["plain", "pipelining"])
+def test_too_many_recipients_go_in_further_transactions_at_once(
+    site: DmaSite, scripted_sink: ScriptedFactory, extensions: tuple[str, ...]
+) -> None:
+    """452 4.5.3 beyond two RCPTs: the rest follow in more transactions on the same connection."""
+    sink = scripted_sink(Script(extensions=extensions, max_recipients=2))
+    write_remote_config(site, sink.port)
+    recipients = [f"r{n}@example.org" for n in range(5)]
+    done = site.run(["-D", *recipients], MESSAGE, program="sendmail")
+    assert done.returncode == 0, done.stderr.decode()
+    arrivals = sink.wait_for(3)
+    assert [a.recipients for a in arrivals] == [recipients[:2], recipients[2:4], recipients[4:]]
+    assert len(sink.connections) == 1
+    assert site.queue() == []
+
+
+def test_452_without_progress_defers(site: DmaSite, scripted_sink: ScriptedFactory) -> None:
+    """452 to every RCPT of a transaction is not retried on the connection: deferred."""
+    sink = scripted_sink(Script(max_recipients=0))
+    write_remote_config(site, sink.port)
+    done = site.run(["-D", "a@example.org", "b@example.org"], MESSAGE, program="sendmail")
+    assert done.returncode == 75, done.stderr.decode()
+    assert [c for c in sink.connections[0].commands if c.startswith("MAIL")] != []
+    assert len([c for c in sink.connections[0].commands if c.startswith("MAIL")]) == 1
+    assert all("452" in item["last_error"] for item in site.queue())
