@@ -30,6 +30,7 @@ from dma.core.mbox import mbox_record
 MAILBOX_MODE = 0o600
 DOTLOCK_MODE = 0o644
 _CHUNK = 64 * 1024
+_NFS_SUPER_MAGIC = 0x6969  # statfs f_type of NFS (linux/magic.h)
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
 # Errors that say "the dotlock cannot be made here at all" (e.g. /var/mail not
@@ -229,12 +230,14 @@ def _lock(fd: int, path: str, deadline: float, stale_lock_age: float) -> _Dotloc
     All or nothing on each try, and never holding one while waiting for another:
     readers take them in any order (mutt fcntl first, procmail the dotlock first, the
     C dma flock alone), so hold-and-wait could deadlock.  flock is needed as well as
-    fcntl because on Linux the two kinds do not see each other.
+    fcntl because on Linux the two kinds do not see each other (except on NFS, where
+    flock is an fcntl lock in disguise: there fcntl alone excludes the C dma).
     Returns our dotlock, or None when the directory does not allow one.
     """
     delay = _POLL_FIRST
+    use_flock = not _on_nfs(fd)
     while True:
-        dotlock, held = _try_all_locks(fd, path, stale_lock_age)
+        dotlock, held = _try_all_locks(fd, path, stale_lock_age, use_flock=use_flock)
         if held is None:
             return dotlock
         now = time.monotonic()
@@ -247,7 +250,36 @@ def _lock(fd: int, path: str, deadline: float, stale_lock_age: float) -> _Dotloc
         delay = min(delay * 2, _POLL_MAX)
 
 
-def _try_all_locks(fd: int, path: str, stale_lock_age: float) -> tuple[_Dotlock | None, str | None]:
+def _on_nfs(fd: int) -> bool:
+    """Whether ``fd`` lives on NFS, where Linux emulates flock with fcntl locks.
+
+    There our flock would conflict with our own fcntl lock (their owners differ) and
+    every delivery would wait out its lock timeout.
+    """
+    return file_system_type(fd) == _NFS_SUPER_MAGIC
+
+
+def file_system_type(fd: int) -> int | None:
+    """statfs(2) f_type of the file system holding ``fd``; None when libc cannot say.
+
+    Python has no fstatfs, so ask libc through ctypes (only local delivery pays for it).
+    """
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 octets on Linux
+        if libc.fstatfs(fd, buffer) != 0:
+            return None
+    except (ImportError, OSError, AttributeError):
+        return None
+    return int(ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF)
+
+
+def _try_all_locks(
+    fd: int, path: str, stale_lock_age: float, *, use_flock: bool = True
+) -> tuple[_Dotlock | None, str | None]:
     """Try each lock once; returns (our dotlock, None) holding all of them, or
     (None, what is held by someone else) holding none."""
     available, dotlock = _try_dotlock(path, stale_lock_age)
@@ -259,7 +291,7 @@ def _try_all_locks(fd: int, path: str, stale_lock_age: float) -> tuple[_Dotlock 
             _remove_dotlock(dotlock)
             return None, "an fcntl lock on it"
         fcntl_held = True
-        if not _try_kernel_lock(fd, path, fcntl.flock):
+        if use_flock and not _try_kernel_lock(fd, path, fcntl.flock):
             _release(fd, dotlock, fcntl_held=True)
             return None, "a flock lock on it"
     except BaseException:

@@ -792,3 +792,19 @@ def test_maildir_s_nail_lists(tmp_path: Path) -> None:
     assert listing.returncode == 0, listing.stderr
     rows = sorted(tuple(f.strip() for f in line.split("|")) for line in listing.stdout.splitlines())
     assert rows == [("one@x.org", "message one"), ("two@x.org", "message two")]
+
+
+def test_file_system_type_is_what_statfs_reports(tmp_path: Path) -> None:
+    """The f_type we read through libc (to spot NFS, where flock and fcntl locks collide)
+    is the one coreutils' `stat -f` reports for the same directory."""
+    for directory in (tmp_path, Path("/dev/shm")):
+        if not directory.is_dir():
+            continue
+        reported = subprocess.run(["stat", "-f", "-c", "%t", str(directory)],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            assert local.file_system_type(fd) == int(reported, 16)
+            assert local._on_nfs(fd) is (int(reported, 16) == 0x6969)
+        finally:
+            os.close(fd)
