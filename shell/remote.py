@@ -333,11 +333,11 @@ class RemoteDelivery:
                 for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
                     for work_id, outcome in result.items():
                         self._record(outcomes, work_id, outcome)
-        for item_id, listed in self._lists.items():  # parts nobody answered for
-            if item_id not in outcomes:
-                for n in range(len(listed.parts)):
-                    self._record(outcomes, f"{item_id}{PART}{n}",
-                                 deferred("no outcome reported"))
+        for item_id, listed in self._lists.items():
+            for n in range(len(listed.parts)):  # parts nobody answered for (none known)
+                self._record(outcomes, f"{item_id}{PART}{n}", deferred("no outcome reported"))
+            if listed.final is not None:  # also when it was reported during the run
+                outcomes[item_id] = listed.final
         return outcomes
 
     # --- comma lists (one Q file, several addresses) --------------------------------
