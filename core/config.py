@@ -128,12 +128,13 @@ _SPECS = (
     KeySpec("NAMESERVER", "nameserver", "nameserver", "system resolver",
             "DNS server to ask instead of the system's: addr, addr:port or [v6]:port"),
     KeySpec("MAXCONNECTIONS", "count", "maxconnections", "4",
-            f"concurrent outgoing SMTP connections in all (1-{MAX_CONNECTIONS})"),
+            "concurrent outgoing SMTP connections in all, across every dma process of the"
+            f" spool (1-{MAX_CONNECTIONS})"),
     KeySpec("QUEUELIFETIME", "duration", "queuelifetime", "5d",
             "how long a message may stay queued before it bounces (5d, 120h, seconds)"),
     KeySpec("TIMEOUT", "duration", "timeout", "5m",
-            "how long to wait for each SMTP reply (twice that for the final dot);"
-            " connecting waits at most 30s"),
+            "how long to wait for each SMTP reply (twice that for the final dot) and for a"
+            " free connection slot; connecting waits at most 30s"),
 )
 
 KEYS: Mapping[str, KeySpec] = MappingProxyType({spec.name: spec for spec in _SPECS})

@@ -26,8 +26,9 @@ def test_every_key_is_in_the_readme_table() -> None:
     assert set(_table()) == set(KEYS)
 
 
-def test_readme_defaults_match_the_parser() -> None:
-    """Each row's default is the one the key's specification gives."""
+def test_readme_rows_match_the_parser() -> None:
+    """Each row's default and description are the ones the key's specification gives."""
     table = _table()
     for name, spec in KEYS.items():
         assert table[name][0] == spec.default, name
+        assert table[name][1] == spec.doc.replace("|", "&#124;"), name
