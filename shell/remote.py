@@ -228,19 +228,23 @@ SMALL_MESSAGE = 1 << 16
 
 
 def _load(message: _Message) -> _Message:
-    """Size, 8-bit check and, for a small message, its content: one open and one read."""
+    """Size on the wire, 8-bit check and, for a small message, its content: one open.
+
+    SIZE= counts the octets as sent (RFC 1870): the spool holds LF line ends, the wire
+    CRLF, so each line adds one octet to the file's size.
+    """
     with open(message.path, "rb") as handle:
         size = os.fstat(handle.fileno()).st_size
         if size <= SMALL_MESSAGE:
             body = handle.read()
-            return dataclasses.replace(message, size=size, eight_bit=not body.isascii(),
-                                       body=body)
+            return dataclasses.replace(message, size=size + body.count(b"\n"),
+                                       eight_bit=not body.isascii(), body=body)
         eight_bit = False
+        lines = 0
         while chunk := handle.read(1 << 16):
-            if not chunk.isascii():
-                eight_bit = True
-                break
-    return dataclasses.replace(message, size=size, eight_bit=eight_bit)
+            lines += chunk.count(b"\n")
+            eight_bit = eight_bit or not chunk.isascii()
+    return dataclasses.replace(message, size=size + lines, eight_bit=eight_bit)
 
 
 class RemoteDelivery:

@@ -509,3 +509,20 @@ def test_452_without_progress_defers(site: DmaSite, scripted_sink: ScriptedFacto
     assert [c for c in sink.connections[0].commands if c.startswith("MAIL")] != []
     assert len([c for c in sink.connections[0].commands if c.startswith("MAIL")]) == 1
     assert all("452" in item["last_error"] for item in site.queue())
+
+
+@pytest.mark.parametrize("lines", [3, 20_000], ids=["small", "over-64k"])
+def test_size_parameter_counts_the_octets_on_the_wire(
+    site: DmaSite, scripted_sink: ScriptedFactory, lines: int
+) -> None:
+    """SIZE= in MAIL FROM is the message as sent, CRLF line ends included (RFC 1870),
+    for a message read whole and for one streamed from the spool."""
+    sink = scripted_sink(Script(extensions=("SIZE 10000000", "8BITMIME")))
+    write_remote_config(site, sink.port)
+    body = b"".join(b".line %d of the body\n" % n for n in range(lines))
+    done = site.run(["-D", "bob@example.org"], b"Subject: size\n\n" + body)
+    assert done.returncode == 0, done.stderr
+    (arrival,) = sink.wait_for(1)
+    (mail,) = [c for c in sink.connections[0].commands if c.startswith("MAIL FROM:")]
+    declared = int(mail.split("SIZE=")[1].split()[0])
+    assert declared == len(arrival.content)
