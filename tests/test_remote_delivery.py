@@ -279,7 +279,10 @@ def test_one_connection_for_a_queue_run(site: DmaSite, scripted_sink: ScriptedFa
     assert sorted(r for a in arrivals for r in a.recipients) == [
         f"user{n}@example.org" for n in range(5)]
     assert len(sink.connections) == 1
-    assert sink.connections[0].commands.count("RSET") <= 4
+    commands = sink.connections[0].commands
+    assert sum(c.startswith("MAIL FROM:") for c in commands) == 5  # one transaction each
+    assert commands.count("RSET") == 0  # a finished transaction needs no reset
+    assert sum(c.startswith("EHLO") for c in commands) == 1
     assert site.queue() == []
 
 
