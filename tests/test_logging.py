@@ -204,3 +204,25 @@ def test_lost_and_failed_connections_name_the_items(
     write_remote_config(site, free_port(), defer=True)
     refused = _event(_run_remote_in_process(site, ids), "connection failed")
     assert refused["id"] == ids[0]
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o640, False), (0o600, False)])
+def test_auth_file_readable_by_everyone_is_warned_about(
+    site: DmaSite, aiosmtpd_sink: Callable[..., AiosmtpdSink], tls_certs: TlsCerts,
+    mode: int, warned: bool,
+) -> None:
+    """An auth.conf that others than its owner and group may read gets a warning naming
+    it (SPEC 2.2); the mail still goes out, and the password is never logged."""
+    sink = aiosmtpd_sink(starttls=tls_certs.server_context(), auth=True)
+    write_remote_config(
+        site, sink.port,
+        f"SECURETRANSFER\nSTARTTLS\nCAFILE {tls_certs.ca_file}\n" + write_auth(site),
+        defer=True)
+    auth_file = site.root / "auth.conf"
+    auth_file.chmod(mode)
+    ids = site.send(["a@example.org"], REMOTE_MESSAGE)
+    events = _run_remote_in_process(site, ids)
+    warnings = [e for e in events if "readable by everyone" in str(e["event"])]
+    assert [str(e.get("path")) for e in warnings] == ([str(auth_file)] if warned else [])
+    assert _event(events, "delivered")["id"] == ids[0]
+    _assert_no_secrets(events)
