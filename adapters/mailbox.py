@@ -212,9 +212,11 @@ def _check_owner(info: os.stat_result, path: str, owner: tuple[int, int] | None)
     """Refuse a mailbox that does not belong to ``owner``, as procmail does.
 
     Whoever may create files in MAILDIR could otherwise make a victim's mailbox
-    before the first delivery and read everything that lands in it.
+    before the first delivery and read everything that lands in it.  A mailbox of
+    root's is no such trap (root can read every mailbox anyway): an administrator
+    may have made it, so it is accepted.
     """
-    if owner is None or info.st_uid == owner[0]:
+    if owner is None or info.st_uid in (owner[0], 0):
         return
     raise TempFailure(
         f"mailbox {path} belongs to uid {info.st_uid}, not to its user (uid {owner[0]});"

@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from dma.adapters.slots import SLOT_DIR
+
 BIN = Path(sys.executable).parent
 # Runs dma under a chosen program name when the console scripts are not installed.
 _BY_NAME = (
@@ -111,8 +113,14 @@ class DmaSite:
         return [json.loads(line) for line in done.stdout.decode().splitlines()]
 
     def spool_names(self) -> set[str]:
-        """The names in the spool directory (empty when it does not exist)."""
-        return set(os.listdir(self.spool)) if self.spool.is_dir() else set()
+        """The queue's names in the spool directory (empty when it does not exist).
+
+        The connection slot directory (MAXCONNECTIONS across processes) is no queue
+        item and is left out.
+        """
+        if not self.spool.is_dir():
+            return set()
+        return set(os.listdir(self.spool)) - {SLOT_DIR}
 
     def message(self, item_id: str) -> bytes:
         """The spooled message (M file) of an item."""

@@ -240,17 +240,46 @@ def other_uid() -> int:
     return 65534 if os.getuid() != 65534 else 65533
 
 
+PLANTER_UID = 4321  # neither root nor the mailbox's user
+
+
+def planted(box: Path) -> int:
+    """Make ``box`` (and what is in it) belong to neither root nor other_uid(); its uid."""
+    if os.geteuid() != 0:
+        return os.getuid()  # ours, which is not other_uid() either
+    for path in (box, *box.rglob("*")):
+        os.chown(path, PLANTER_UID, PLANTER_UID)
+    return PLANTER_UID
+
+
 def test_mbox_owned_by_someone_else_refused(tmp_path: Path) -> None:
     """With an owner given, an mbox that belongs to another uid is refused temporarily and
     left untouched (whoever made it could read the mail)."""
     box = tmp_path / "bob"
     box.write_bytes(b"planted\n")
-    with pytest.raises(TempFailure, match=f"mailbox {box} belongs to uid {os.getuid()}") as caught:
+    planter = planted(box)
+    with pytest.raises(TempFailure, match=f"mailbox {box} belongs to uid {planter}") as caught:
         local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT,
                       owner=(other_uid(), os.getgid()))
     assert "stays queued" in str(caught.value)
     assert box.read_bytes() == b"planted\n"
     assert not (tmp_path / "bob.lock").exists()
+
+
+def test_mailbox_of_root_accepted_for_any_owner(tmp_path: Path) -> None:
+    """An mbox or Maildir that belongs to root (an administrator made it) is no trap:
+    delivering for another user's uid goes into it."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root, for a root-owned mailbox")
+    box = tmp_path / "bob"
+    box.write_bytes(b"")
+    local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT,
+                  owner=(other_uid(), os.getgid()))
+    assert [body for _, body in read_mbox(box)] == [spooled("x")]
+    maildir = make_maildir(tmp_path / "carol")
+    local.deliver(str(maildir), io.BytesIO(spooled("y")), "a@b", MOMENT,
+                  owner=(other_uid(), os.getgid()))
+    assert len(os.listdir(maildir / "new")) == 1
 
 
 def test_mbox_owned_by_the_owner_accepted(tmp_path: Path) -> None:
@@ -722,7 +751,8 @@ def test_maildir_owned_by_someone_else_refused(tmp_path: Path) -> None:
     """With an owner given, a Maildir that belongs to another uid is refused temporarily and
     nothing is written into it."""
     box = make_maildir(tmp_path / "bob")
-    with pytest.raises(TempFailure, match=f"mailbox {box} belongs to uid {os.getuid()}"):
+    planter = planted(box)
+    with pytest.raises(TempFailure, match=f"mailbox {box} belongs to uid {planter}"):
         local.deliver(str(box), io.BytesIO(spooled("x")), "a@b", MOMENT,
                       owner=(other_uid(), os.getgid()))
     assert [os.listdir(box / sub) for sub in ("cur", "new", "tmp")] == [[], [], []]
