@@ -6,9 +6,11 @@ change: a long header line is folded, a long plain body part becomes quoted-prin
 long base64 and quoted-printable lines are re-wrapped.  Everything else passes through
 byte for byte, so signatures over untouched parts stay valid.
 
-Two streaming passes over the spooled message (LF lines, no CR): ``find_long_parts``
-says which parts need work, ``reencode`` does it.  Memory is the boundary stack and the
-current part's header block, never the message.
+Two streaming passes over the spooled message (LF lines, no CR, long lines in pieces as
+``core.lines.normalise_lines`` yields them): ``find_long_parts`` says which parts need
+work, ``reencode`` does it.  Memory is the boundary stack, one header line (at most
+``FIELD_LIMIT``) and a line's worth of output: never the message, a header block or a
+long line, so a 100 MB body on one line streams through a few 64 KiB pieces.
 
 Parts are numbered in order of appearance: 0 is the top-level message, then every body
 part as its header block starts, multipart containers included, so that the headers,
@@ -41,6 +43,12 @@ _ENDS_IN_WORD = re.compile(rb"(?:^|[ \t])" + _ENCODED_WORD + rb"[ \t]*$")
 _STARTS_WITH_WORD = re.compile(rb"[ \t]+" + _ENCODED_WORD + rb"(?:[ \t]|$)")
 _COMMENT = re.compile(r"\([^()]*\)")
 _HEX = frozenset(b"0123456789ABCDEFabcdef")
+_QP_SPECIALS = re.compile(rb"[^\x21-\x3c\x3e-\x7e \t]+")  # what quoted-printable escapes
+_BLANK_HOLD = 900  # trailing blanks of a re-wrapped QP line that stay with its last token
+
+FIELD_LIMIT = 1 << 20
+"""Bound on one header line of a part, and on its Content-Type or
+Content-Transfer-Encoding value, in octets; bigger is a DataError."""
 
 # Fields whose value RFC 5322/2045 give a grammar: an encoded word there would change
 # its meaning, so they are split between tokens instead.  Everything else (Subject,
@@ -60,6 +68,14 @@ Role = Literal["separator", "body", "preamble", "epilogue", "delimiter"]
 
 
 @dataclass(frozen=True, slots=True)
+class LongParts:
+    """What ``find_long_parts`` found, for ``reencode``."""
+
+    long: frozenset[int]  # parts whose body holds a line over MAX_LINE_OCTETS
+    convert: frozenset[int]  # those of them that become quoted-printable
+
+
+@dataclass(frozen=True, slots=True)
 class _Entity:
     """What a header block says about the body that follows it."""
 
@@ -71,105 +87,158 @@ class _Entity:
 
 
 @dataclass(frozen=True, slots=True)
-class _HeaderBlock:
-    """One part's header lines, buffered because a converted part's CTE must change."""
+class _HeaderLine:
+    """One line of a part's header block, whole."""
+
+    ordinal: int
+    line: bytes
+    number: int
+
+
+@dataclass(frozen=True, slots=True)
+class _HeaderEnd:
+    """The end of a part's header block: what it says, and whether a body follows."""
 
     entity: _Entity
-    lines: tuple[bytes, ...]
-    number: int  # 1-based line number of its first line in the message
     ended: bool  # closed by an empty line, so a body follows
 
 
 @dataclass(frozen=True, slots=True)
-class _Line:
-    """A line outside any header block, with the part it belongs to."""
+class _Piece:
+    """A line outside any header block, or a piece of a long one, with its part."""
 
     ordinal: int
     role: Role
-    line: bytes
-    number: int
+    data: bytes  # ends in LF when it ends its line
+    number: int  # 1-based line number
     boundaries: tuple[bytes, ...]  # open multipart boundaries, innermost first
+    first: bool  # the piece starts its line
+    long: bool  # its line is over the limit (known from the line's first piece)
+
+
+_Event = _HeaderLine | _HeaderEnd | _Piece
 
 
 # --------------------------------------------------------------------------------------
 # public API
 
 
-def find_long_parts(lines: Iterable[bytes]) -> frozenset[int]:
-    """Return the ordinals of the parts whose body holds a line over ``MAX_LINE_OCTETS``.
+def find_long_parts(lines: Iterable[bytes]) -> LongParts:
+    """Return the parts whose body holds a line over ``MAX_LINE_OCTETS``, and which convert.
 
-    The LF does not count.  Header lines do not count either: ``reencode`` folds them
-    wherever they are, and a long Subject alone is no reason to re-encode a body.  The
-    preamble, delimiters and epilogue of a multipart count for the multipart.  So an
-    empty set does not mean that nothing is long: run ``reencode`` whenever a line was.
-    Raises SoftwareError on a line not ending in LF.
+    ``lines`` are LF lines; a long one may come in pieces, a piece without LF going on
+    in the next (what ``normalise_lines`` yields).  The LF does not count.  Header
+    lines do not count either: ``reencode`` folds them wherever they are, and a long
+    Subject alone is no reason to re-encode a body.  The preamble, delimiters and
+    epilogue of a multipart count for the multipart.  A listed part converts to
+    quoted-printable when the long line is in its body and it has no
+    Content-Transfer-Encoding or 7bit, 8bit, binary.  An empty ``long`` does not mean
+    that nothing is long: run ``reencode`` whenever a line was.  Raises SoftwareError
+    on input that is not LF lines.
     """
-    found: set[int] = set()
-    for event in _walk(lines):
-        if isinstance(event, _Line) and len(event.line) > _LONGEST:
-            found.add(event.ordinal)
-    return frozenset(found)
+    long: set[int] = set()
+    convert: set[int] = set()
+    entity: _Entity | None = None  # of the part whose header block ended last
+    for event in _Walker().events(lines):
+        if isinstance(event, _HeaderEnd):
+            entity = event.entity
+        elif isinstance(event, _Piece) and event.first and event.long:
+            long.add(event.ordinal)
+            if (
+                event.role == "body" and entity is not None and entity.ordinal == event.ordinal
+                and entity.cte in _PLAIN_CTES
+            ):
+                convert.add(event.ordinal)
+    return LongParts(frozenset(long), frozenset(convert))
 
 
-def reencode(lines: Iterable[bytes], long_parts: frozenset[int]) -> Iterator[bytes]:
-    """Yield the message again with every line at most ``MAX_LINE_OCTETS`` octets plus LF.
+def reencode(lines: Iterable[bytes], parts: LongParts) -> Iterator[bytes]:
+    """Yield the message again as whole LF lines of at most ``MAX_LINE_OCTETS`` octets plus LF.
 
-    ``long_parts`` is what ``find_long_parts`` returned for the same lines.  Long header
-    lines are folded in every part.  A long body line in a part not listed is a bug of
-    the caller (SoftwareError); one that cannot be re-encoded without losing content (an
-    unknown Content-Transfer-Encoding, a boundary longer than the limit) is a DataError.
+    ``parts`` is what ``find_long_parts`` returned for the same lines.  Long header
+    lines are folded in every part.  A long body line in a part not listed, or a plan
+    that does not fit the message, is a bug of the caller (SoftwareError); a line that
+    cannot be re-encoded without losing content (an unknown Content-Transfer-Encoding,
+    a boundary longer than the limit) is a DataError.
     """
     mode = "pass"
-    for event in _walk(lines):
-        if isinstance(event, _HeaderBlock):
+    name: str | None = None  # the current header field's name
+    dropping = False  # the current header field is the CTE that conversion replaces
+    previous = b""  # the field's last line out, to see whether it ends in an encoded word
+    work: _LineWork | None = None  # the re-encoder of the current long line
+    for event in _Walker().events(lines):
+        if isinstance(event, _Piece):
+            if event.first:
+                work = _line_work(event, mode, parts)
+                if work is None:
+                    yield event.data
+                    continue
+            elif work is None:
+                raise SoftwareError(f"line {event.number}: a piece without its line's start")
+            yield from work.feed(event.data)
+            continue
+        if isinstance(event, _HeaderEnd):
             entity = event.entity
-            listed = entity.ordinal in long_parts
-            convert = listed and event.ended and not entity.container
-            convert = convert and entity.cte in _PLAIN_CTES
-            yield from _header_block(event, convert)
+            convert = entity.ordinal in parts.convert
+            if convert:
+                if not (
+                    entity.ordinal in parts.long and event.ended and not entity.container
+                    and entity.cte in _PLAIN_CTES
+                ):
+                    raise SoftwareError(
+                        f"part {entity.ordinal} is listed for conversion but cannot convert",
+                        hint="pass what find_long_parts returned for the same lines",
+                    )
+                if entity.ordinal == 0 and not entity.has_mime_version:
+                    yield b"MIME-Version: 1.0\n"
+                yield b"Content-Transfer-Encoding: quoted-printable\n"
+            listed = entity.ordinal in parts.long
             mode = "convert" if convert else entity.cte if listed else "pass"
+            name = None
             continue
         line = event.line
-        if event.role == "body" and mode == "convert":
-            yield from _qp_pack(_qp_encode_tokens(line[:-1]))
+        continuation = line[:1] in (b" ", b"\t")
+        if not continuation:
+            name = _field_name(line)
+            dropping = event.ordinal in parts.convert and name == "content-transfer-encoding"
+            previous = b""
+        if dropping:
             continue
         if len(line) <= _LONGEST:
+            previous = line[:-1]
             yield line
             continue
-        if event.ordinal not in long_parts:
-            raise _unlisted(event.number, event.ordinal)
-        content = line[:-1]
-        if event.role == "delimiter":
-            trimmed = content.rstrip(_BLANKS)  # RFC 2046 transport padding
-            if len(trimmed) > MAX_LINE_OCTETS:
-                raise DataError(
-                    f"line {event.number}: a MIME boundary of {len(trimmed)} octets is "
-                    f"longer than {MAX_LINE_OCTETS}",
-                    hint="use a boundary of at most 70 characters (RFC 2046)",
-                )
-            yield trimmed + b"\n"
-        elif event.role in ("preamble", "epilogue"):
-            # Readers ignore these (RFC 2046 5.1.1); a split loses nothing they show.
-            for piece in _split_width(content, MAX_LINE_OCTETS, event.boundaries):
-                yield piece + b"\n"
-        elif mode == "base64":
-            for piece in _split_width(content, _BASE64_WIDTH, event.boundaries):
-                yield piece + b"\n"
-        elif mode == "quoted-printable":
-            yield from _qp_pack(_qp_tokens(content))
-        else:
-            raise DataError(
-                f"line {event.number}: a line of {len(content)} octets in a part with "
-                f"Content-Transfer-Encoding {mode!r} cannot be re-encoded",
-                hint=f"keep lines to {MAX_LINE_OCTETS} octets or use base64",
-            )
+        after_word = _ENDS_IN_WORD.search(previous) is not None
+        for piece in _fold(line[:-1], name, continuation, after_word):
+            previous = piece
+            yield piece + b"\n"
 
 
-def _unlisted(number: int, ordinal: int) -> SoftwareError:
-    return SoftwareError(
-        f"line {number}: part {ordinal} has a line over {MAX_LINE_OCTETS} octets "
-        "but is not in long_parts",
-        hint="pass what find_long_parts returned for the same lines",
+def _line_work(event: _Piece, mode: str, parts: LongParts) -> _LineWork | None:
+    """The re-encoder for the line ``event`` starts, or None when it passes unchanged."""
+    if event.role == "body" and mode == "convert":
+        return _QPEncoder()
+    if not event.long:
+        return None
+    if event.ordinal not in parts.long:
+        raise SoftwareError(
+            f"line {event.number}: part {event.ordinal} has a line over {MAX_LINE_OCTETS} "
+            "octets but is not in long_parts",
+            hint="pass what find_long_parts returned for the same lines",
+        )
+    if event.role == "delimiter":  # whole, its long padding already cut by the walk
+        return _Delimiter(event.number)
+    if event.role in ("preamble", "epilogue"):
+        # Readers ignore these (RFC 2046 5.1.1); a split loses nothing they show.
+        return _Splitter(MAX_LINE_OCTETS, event.boundaries)
+    if mode == "base64":
+        return _Splitter(_BASE64_WIDTH, event.boundaries)
+    if mode == "quoted-printable":
+        return _QPRewrapper(event.number)
+    raise DataError(
+        f"line {event.number}: a line over {MAX_LINE_OCTETS} octets in a part with "
+        f"Content-Transfer-Encoding {mode!r} cannot be re-encoded",
+        hint=f"keep lines to {MAX_LINE_OCTETS} octets or use base64",
     )
 
 
@@ -177,67 +246,165 @@ def _unlisted(number: int, ordinal: int) -> SoftwareError:
 # the MIME structure, as a stream
 
 
-def _walk(lines: Iterable[bytes]) -> Iterator[_HeaderBlock | _Line]:
-    """Tag every line with its part: header blocks whole, other lines one by one."""
-    frames: list[tuple[bytes, int]] = []  # open multiparts, outermost first
-    boundaries: tuple[bytes, ...] = ()
-    ordinal = 0
-    next_ordinal = 1
-    role: Role | Literal["headers"] = "headers"
-    header: list[bytes] = []
-    header_start = 1
-    number = 0
-    for number, line in enumerate(lines, 1):
-        if not line.endswith(b"\n") or line.find(b"\n") != len(line) - 1:
+class _Walker:
+    """Tags every piece with its part: header lines whole, other lines piece by piece."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[bytes, int]] = []  # open multiparts, outermost first
+        self.boundaries: tuple[bytes, ...] = ()
+        self.ordinal = 0
+        self.next_ordinal = 1
+        self.role: Role | Literal["headers"] = "headers"
+        self.reader = _EntityReader()
+        self.number = 0
+        self.header_pieces: list[bytes] = []  # a header line arriving in pieces
+        self.header_size = 0
+
+    def events(self, lines: Iterable[bytes]) -> Iterator[_Event]:
+        """The events of the message in ``lines``, in order.
+
+        A line is judged (delimiter, header, body; long or not) once it has ended or
+        passed the limit, so the size of the pieces it came in does not matter.
+        """
+        state = "start"  # of the current line: start, lead, held, rest
+        lead: list[bytes] = []  # the line's first pieces, until it can be judged
+        lead_size = 0
+        held: list[bytes] = []  # a long line that may still turn out to be a delimiter
+        held_size = 0
+        match = (-1, False)
+        for piece in lines:
+            if not piece:
+                continue
+            lf = piece.find(b"\n")
+            ends = lf == len(piece) - 1
+            if lf >= 0 and not ends:
+                raise SoftwareError(
+                    f"line {self.number + (state == 'start')} does not end in exactly one LF",
+                    hint="split the message into LF-terminated lines first",
+                )
+            if state == "start":
+                self.number += 1
+                state, lead, lead_size = "lead", [], 0
+            if state == "lead":
+                lead.append(piece)
+                lead_size += len(piece)
+                if not ends and lead_size <= _LONGEST:
+                    continue
+                first = lead[0] if len(lead) == 1 else b"".join(lead)
+                lead = []
+                if self.boundaries and first[:2] == b"--":
+                    match = _match_delimiter(first, self.boundaries, ends)
+                    if match[0] >= 0 and ends:
+                        yield from self._delimiter(first, len(first) > _LONGEST, *match)
+                        state = "start"
+                        continue
+                    if match[0] >= 0:
+                        held, held_size, state = [first], len(first), "held"
+                        continue
+                yield from self._start(first, ends)
+                state = "start" if ends else "rest"
+                continue
+            if state == "held":
+                if not piece.rstrip(b"\n").strip(_BLANKS):  # still only padding
+                    held.append(piece)
+                    held_size += len(piece)
+                    if ends:
+                        line = held[0].rstrip(_BLANKS) + b"\n"
+                        held = []
+                        state = "start"
+                        yield from self._delimiter(line, True, *match)
+                    elif held_size > FIELD_LIMIT:
+                        raise DataError(
+                            f"line {self.number}: a line starting as a MIME delimiter goes "
+                            f"on with over {FIELD_LIMIT} octets of blanks",
+                            hint="remove the padding after the boundary",
+                        )
+                    continue
+                yield from self._start(held[0], False)  # no delimiter after all
+                for earlier in held[1:]:
+                    yield from self._more(earlier, False)
+                held = []
+            yield from self._more(piece, ends)
+            state = "start" if ends else "rest"
+        if state != "start":
             raise SoftwareError(
-                f"line {number} does not end in exactly one LF",
+                f"line {self.number} does not end in exactly one LF",
                 hint="split the message into LF-terminated lines first",
             )
-        depth, closing = _match_delimiter(line, boundaries) if boundaries else (-1, False)
-        if depth >= 0:
-            if role == "headers":
-                yield _HeaderBlock(_entity(ordinal, header), tuple(header), header_start, False)
-                header = []
-            del frames[len(frames) - depth :]  # inner multiparts end with their parent's part
-            container = frames[-1][1]
-            yield _Line(container, "delimiter", line, number, boundaries)
-            if closing:
-                frames.pop()
-                role, ordinal = "epilogue", container
-            else:
-                role, ordinal, header_start = "headers", next_ordinal, number + 1
-                next_ordinal += 1
-            boundaries = tuple(boundary for boundary, _ in reversed(frames))
-        elif role != "headers":
-            yield _Line(ordinal, role, line, number, boundaries)
-        elif line != b"\n":
-            header.append(line)
-        else:
-            entity = _entity(ordinal, header)
-            yield _HeaderBlock(entity, tuple(header), header_start, True)
-            header = []
-            yield _Line(ordinal, "separator", line, number, boundaries)
+        if self.role == "headers" and self.reader.lines:
+            yield _HeaderEnd(self.reader.entity(self.ordinal), False)
+
+    def _start(self, piece: bytes, ends: bool) -> Iterator[_Event]:
+        """The first piece of a line that is no delimiter."""
+        if self.role != "headers":
+            long = not ends or len(piece) > _LONGEST
+            yield _Piece(self.ordinal, self.role, piece, self.number, self.boundaries, True, long)
+        elif piece == b"\n":
+            entity = self.reader.entity(self.ordinal)
+            self.reader = _EntityReader()
+            yield _HeaderEnd(entity, True)
+            yield _Piece(
+                self.ordinal, "separator", piece, self.number, self.boundaries, True, False
+            )
             if entity.container:
-                frames.append((entity.boundary, ordinal))
-                boundaries = (entity.boundary, *boundaries)
-                role = "preamble"
+                self.frames.append((entity.boundary, self.ordinal))
+                self.boundaries = (entity.boundary, *self.boundaries)
+                self.role = "preamble"
             else:
-                role = "body"
-    if role == "headers" and header:
-        yield _HeaderBlock(_entity(ordinal, header), tuple(header), header_start, False)
+                self.role = "body"
+        else:
+            yield from self._more(piece, ends)
+
+    def _more(self, piece: bytes, ends: bool) -> Iterator[_Event]:
+        """A piece of a line whose first piece went to ``_start``."""
+        if self.role != "headers":
+            yield _Piece(self.ordinal, self.role, piece, self.number, self.boundaries, False, True)
+            return
+        self.header_pieces.append(piece)
+        self.header_size += len(piece)
+        if self.header_size > FIELD_LIMIT:
+            raise DataError(
+                f"line {self.number}: a header line longer than {FIELD_LIMIT} octets",
+                hint="headers hold short values: put big data in the body",
+            )
+        if ends:
+            line = b"".join(self.header_pieces)
+            self.header_pieces = []
+            self.header_size = 0
+            self.reader.add(line, self.number)
+            yield _HeaderLine(self.ordinal, line, self.number)
+
+    def _delimiter(self, line: bytes, long: bool, depth: int, closing: bool) -> Iterator[_Event]:
+        """A whole delimiter line: ends the part (and inner multiparts), starts the next."""
+        if self.role == "headers":
+            yield _HeaderEnd(self.reader.entity(self.ordinal), False)
+            self.reader = _EntityReader()
+        del self.frames[len(self.frames) - depth :]  # inner multiparts end with their parent's part
+        container = self.frames[-1][1]
+        yield _Piece(container, "delimiter", line, self.number, self.boundaries, True, long)
+        if closing:
+            self.frames.pop()
+            self.role, self.ordinal = "epilogue", container
+        else:
+            self.role, self.ordinal = "headers", self.next_ordinal
+            self.next_ordinal += 1
+        self.boundaries = tuple(boundary for boundary, _ in reversed(self.frames))
 
 
-def _match_delimiter(line: bytes, boundaries: tuple[bytes, ...]) -> tuple[int, bool]:
+def _match_delimiter(piece: bytes, boundaries: tuple[bytes, ...], ends: bool) -> tuple[int, bool]:
     """Return (how many frames out, closing?) for a delimiter line, else (-1, False).
 
     RFC 2046 5.1.1 as Python's email parser reads it: ``--boundary``, an optional
-    ``--``, then only blanks.  An outer boundary also ends the inner multiparts.
+    ``--``, then only blanks.  An outer boundary also ends the inner multiparts.  For
+    the first piece of a long line (``ends`` False) the answer says that the line is a
+    delimiter if the rest of it is blanks.
     """
-    if not line.startswith(b"--"):
+    if not piece.startswith(b"--"):
         return -1, False
+    end = len(piece) - 1 if ends else len(piece)
     for depth, boundary in enumerate(boundaries):
-        if line.startswith(boundary, 2):
-            rest = line[2 + len(boundary) : -1]
+        if piece.startswith(boundary, 2):
+            rest = piece[2 + len(boundary) : end]
             closing = rest.startswith(b"--")
             if closing:
                 rest = rest[2:]
@@ -246,41 +413,65 @@ def _match_delimiter(line: bytes, boundaries: tuple[bytes, ...]) -> tuple[int, b
     return -1, False
 
 
-def _entity(ordinal: int, header: Sequence[bytes]) -> _Entity:
-    content_type: bytes | None = None
-    cte: bytes | None = None
-    has_mime_version = False
-    for name, value in _fields(header):
-        if name == "content-type" and content_type is None:
-            content_type = value
-        elif name == "content-transfer-encoding" and cte is None:
-            cte = value
-        elif name == "mime-version":
-            has_mime_version = True
-    maintype, boundary = _parse_content_type(content_type or b"")
-    return _Entity(
-        ordinal=ordinal,
-        container=maintype == "multipart" and bool(boundary),
-        boundary=boundary,
-        cte=_without_comments((cte or b"").decode("latin-1")).strip().lower(),
-        has_mime_version=has_mime_version,
-    )
+class _EntityReader:
+    """Reads Content-Type, Content-Transfer-Encoding and MIME-Version off a header block,
+    line by line, keeping only those values (each at most ``FIELD_LIMIT`` octets)."""
 
+    def __init__(self) -> None:
+        self.lines = 0
+        self._name: str | None = None  # the field being kept
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._content_type: bytes | None = None
+        self._cte: bytes | None = None
+        self._mime_version = False
 
-def _fields(header: Sequence[bytes]) -> Iterator[tuple[str, bytes]]:
-    """Yield (lower-cased name, unfolded value) for each field of a header block."""
-    name: str | None = None
-    parts: list[bytes] = []
-    for line in header:
+    def add(self, line: bytes, number: int) -> None:
+        """Take one whole header line."""
+        self.lines += 1
         if line[:1] in (b" ", b"\t"):
-            parts.append(line[:-1])
-            continue
-        if name is not None:
-            yield name, b"".join(parts)
+            if self._name is not None:
+                self._keep(line[:-1], number)
+            return
+        self._close()
         name = _field_name(line)
-        parts = [line[line.find(b":") + 1 : -1]]
-    if name is not None:
-        yield name, b"".join(parts)
+        if name == "mime-version":
+            self._mime_version = True
+        elif (name == "content-type" and self._content_type is None) or (
+            name == "content-transfer-encoding" and self._cte is None
+        ):
+            self._name = name
+            self._keep(line[line.find(b":") + 1 : -1], number)
+
+    def _keep(self, value: bytes, number: int) -> None:
+        self._size += len(value)
+        if self._size > FIELD_LIMIT:
+            raise DataError(
+                f"line {number}: a {self._name} field longer than {FIELD_LIMIT} octets",
+                hint="no MIME header needs that much",
+            )
+        self._parts.append(value)
+
+    def _close(self) -> None:
+        if self._name == "content-type":
+            self._content_type = b"".join(self._parts)
+        elif self._name == "content-transfer-encoding":
+            self._cte = b"".join(self._parts)
+        self._name = None
+        self._parts = []
+        self._size = 0
+
+    def entity(self, ordinal: int) -> _Entity:
+        """What the block read so far says about the body that follows it."""
+        self._close()
+        maintype, boundary = _parse_content_type(self._content_type or b"")
+        return _Entity(
+            ordinal=ordinal,
+            container=maintype == "multipart" and bool(boundary),
+            boundary=boundary,
+            cte=_without_comments((self._cte or b"").decode("latin-1")).strip().lower(),
+            has_mime_version=self._mime_version,
+        )
 
 
 def _field_name(line: bytes) -> str | None:
@@ -335,7 +526,7 @@ def _split_params(value: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------
-# header blocks
+# header lines
 
 
 def fold_header_line(line: bytes, name: str | None, *, continuation: bool = False) -> list[bytes]:
@@ -352,33 +543,6 @@ def fold_header_line(line: bytes, name: str | None, *, continuation: bool = Fals
     while len(pieces) > 1 and not pieces[-1].strip(_BLANKS):
         pieces.pop()
     return pieces
-
-
-def _header_block(block: _HeaderBlock, convert: bool) -> Iterator[bytes]:
-    """Yield a header block with long lines folded and, to convert, the new CTE."""
-    name: str | None = None
-    dropping = False
-    previous = b""  # the field's last line out, to see whether it ends in an encoded word
-    for line in block.lines:
-        continuation = line[:1] in (b" ", b"\t")
-        if not continuation:
-            name = _field_name(line)
-            dropping = convert and name == "content-transfer-encoding"
-            previous = b""
-        if dropping:
-            continue
-        if len(line) <= _LONGEST:
-            previous = line[:-1]
-            yield line
-            continue
-        after_word = _ENDS_IN_WORD.search(previous) is not None
-        for piece in _fold(line[:-1], name, continuation, after_word):
-            previous = piece
-            yield piece + b"\n"
-    if convert:
-        if block.entity.ordinal == 0 and not block.entity.has_mime_version:
-            yield b"MIME-Version: 1.0\n"
-        yield b"Content-Transfer-Encoding: quoted-printable\n"
 
 
 def is_unstructured(name: str) -> bool:
@@ -535,27 +699,66 @@ def _hard_chunks(data: bytes, limit: int) -> list[bytes]:
 
 
 # --------------------------------------------------------------------------------------
-# body lines
+# body lines, each re-encoded as a stream of pieces
 
 
-def _split_width(content: bytes, width: int, boundaries: tuple[bytes, ...]) -> list[bytes]:
-    """Cut ``content`` into pieces of ``width``, none of which reads as a MIME delimiter."""
-    pieces: list[bytes] = []
-    start = 0
-    while len(content) - start > width:
-        cut = start + width
-        while cut > start + 1 and _looks_like_delimiter(content, cut, boundaries):
-            cut -= 1
-        if _looks_like_delimiter(content, cut, boundaries):
-            cut = start + width  # nothing better in reach: garbage in, garbage out
-        pieces.append(content[start:cut])
-        start = cut
-    pieces.append(content[start:])
-    return pieces
+class _LineWork:
+    """Re-encodes one line fed in pieces; the piece ending in LF ends it."""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Take the next piece; return the whole output lines it completes."""
+        raise NotImplementedError
 
 
-def _looks_like_delimiter(content: bytes, at: int, boundaries: tuple[bytes, ...]) -> bool:
-    return any(content.startswith(b"--" + boundary, at) for boundary in boundaries)
+class _Delimiter(_LineWork):
+    """A long delimiter line: its transport padding goes (RFC 2046 5.1.1)."""
+
+    def __init__(self, number: int) -> None:
+        self._number = number
+
+    def feed(self, data: bytes) -> list[bytes]:
+        trimmed = data[:-1].rstrip(_BLANKS)
+        if len(trimmed) > MAX_LINE_OCTETS or not data.endswith(b"\n"):
+            raise DataError(
+                f"line {self._number}: a MIME boundary of {len(trimmed)} octets is "
+                f"longer than {MAX_LINE_OCTETS}",
+                hint="use a boundary of at most 70 characters (RFC 2046)",
+            )
+        return [trimmed + b"\n"]
+
+
+class _Splitter(_LineWork):
+    """Cuts a line into lines of ``width`` octets, none of which reads as a MIME delimiter."""
+
+    def __init__(self, width: int, boundaries: tuple[bytes, ...]) -> None:
+        self._width = width
+        self._delimiters = tuple(b"--" + boundary for boundary in boundaries)
+        self._ahead = max((len(d) for d in self._delimiters), default=0)  # to see one whole
+        self._buffer = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        final = data.endswith(b"\n")
+        buffer = self._buffer + (data[:-1] if final else data)
+        width = self._width
+        reserve = 0 if final else self._ahead  # more follows: cut only what can be judged
+        delimiters = self._delimiters
+        out: list[bytes] = []
+        start = 0
+        while len(buffer) - start > width + reserve:
+            cut = start + width
+            if delimiters:
+                while cut > start + 1 and buffer.startswith(delimiters, cut):
+                    cut -= 1
+                if buffer.startswith(delimiters, cut):
+                    cut = start + width  # nothing better in reach: garbage in, garbage out
+            out.append(buffer[start:cut] + b"\n")
+            start = cut
+        if final:
+            out.append(buffer[start:] + b"\n")
+            self._buffer = b""
+        else:
+            self._buffer = buffer[start:]
+        return out
 
 
 _QP_TOKENS: tuple[bytes, ...] = tuple(
@@ -565,60 +768,195 @@ _QP_TOKENS: tuple[bytes, ...] = tuple(
 )
 
 
-def _qp_encode_tokens(content: bytes) -> list[bytes]:
-    """Quoted-printable tokens for one line of raw content (RFC 2045 6.7)."""
-    tokens = [_QP_TOKENS[octet] for octet in content]
-    if content and content[-1] in _BLANKS:
-        tokens[-1] = b"=%02X" % content[-1]  # rule 3: no blank before a hard break
-    return tokens
+def _qp_escape(match: re.Match[bytes]) -> bytes:
+    return b"".join(map(_QP_TOKENS.__getitem__, match.group()))
 
 
-def _qp_tokens(content: bytes) -> list[bytes]:
-    """Split a quoted-printable line into pieces a soft break may separate.
+def _qp_encode(raw: bytes) -> bytes:
+    """Raw octets as quoted-printable text, each ``=`` the start of a three-octet escape."""
+    return _QP_SPECIALS.sub(_qp_escape, raw)
+
+
+class _QPPacker:
+    """Packs quoted-printable text into LF lines of at most 76 characters, as a stream.
+
+    Lines but the last end in a soft break ``=``; a line after a soft break never
+    starts with ``-``, which could make it read as a MIME delimiter.  In the text fed,
+    every ``=`` starts a three-character escape and the text ends between tokens; the
+    line's last token (trailing blanks stay with it) comes to ``finish`` and is never
+    split, so that a line may be longer than 76 only for it.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._broken = False  # the current line follows a soft break
+
+    def feed(self, text: bytes) -> list[bytes]:
+        """More text of the line; at least the last token follows."""
+        buffer = self._buffer + text if self._buffer else text
+        out: list[bytes] = []
+        start = 0
+        while True:
+            dash = self._broken and buffer[start : start + 1] == b"-"
+            if len(buffer) - start + 2 * dash <= _QP_WIDTH - 1:  # more follows: wait
+                break
+            start = self._cut(buffer, start, dash, out)
+        self._buffer = buffer[start:]
+        return out
+
+    def finish(self, tail: bytes) -> list[bytes]:
+        """The line's last token, with its trailing blanks: the rest of the line out."""
+        buffer = self._buffer
+        out: list[bytes] = []
+        start = 0
+        while True:
+            rest = len(buffer) - start
+            dash = self._broken and (buffer[start : start + 1] if rest else tail[:1]) == b"-"
+            lead, skip = (b"=2D", 1) if dash else (b"", 0)
+            if rest + len(tail) + 2 * dash <= _QP_WIDTH or not rest:
+                # the last line; the tail alone on a line may be longer (its blanks)
+                text = buffer[start + skip :] + tail if rest else tail[skip:]
+                out.append(lead + text + b"\n")
+                break
+            if rest + 2 * dash > _QP_WIDTH - 1:
+                start = self._cut(buffer, start, dash, out)
+                continue
+            out.append(lead + buffer[start + skip :] + b"=\n")  # break before the tail
+            self._broken = True
+            start = len(buffer)
+        self._buffer = b""
+        self._broken = False
+        return out
+
+    def _cut(self, buffer: bytes, start: int, dash: bool, out: list[bytes]) -> int:
+        """Put the longest line that fits (75 and the soft break) out; return the new start."""
+        lead, begin = (b"=2D", start + 1) if dash else (b"", start)
+        cut = begin + _QP_WIDTH - 1 - len(lead)
+        if buffer[cut - 1] == 0x3D:  # never split an escape
+            cut -= 1
+        elif buffer[cut - 2] == 0x3D:
+            cut -= 2
+        out.append(lead + buffer[begin:cut] + b"=\n")
+        self._broken = True
+        return cut
+
+
+class _QPEncoder(_LineWork):
+    """Encodes one line of raw content as quoted-printable (RFC 2045 6.7)."""
+
+    def __init__(self) -> None:
+        self._packer = _QPPacker()
+        self._last = b""  # the last octet so far: a blank there is escaped only at the end
+
+    def feed(self, data: bytes) -> list[bytes]:
+        final = data.endswith(b"\n")
+        raw = self._last + (data[:-1] if final else data)
+        if not raw:
+            return self._packer.finish(b"") if final else []
+        self._last = raw[-1:]
+        out = self._packer.feed(_qp_encode(raw[:-1])) if len(raw) > 1 else []
+        if final:
+            last = raw[-1]
+            # rule 3: no blank before a hard break
+            out += self._packer.finish(b"=%02X" % last if last in _BLANKS else _QP_TOKENS[last])
+        return out
+
+
+class _QPRewrapper(_LineWork):
+    """Re-wraps one long quoted-printable line with soft breaks, decoding the same.
 
     ``=XX`` stays whole; a stray ``=`` becomes ``=3D``, what RFC 2045 tells readers to
-    make of it; trailing blanks stay with the last token, so that readers that strip
-    them and readers that keep them both read the same as before.
+    make of it; a last ``=`` is the soft break it was; trailing blanks stay with the
+    last token, so that readers that strip them and readers that keep them both read
+    the same as before (up to ``_BLANK_HOLD`` of them: a longer run goes on as text).
     """
-    stripped = len(content.rstrip(_BLANKS))
+
+    def __init__(self, number: int) -> None:
+        self._packer = _QPPacker()
+        self._carry = b""  # raw octets not yet judged: the last token and trailing blanks
+        self._number = number
+
+    def feed(self, data: bytes) -> list[bytes]:
+        final = data.endswith(b"\n")
+        raw = self._carry + (data[:-1] if final else data)
+        stripped = len(raw.rstrip(_BLANKS))
+        if len(raw) - stripped > _BLANK_HOLD:
+            if stripped and raw[stripped - 1] == 0x3D:
+                raise DataError(
+                    f"line {self._number}: a quoted-printable line with '=' and then over "
+                    f"{_BLANK_HOLD} blanks cannot be re-wrapped",
+                    hint="remove the trailing blanks",
+                )
+            cut = len(raw) - _BLANK_HOLD  # the last token goes out as text with the blanks
+            self._carry = b"" if final else raw[cut:]
+            out = self._packer.feed(_qp_scan(raw, 0, cut, -1))
+            return out + self._packer.finish(raw[cut:]) if final else out
+        boundary = _token_start(raw, stripped)
+        if not final:
+            self._carry = raw[boundary:]
+            return self._packer.feed(_qp_scan(raw, 0, boundary, -1))
+        self._carry = b""
+        tokens = _qp_small_tokens(raw, boundary, stripped)
+        text = _qp_scan(raw, 0, boundary, stripped) + b"".join(tokens[:-1])
+        tail = (tokens[-1] if tokens else b"") + raw[stripped:]
+        return self._packer.feed(text) + self._packer.finish(tail)
+
+
+def _token_start(raw: bytes, stripped: int) -> int:
+    """A token boundary at or just before the last non-blank octet, ``raw[stripped - 1]``.
+
+    A ``=`` always starts a token, and any other octet does unless one of the two
+    before it is a ``=``: moving back to such a ``=`` lands between tokens.
+    """
+    if not stripped:
+        return 0
+    start = stripped - 1
+    if start >= 1 and raw[start - 1] == 0x3D:
+        return start - 1
+    if start >= 2 and raw[start - 2] == 0x3D:
+        return start - 2
+    return start
+
+
+def _qp_scan(raw: bytes, start: int, end: int, stripped: int) -> bytes:
+    """Quoted-printable text for ``raw[start:end]``, which starts and ends between tokens.
+
+    ``=XX`` stays, a ``=`` at ``stripped - 1`` is the line's soft break, any other
+    ``=`` becomes ``=3D``; the two octets after a ``=`` are read from ``raw``.
+    """
+    out: list[bytes] = []
+    index = start
+    while True:
+        equals = raw.find(b"=", index, end)
+        if equals < 0:
+            out.append(raw[index:end])
+            return b"".join(out)
+        out.append(raw[index:equals])
+        index = equals + 1
+        if equals == stripped - 1:
+            out.append(b"=")
+        elif equals + 2 < len(raw) and raw[equals + 1] in _HEX and raw[equals + 2] in _HEX:
+            out.append(raw[equals : equals + 3])
+            index = equals + 3
+        else:
+            out.append(b"=3D")
+
+
+def _qp_small_tokens(raw: bytes, start: int, stripped: int) -> list[bytes]:
+    """The tokens of ``raw[start:stripped]``, the few octets that end a line, one each."""
     tokens: list[bytes] = []
-    index = 0
+    index = start
     while index < stripped:
-        octet = content[index]
-        if octet != 61:
-            tokens.append(content[index : index + 1])
+        if raw[index] != 0x3D:
+            tokens.append(raw[index : index + 1])
             index += 1
         elif index == stripped - 1:
-            tokens.append(b"=")  # an existing soft line break
+            tokens.append(b"=")  # the line's soft break
             index += 1
-        elif content[index + 1] in _HEX and index + 2 < len(content) and content[index + 2] in _HEX:
-            tokens.append(content[index : index + 3])
+        elif index + 2 < len(raw) and raw[index + 1] in _HEX and raw[index + 2] in _HEX:
+            tokens.append(raw[index : index + 3])
             index += 3
         else:
             tokens.append(b"=3D")
             index += 1
-    trailing = content[max(index, stripped) :]
-    if not tokens:
-        return [trailing]
-    if trailing:
-        tokens[-1] += trailing
     return tokens
-
-
-def _qp_pack(tokens: Sequence[bytes]) -> Iterator[bytes]:
-    """Join quoted-printable tokens into LF lines of at most 76 characters.
-
-    Lines but the last end in a soft break ``=``; a line after a soft break never
-    starts with ``-``, which could make it read as a MIME delimiter.
-    """
-    last = len(tokens) - 1
-    current = bytearray()
-    for index, token in enumerate(tokens):
-        room = _QP_WIDTH if index == last else _QP_WIDTH - 1
-        if current and len(current) + len(token) > room:
-            yield bytes(current) + b"=\n"
-            current = bytearray()
-            if token[:1] == b"-":
-                token = b"=2D" + token[1:]
-        current += token
-    yield bytes(current) + b"\n"

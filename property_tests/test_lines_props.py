@@ -95,3 +95,33 @@ def test_content_is_preserved_without_dots(pieces: list[bytes]) -> None:
     if normalised and not normalised.endswith(b"\n"):
         normalised += b"\n"
     assert joined == normalised
+
+
+@settings(max_examples=200, deadline=None)
+@given(split_message(), st.booleans(), st.integers(1, 12))
+def test_pieces_join_to_the_lines(
+    case: tuple[bytes, list[bytes]], dots: bool, max_piece: int
+) -> None:
+    """With any piece size, pieces join to the same lines; each is bounded and well formed."""
+    _, chunks = case
+    whole = run(chunks, dots)
+    try:
+        pieces = list(normalise_lines(chunks, ignore_dots=dots, max_piece=max_piece))
+    except DataError as error:
+        assert isinstance(whole, str) and str(error) == whole
+        return
+    assert not isinstance(whole, str)
+    lines: list[bytes] = []
+    current = b""
+    for piece in pieces:
+        assert b"\n" not in piece[:-1]
+        if piece.endswith(b"\n"):
+            assert len(piece) - 1 <= max_piece
+            assert len(piece) >= 2 or not current  # a split line's end holds content
+            lines.append(current + piece)
+            current = b""
+        else:
+            assert len(piece) == max_piece
+            current += piece
+    assert not current
+    assert lines == whole

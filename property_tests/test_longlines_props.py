@@ -13,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma.core.errors import DataError, DmaError
-from dma.core.longlines import MAX_LINE_OCTETS, find_long_parts, reencode
+from dma.core.lines import normalise_lines
+from dma.core.longlines import MAX_LINE_OCTETS, LongParts, find_long_parts, reencode
+
+NOTHING = LongParts(frozenset(), frozenset())
 
 # Content never holds "#", so "##b<n>" boundaries never occur in it.
 _OCTETS = [octet for octet in range(32, 127) if octet != ord("#")] + [9, 0xC3, 0xA9, 0xFF]
@@ -127,14 +130,14 @@ def test_mime_trees_come_out_short_and_decode_the_same(node: Leaf | Multi, subje
     for ordinal, (old, new) in enumerate(zip(before, after, strict=True)):
         if not old.is_multipart():
             assert old.get_payload(decode=True) == new.get_payload(decode=True)
-        if ordinal not in long_parts:
+        if ordinal not in long_parts.long:
             unfolded = [(k, str(v).replace("\n", "")) for k, v in old.items()]
             assert unfolded == [(k, str(v).replace("\n", "")) for k, v in new.items()]
             if not old.is_multipart():
                 assert old.get_payload() == new.get_payload()
     # A second run finds nothing left to do.
-    assert find_long_parts(out_lines) == frozenset()
-    assert b"".join(reencode(out_lines, frozenset())) == out
+    assert find_long_parts(out_lines) == NOTHING
+    assert b"".join(reencode(out_lines, NOTHING)) == out
 
 
 # decode_header() splits at str line breaks and str whitespace (\x1f counts as one):
@@ -158,7 +161,7 @@ def test_unstructured_header_decodes_to_the_same_text(parts: list[str], name: st
     """Folded or encoded, an unstructured value unfolds and decodes to what it was."""
     value = " ".join(parts).encode()
     message = name.encode() + b": " + value + b"\n\nbody\n"
-    out = b"".join(reencode(message.splitlines(keepends=True), frozenset()))
+    out = b"".join(reencode(message.splitlines(keepends=True), NOTHING))
     assert all(len(line) <= MAX_LINE_OCTETS for line in out.split(b"\n"))
     head = out[: out.index(b"\n\n")]
     raw = head.split(b":", 1)[1].replace(b"\n", b"").decode("latin-1")
@@ -178,7 +181,7 @@ def test_converted_body_is_strict_quoted_printable(body: list[bytes]) -> None:
     """Converted lines are at most 76 characters, end in no blank and decode back exactly."""
     raw = b"".join(line + b"\n" for line in body)
     lines = (b"Subject: q\n", b"\n", *raw.splitlines(keepends=True))
-    out = b"".join(reencode(lines, frozenset({0})))
+    out = b"".join(reencode(lines, LongParts(frozenset({0}), frozenset({0}))))
     encoded = out.split(b"\n\n", 1)[1]
     for line in encoded.splitlines():
         assert len(line) <= 76
@@ -212,9 +215,13 @@ fragments = st.one_of(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(fragments, max_size=25), st.frozensets(st.integers(0, 6), max_size=4))
+@given(
+    st.lists(fragments, max_size=25),
+    st.frozensets(st.integers(0, 6), max_size=4),
+    st.frozensets(st.integers(0, 6), max_size=4),
+)
 def test_any_input_raises_nothing_but_our_errors(
-    chunks: list[bytes], listed: frozenset[int]
+    chunks: list[bytes], listed: frozenset[int], converted: frozenset[int]
 ) -> None:
     """Arbitrary bytes and arbitrary long_parts give short lines or a DmaError."""
     data = b"".join(chunks)
@@ -223,7 +230,7 @@ def test_any_input_raises_nothing_but_our_errors(
         long_parts = find_long_parts(lines)
         out = list(reencode(lines, long_parts))
         assert all(len(line) <= MAX_LINE_OCTETS + 1 for line in out)
-        out = list(reencode(lines, listed))
+        out = list(reencode(lines, LongParts(listed, converted)))
         assert all(len(line) <= MAX_LINE_OCTETS + 1 for line in out)
     except DmaError:
         pass
@@ -240,3 +247,38 @@ def test_lf_lines_with_their_parts_fail_only_on_unencodable_content(chunks: list
     except DataError:
         return
     assert all(len(line) <= MAX_LINE_OCTETS + 1 and line.endswith(b"\n") for line in out)
+
+
+def pieces_of(lines: list[bytes], size: int) -> list[bytes]:
+    """The lines as normalise_lines yields them with pieces of ``size`` octets."""
+    return list(normalise_lines(lines, ignore_dots=True, max_piece=size))
+
+
+def outcome(lines: list[bytes]) -> tuple[LongParts, bytes] | str:
+    """What both passes make of ``lines``: the plan and the output, or the error's type."""
+    try:
+        parts = find_long_parts(lines)
+        return parts, b"".join(reencode(lines, parts))
+    except DmaError as error:
+        return type(error).__name__
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree, note, st.integers(1, 1200))
+def test_long_lines_in_pieces_give_the_same_output(
+    node: Leaf | Multi, subject: bytes, size: int
+) -> None:
+    """Long lines fed in pieces of any size give exactly the same plan and output."""
+    lines = message_of(node, subject).splitlines(keepends=True)
+    assert outcome(pieces_of(lines, size)) == outcome(lines)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(fragments, max_size=25), st.integers(1, 1200))
+def test_any_input_in_pieces_gives_the_same_as_whole_lines(
+    chunks: list[bytes], size: int
+) -> None:
+    """On arbitrary input too, pieces change nothing: same plan, output or error."""
+    data = b"".join(chunks).replace(b"\r", b"").replace(b"\0", b"")  # as in the spool
+    lines = re.findall(rb"[^\n]*\n", data if data.endswith(b"\n") else data + b"\n")
+    assert outcome(pieces_of(lines, size)) == outcome(lines)

@@ -191,12 +191,20 @@ def _copy(pieces: Iterable[bytes], step: HeaderStep, out: BinaryIO) -> bool:
 
 @contextmanager
 def _reencoded(spool: Spool, source: str) -> Iterator[SpoolWriter]:
-    """A second spool temp file holding the message with long lines re-encoded (SPEC 3.2)."""
+    """A second spool temp file holding the message with long lines re-encoded (SPEC 3.2).
+
+    Both passes read the first temp file in chunks and bounded pieces of lines, so a
+    100 MB line never sits in memory.
+    """
     from dma.core.longlines import find_long_parts, reencode
+
+    def pieces(handle: BinaryIO) -> Iterator[bytes]:
+        chunks = iter(lambda: handle.read(CHUNK), b"")
+        return normalise_lines(chunks, ignore_dots=True)
 
     with spool.begin() as fixed:
         with open(source, "rb") as handle:
-            long_parts = find_long_parts(handle)
+            long_parts = find_long_parts(pieces(handle))
         with open(source, "rb") as handle:
-            fixed.file.writelines(reencode(handle, long_parts))
+            fixed.file.writelines(reencode(pieces(handle), long_parts))
         yield fixed

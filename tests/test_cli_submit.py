@@ -13,9 +13,12 @@ import os
 import quopri
 import re
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from conftest import DmaSite, login_name
+from conftest import DmaSite, command, login_name
 
 from dma.core.version import PRODUCT, VERSION
 
@@ -297,6 +300,42 @@ def test_long_body_line_is_reencoded_without_loss(site: DmaSite) -> None:
     lines, body = headers_and_body(text)
     assert b"Content-Transfer-Encoding: quoted-printable" in lines
     assert quopri.decodestring(body) == b"short\n" + long_line + b"\nend\n"
+
+
+# Runs argv with our stdin and prints the peak RSS (KiB) of that child alone.  The child is
+# started from this small process, not from pytest: a child started by vfork counts its
+# parent's memory until it execs.
+_PEAK_RSS = (
+    "import resource, subprocess, sys; "
+    "done = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+    "sys.exit(done.returncode)"
+)
+
+
+def test_a_20_mb_single_line_body_streams_in_bounded_memory(site: DmaSite, tmp_path: Path) -> None:
+    """A 20 MB body on one line is queued by a dma process whose peak RSS stays under 60 MB,
+    and the quoted-printable body in the spool decodes back to the same octets."""
+    unit = bytes(range(256)).replace(b"\n", b"").replace(b"\r", b"").replace(b"\0", b"") * 256
+    line = unit * (20_000_000 // len(unit))
+    source = tmp_path / "big-message"
+    source.write_bytes(b"Subject: one long line\n\n" + line + b"\n")
+    with source.open("rb") as stdin:
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_RSS, *command("dma"), "-C", str(site.config),
+             "b@example.org"],
+            stdin=stdin, capture_output=True, env=site.environ, cwd=site.root, timeout=120,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    peak_mb = int(done.stdout) / 1024  # ru_maxrss is in KiB on Linux
+    assert peak_mb < 60, f"peak RSS {peak_mb:.1f} MB"
+    (item,) = site.queue()
+    text = site.message(str(item["id"]))
+    assert max(len(piece) for piece in text.split(b"\n")) <= 76
+    lines, body = headers_and_body(text)
+    assert b"Content-Transfer-Encoding: quoted-printable" in lines
+    assert quopri.decodestring(body) == line + b"\n"
 
 
 def test_long_header_line_is_folded_without_loss(site: DmaSite) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
 from collections.abc import Iterator
 
 import pytest
 
 from dma.core.errors import DataError
-from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
+from dma.core.lines import MAX_LINE_OCTETS, PIECE_OCTETS, normalise_lines
 
 
 def lines_of(*chunks: bytes, ignore_dots: bool = False) -> list[bytes]:
@@ -154,3 +155,45 @@ def test_a_large_message_is_fast() -> None:
 def test_lf_completing_a_split_crlf_does_not_swallow_the_next_empty_line() -> None:
     """Chunks "a\\r", "\\n", "\\n" give the line "a" and then an empty line."""
     assert list(normalise_lines([b"a\r", b"\n", b"\n"], ignore_dots=True)) == [b"a\n", b"\n"]
+
+
+def test_a_line_over_the_piece_size_comes_in_pieces() -> None:
+    """A long line comes as full-size pieces without LF, then the rest with the LF."""
+    out = list(normalise_lines([b"ab\n" + b"x" * 25 + b"\ncd"], ignore_dots=False, max_piece=10))
+    assert out == [b"ab\n", b"x" * 10, b"x" * 10, b"x" * 5 + b"\n", b"cd\n"]
+
+
+def test_the_last_piece_of_a_line_is_never_only_its_lf() -> None:
+    """A line of exactly twice the piece size ends with a piece holding content, not a bare LF."""
+    for chunks in ([b"y" * 20 + b"\n"], [b"y" * 10, b"y" * 10, b"\n"], [b"y" * 20]):
+        out = list(normalise_lines(chunks, ignore_dots=False, max_piece=10))
+        assert out == [b"y" * 10, b"y" * 10 + b"\n"], chunks
+
+
+def test_the_end_of_a_long_line_is_no_dot_line() -> None:
+    """A last piece '.' of a line split into pieces does not end the input."""
+    out = list(normalise_lines([b"..", b"\n.\nafter\n"], ignore_dots=False, max_piece=1))
+    assert out == [b".", b".\n"]
+
+
+def test_a_20_mb_line_streams_in_little_memory() -> None:
+    """A 20 MB line read in 64 KiB chunks never has more than a few pieces in memory."""
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(320):
+            yield b"z" * 65536
+        yield b"\nend\n"
+
+    total = 0
+    biggest = 0
+    tracemalloc.start()
+    try:
+        for piece in normalise_lines(chunks(), ignore_dots=False):
+            total += len(piece)
+            biggest = max(biggest, len(piece))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert total == 320 * 65536 + 5
+    assert biggest == PIECE_OCTETS + 1  # the last piece, with the LF
+    assert peak < 1 << 20

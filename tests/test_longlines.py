@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import base64
+import binascii
 import email
 import email.header
 import itertools
 import quopri
 import re
+import tracemalloc
 from collections.abc import Iterator
 from email.message import Message
 
 import pytest
 
 from dma.core.errors import DataError, SoftwareError
-from dma.core.longlines import MAX_LINE_OCTETS, find_long_parts, reencode
+from dma.core.longlines import MAX_LINE_OCTETS, LongParts, find_long_parts, reencode
+
+NOTHING = LongParts(frozenset(), frozenset())
 
 
 def split(message: bytes) -> list[bytes]:
@@ -103,7 +107,7 @@ def test_8bit_body_and_trailing_blanks_survive_conversion() -> None:
 def test_message_without_long_lines_is_returned_byte_for_byte() -> None:
     """With nothing long, find_long_parts is empty and reencode changes nothing."""
     message = PLAIN.replace(b"0123456789 " * 454, b"short ")
-    assert find_long_parts(split(message)) == frozenset()
+    assert find_long_parts(split(message)) == LongParts(frozenset(), frozenset())
     assert run(message) == message
 
 
@@ -123,8 +127,9 @@ ALTERNATIVE = (
 def test_only_the_html_part_of_an_alternative_changes() -> None:
     """The HTML part is converted; the text part and the delimiters stay byte-identical."""
     lines = split(ALTERNATIVE)
-    assert find_long_parts(lines) == frozenset({2})
-    out = b"".join(reencode(lines, frozenset({2})))
+    parts = find_long_parts(lines)
+    assert parts == LongParts(frozenset({2}), frozenset({2}))
+    out = b"".join(reencode(lines, parts))
     assert between(out, b"--=_alt 42", b"--=_alt 42") == between(
         ALTERNATIVE, b"--=_alt 42", b"--=_alt 42"
     )
@@ -145,8 +150,9 @@ def test_base64_attachment_on_one_100k_line_is_rewrapped_at_76() -> None:
         b"Content-Disposition: attachment; filename=data.bin\n\n" + encoded + b"\n--outer--\n"
     )
     lines = split(message)
-    assert find_long_parts(lines) == frozenset({2})
-    out = b"".join(reencode(lines, frozenset({2})))
+    parts = find_long_parts(lines)
+    assert parts == LongParts(frozenset({2}), frozenset())
+    out = b"".join(reencode(lines, parts))
     body = between(out, b"Content-Disposition: attachment; filename=data.bin", b"--outer--")
     body_lines = body.splitlines()[2:]
     assert {len(line) for line in body_lines[:-1]} == {76}
@@ -167,8 +173,9 @@ def test_nested_multiparts_are_numbered_in_order_and_decode_the_same() -> None:
         b"--a\nContent-Type: text/plain; charset=us-ascii\n\n" + b"y" * 1500 + b"\n--a--\n"
     )
     lines = split(message)
-    assert find_long_parts(lines) == frozenset({3, 4})
-    out = b"".join(reencode(lines, frozenset({3, 4})))
+    parts = find_long_parts(lines)
+    assert parts == LongParts(frozenset({3, 4}), frozenset({4}))
+    out = b"".join(reencode(lines, parts))
     assert longest(out) <= MAX_LINE_OCTETS
     assert leaf_payloads(out) == leaf_payloads(message)
     assert [part.get_content_type() for part in email.message_from_bytes(out).walk()] == [
@@ -187,7 +194,7 @@ def test_outer_boundary_closes_an_unterminated_inner_multipart() -> None:
         b"Content-Type: multipart/mixed; boundary=b\n\n--b\n\ninner\n"
         b"--a\n\n" + b"z" * 1000 + b"\n--a--\n"
     )
-    assert find_long_parts(split(message)) == frozenset({3})
+    assert find_long_parts(split(message)) == LongParts(frozenset({3}), frozenset({3}))
     assert leaf_payloads(run(message)) == leaf_payloads(message)
 
 
@@ -227,8 +234,9 @@ def test_message_rfc822_is_a_leaf_and_is_not_searched_for_boundaries() -> None:
         b"Content-Type: message/rfc822\n\n" + inner + b"--out--\n"
     )
     lines = split(message)
-    assert find_long_parts(lines) == frozenset({1})
-    out = b"".join(reencode(lines, frozenset({1})))
+    parts = find_long_parts(lines)
+    assert parts == LongParts(frozenset({1}), frozenset({1}))
+    out = b"".join(reencode(lines, parts))
     part = between(out, b"--out", b"--out--")
     headers, body = part.split(b"\n\n", 1)
     assert b"Content-Transfer-Encoding: quoted-printable" in headers
@@ -257,7 +265,7 @@ def test_long_subject_with_blanks_is_folded_and_unfolds_to_the_same_value() -> N
     subject = b"Subject: " + b" ".join(b"w%d" % n for n in range(600))
     message = subject + b"\nTo: a@b\n\nbody\n"
     out = run(message)
-    assert find_long_parts(split(message)) == frozenset()
+    assert find_long_parts(split(message)) == LongParts(frozenset(), frozenset())
     assert longest(out) <= 78
     assert out.replace(b"\n ", b" ") == message
 
@@ -313,8 +321,8 @@ def test_long_part_header_is_folded_without_touching_the_body() -> None:
         b"Content-Description: " + b"part " * 300 + b"\n\ntext\n--h--\n"
     )
     lines = split(message)
-    assert find_long_parts(lines) == frozenset()
-    out = b"".join(reencode(lines, frozenset()))
+    assert find_long_parts(lines) == NOTHING
+    out = b"".join(reencode(lines, NOTHING))
     assert longest(out) <= 78
     assert out.replace(b"\n ", b" ") == message
 
@@ -333,7 +341,7 @@ def test_unknown_transfer_encoding_with_a_long_line_is_a_data_error() -> None:
 def test_long_line_in_an_unlisted_part_is_a_software_error() -> None:
     """reencode refuses to emit a long line it was not told about."""
     with pytest.raises(SoftwareError, match="part 0"):
-        list(reencode(split(PLAIN), frozenset()))
+        list(reencode(split(PLAIN), NOTHING))
 
 
 def test_line_without_lf_is_a_software_error() -> None:
@@ -341,7 +349,7 @@ def test_line_without_lf_is_a_software_error() -> None:
     with pytest.raises(SoftwareError, match="line 2"):
         find_long_parts([b"Subject: x\n", b"body"])
     with pytest.raises(SoftwareError):
-        list(reencode([b"a\nb\n"], frozenset()))
+        list(reencode([b"a\nb\n"], NOTHING))
 
 
 def test_reencode_streams_instead_of_reading_everything() -> None:
@@ -353,6 +361,105 @@ def test_reencode_streams_instead_of_reading_everything() -> None:
         while True:
             yield b"v" * 1200 + b"\n"
 
-    first = list(itertools.islice(reencode(endless(), frozenset({0})), 10))
+    plain = LongParts(frozenset({0}), frozenset({0}))
+    first = list(itertools.islice(reencode(endless(), plain), 10))
     assert first[:2] == [b"Subject: s\n", b"MIME-Version: 1.0\n"]
     assert all(len(line) <= 77 for line in first)
+
+
+# --------------------------------------------------------------------------------------
+# long lines in pieces, as normalise_lines yields them
+
+
+def pieces(head: bytes, line: Iterator[bytes], tail: bytes = b"") -> Iterator[bytes]:
+    """A message whose body holds one long line given in pieces, as normalise_lines does."""
+    yield from head.splitlines(keepends=True)
+    yield from line
+    yield from tail.splitlines(keepends=True)
+
+
+def repeated(unit: bytes, count: int, end: bytes = b"\n") -> Iterator[bytes]:
+    """``count`` pieces of ``unit`` and the line end: one long line, never whole."""
+    for _ in range(count):
+        yield unit
+    yield end
+
+
+def test_a_4_mb_line_is_converted_in_little_memory_and_decodes_the_same() -> None:
+    """Both passes over a 4 MB line in 64 KiB pieces keep memory small; QP decodes back."""
+    import hashlib
+
+    unit = bytes(range(256)) * 256  # 64 KiB of every octet; CR, LF, NUL never reach a spool
+    unit = unit.replace(b"\n", b"n").replace(b"\r", b"r").replace(b"\0", b"z")
+    head = b"Subject: big\n\n"
+    tracemalloc.start()
+    try:
+        parts = find_long_parts(pieces(head, repeated(unit, 64)))
+        digest = hashlib.sha256()
+        in_body = False
+        longest_out = 0
+        for line in reencode(pieces(head, repeated(unit, 64)), parts):
+            longest_out = max(longest_out, len(line))
+            if in_body:
+                digest.update(binascii.a2b_qp(line))
+            in_body = in_body or line == b"\n"
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert parts == LongParts(frozenset({0}), frozenset({0}))
+    assert longest_out <= 77
+    assert digest.hexdigest() == hashlib.sha256(unit * 64 + b"\n").hexdigest()
+    assert peak < 2 << 20
+
+
+def test_a_base64_line_in_pieces_is_rewrapped_the_same_as_whole() -> None:
+    """A 1 MB base64 line given in 64 KiB pieces comes out as the whole line would."""
+    data = base64.b64encode(bytes(range(256)) * 3072)
+    head = b"Content-Transfer-Encoding: base64\n\n"
+    cut = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    given = iter([*cut[:-1], cut[-1] + b"\n"])
+    out = b"".join(reencode(pieces(head, given), LongParts(frozenset({0}), frozenset())))
+    assert out == run(head + data + b"\n")
+    assert base64.b64decode(out.split(b"\n\n", 1)[1]) == bytes(range(256)) * 3072
+
+
+def test_a_quoted_printable_line_in_pieces_is_rewrapped_the_same_as_whole() -> None:
+    """A 300 kB QP line cut inside escapes and before trailing blanks re-wraps as if whole."""
+    line = b"caf=C3=A9 = x=3D" * 20000 + b"end=  \t"
+    head = b"Content-Transfer-Encoding: quoted-printable\n\n"
+    cuts = [0, 65537, 65538, 131075, len(line) - 3, len(line) - 1, len(line)]
+    given = [line[a:b] for a, b in itertools.pairwise(cuts)]
+    given[-1] += b"\n"
+    out = b"".join(reencode(pieces(head, iter(given)), LongParts(frozenset({0}), frozenset())))
+    assert out == run(head + line + b"\n")
+    assert quopri.decodestring(out.split(b"\n\n", 1)[1]) == quopri.decodestring(line + b"\n")
+
+
+def test_delimiter_with_long_padding_in_pieces_is_trimmed() -> None:
+    """A delimiter followed by 200 kB of blanks, in pieces, is found and its padding cut."""
+    head = b"Content-Type: multipart/mixed; boundary=p\n\n--p\n\nfirst\n"
+    padded = [b"--p" + b" " * 65533, b" " * 65536, b" " * 70000 + b"\n"]
+    tail = b"\nsecond\n--p--\n"
+    parts = find_long_parts(pieces(head, iter(padded), tail))
+    assert parts == LongParts(frozenset({0}), frozenset())
+    out = b"".join(reencode(pieces(head, iter(padded), tail), parts))
+    assert out == head + b"--p\n\nsecond\n--p--\n"
+
+
+def test_padding_that_turns_into_text_is_an_ordinary_line() -> None:
+    """A line that starts like a delimiter but has text after its blanks is no delimiter."""
+    head = b"Content-Type: multipart/mixed; boundary=p\n\n--p\n\nfirst\n"
+    line = [b"--p" + b" " * 65533, b" " * 100 + b"x\n"]
+    parts = find_long_parts(pieces(head, iter(line), b"--p--\n"))
+    assert parts == LongParts(frozenset({1}), frozenset({1}))
+    out = b"".join(reencode(pieces(head, iter(line), b"--p--\n"), parts))
+    assert quopri.decodestring(between(out, b"--p", b"--p--").split(b"\n\n", 1)[1]) == (
+        b"first\n--p" + b" " * 65633 + b"x\n"
+    )
+
+
+def test_part_header_line_over_the_field_limit_is_a_data_error() -> None:
+    """A header line of a MIME part bigger than the bound is refused naming its line."""
+    head = b"Content-Type: multipart/mixed; boundary=p\n\n--p\n"
+    with pytest.raises(DataError, match="line 4"):
+        find_long_parts(pieces(head, repeated(b"X-Big: " + b"y" * 65529, 20), b"\n--p--\n"))
