@@ -7,6 +7,7 @@ adapter.  The message is streamed: at most one header field is ever held in memo
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
@@ -31,12 +32,26 @@ CHUNK = 64 * 1024
 
 
 def read_chunks(fd: int) -> Iterator[bytes]:
-    """Stdin as a stream of chunks, never the whole message at once."""
+    """Stdin as a stream of chunks, never the whole message at once.
+
+    A read error is the C dma's "can not read mail": NoInputError (exit 66), so that
+    it is not mistaken for a spool that cannot be written.
+    """
     while True:
-        chunk = os.read(fd, CHUNK)
+        try:
+            chunk = os.read(fd, CHUNK)
+        except OSError as error:
+            raise _unreadable(error.strerror or str(error)) from None
         if not chunk:
             return
         yield chunk
+
+
+def _unreadable(reason: str) -> NoInputError:
+    return NoInputError(
+        f"cannot read the message from standard input: {reason}",
+        hint="give dma the message on stdin; nothing was queued",
+    )
 
 
 def load_aliases(path: str) -> AliasTable:
@@ -102,6 +117,10 @@ def submit(
             hint="name the recipients as arguments, or use -t to take them from To:, Cc: and Bcc:",
         )
 
+    if chunks is None and sys.stdin is None:
+        # Python found fd 0 closed at start-up (`dma a@b <&-`).  Refuse before opening
+        # any file: the first one opened would become fd 0 and be read as the message.
+        raise _unreadable("it is closed")
     if config.authpath and not (config.defer or invocation.queue_only):
         _check_auth_file(config.authpath)
     spool = Spool(config.spooldir)

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import DmaSite
+from conftest import DmaSite, command
 
 MESSAGE = b"Subject: s\n\nbody\n"
 
@@ -230,3 +230,21 @@ def test_spool_that_is_a_regular_file_cannot_be_used(site: DmaSite, tmp_path: Pa
     assert done.returncode == 73, done.stderr
     assert b"not a directory" in done.stderr
     assert blocker.read_text() == "keep me\n"
+
+
+@pytest.mark.parametrize(
+    ("redirect", "reason"), [("<&-", "it is closed"), ("0>/dev/null", "Bad file descriptor")]
+)
+def test_unreadable_stdin_cannot_be_read(site: DmaSite, redirect: str, reason: str) -> None:
+    """A closed or write-only stdin exits 66 saying the message cannot be read, not that the
+    spool cannot be written; nothing is queued."""
+    argv = [*command("dma"), "-C", str(site.config), "b@example.org"]
+    done = subprocess.run(
+        ["sh", "-c", f'exec "$@" {redirect}', "sh", *argv],
+        capture_output=True, env=site.environ, cwd=site.root, timeout=20, check=False,
+    )
+    stderr = done.stderr.decode(errors="replace")
+    assert done.returncode == 66, stderr
+    assert stderr.startswith("dma: cannot read the message from standard input: "), stderr
+    assert reason in stderr and stderr.count("\n") == 1
+    nothing_queued(site)
