@@ -524,6 +524,23 @@ def parse_address_list(value: str) -> tuple[str, ...]:
     return _ListParser(value, _tokenize(value)).parse()
 
 
+def parse_recipient_argument(text: str) -> tuple[str, ...]:
+    """The recipients that one command-line argument names, in order.
+
+    sendmail reads each argument as an address list, and so does the C dma (it queued
+    ``dma 'a@x,b@y'`` as one recipient ``a@x,b@y`` and sent two RCPTs): commas outside
+    quotes and angle brackets separate addresses, ``<a@x>`` and ``Name <a@x>`` give
+    ``a@x``, comments and group names are dropped.  A single address comes back as
+    it is.  An argument that names no address (``''``, ``','``) is a DataError too.
+    """
+    addresses = parse_address_list(text)
+    if not addresses:
+        raise DataError(
+            f"invalid address {_excerpt(text)}: it names no recipient", hint=_ADDRESS_HINT
+        )
+    return addresses
+
+
 # --------------------------------------------------------------------------------------
 # Rendering
 

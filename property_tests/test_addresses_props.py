@@ -12,6 +12,7 @@ from dma.core.addresses import (
     is_valid_mailbox,
     parse_address_list,
     parse_envelope_address,
+    parse_recipient_argument,
     split_address,
 )
 from dma.core.errors import DataError
@@ -130,3 +131,34 @@ def test_long_pathological_inputs_stay_fast(piece: str, count: int, tail: str) -
         except DataError:
             pass
     assert time.perf_counter() - started < 2.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(any_text)
+def test_recipient_argument_is_total(value: str) -> None:
+    """Any argument gives at least one valid envelope address or a DataError, nothing else."""
+    try:
+        result = parse_recipient_argument(value)
+    except DataError:
+        return
+    assert result
+    for address in result:
+        assert parse_envelope_address(address) == address
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(addr_spec, st.booleans(), st.sampled_from(["", " ", "\t"])),
+        min_size=1, max_size=5,
+    )
+)
+def test_recipient_argument_splits_a_comma_list(entries: list[tuple[str, bool, str]]) -> None:
+    """Valid addresses, some in <>, joined by commas and blanks come back in order."""
+    for address, _, _ in entries:
+        assume(is_valid_mailbox(address))
+    text = ",".join(
+        f"{blank}<{address}>{blank}" if wrapped else f"{blank}{address}{blank}"
+        for address, wrapped, blank in entries
+    )
+    assert parse_recipient_argument(text) == tuple(address for address, _, _ in entries)

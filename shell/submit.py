@@ -13,9 +13,9 @@ from contextlib import contextmanager
 
 from dma.adapters import system
 from dma.adapters.spool import Spool, SpoolWriter
-from dma.core.addresses import parse_envelope_address
+from dma.core.addresses import parse_envelope_address, parse_recipient_argument
 from dma.core.aliases import AliasTable, parse_aliases
-from dma.core.cmdline import Invocation
+from dma.core.cmdline import Invocation, Mode
 from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, envelope_sender, resolve_recipients
 from dma.core.errors import CantCreateError, NoInputError
@@ -108,9 +108,13 @@ def submit(
             nullclient=config.nullclient,
         )
 
-    for address in invocation.recipients:
-        parse_envelope_address(address)
-    recipients = resolve(invocation.recipients)
+    if invocation.mode is Mode.SEND:  # each argument is an address list, as in sendmail
+        named = tuple(a for word in invocation.recipients for a in parse_recipient_argument(word))
+    else:  # -bs: one RCPT, one address
+        named = invocation.recipients
+        for address in named:
+            parse_envelope_address(address)
+    recipients = resolve(named)
     if not invocation.recipients and not invocation.headers_recipients:
         raise NoInputError(
             "no recipients from command line",

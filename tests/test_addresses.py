@@ -11,6 +11,7 @@ from dma.core.addresses import (
     needs_smtputf8,
     parse_address_list,
     parse_envelope_address,
+    parse_recipient_argument,
     split_address,
 )
 from dma.core.errors import DataError
@@ -295,6 +296,47 @@ def test_address_list_results_are_envelope_addresses() -> None:
     for value, _expected in REAL_WORLD:
         for address in parse_address_list(value):
             assert parse_envelope_address(address) == address
+
+
+# --------------------------------------------------------------------------------------
+# parse_recipient_argument: command-line arguments (sendmail address lists)
+
+
+@pytest.mark.parametrize(
+    ("argument", "expected"),
+    [
+        ("a@x.org,b@y.org", ("a@x.org", "b@y.org")),
+        ("<a@x.org>", ("a@x.org",)),
+        ("a@x.org, <b@y.org> ,c@z.org,", ("a@x.org", "b@y.org", "c@z.org")),
+        ('"c,d"@y.org', ('"c,d"@y.org',)),
+        ('"Doe, Jane" <j@x.org>, root', ("j@x.org", "root")),
+        ("root (the admin, really)", ("root",)),
+        ("team: a@x, b@y;", ("a@x", "b@y")),
+    ],
+)
+def test_recipient_argument_is_an_address_list(argument: str, expected: tuple[str, ...]) -> None:
+    """An argument splits at commas outside quotes, brackets and comments; <...> unwraps."""
+    assert parse_recipient_argument(argument) == expected
+
+
+@pytest.mark.parametrize("address", VALID_ENVELOPE)
+def test_recipient_argument_with_one_address_gives_it_back(address: str) -> None:
+    """Every valid envelope address given alone comes back unchanged."""
+    assert parse_recipient_argument(address) == (address,)
+
+
+@pytest.mark.parametrize("argument", ["", ",", " , ", "undisclosed-recipients:;"])
+def test_recipient_argument_naming_nobody_is_a_data_error(argument: str) -> None:
+    """An argument with no address in it exits 65 saying that it names no recipient."""
+    with pytest.raises(DataError, match="names no recipient") as caught:
+        parse_recipient_argument(argument)
+    assert caught.value.exit_code == sysexits.EX_DATAERR
+
+
+def test_bad_address_in_a_recipient_argument_is_named() -> None:
+    """One bad address among several fails the argument, naming that address."""
+    with pytest.raises(DataError, match=r"b c@y\.org"):
+        parse_recipient_argument("a@x.org, b c@y.org")
 
 
 # --------------------------------------------------------------------------------------

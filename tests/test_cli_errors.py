@@ -166,6 +166,16 @@ def test_invalid_recipient_is_a_data_error(site: DmaSite, address: str) -> None:
     refused(site, [address], code=65, words=(address,))
 
 
+def test_recipient_argument_naming_nobody_is_a_data_error(site: DmaSite) -> None:
+    """An argument with no address in it (only commas) exits 65 saying so."""
+    refused(site, [",", "b@example.org"], code=65, words=("','", "names no recipient"))
+
+
+def test_bad_address_in_a_recipient_list_argument_is_named(site: DmaSite) -> None:
+    """One bad address in a comma-separated argument exits 65 naming that address."""
+    refused(site, ["b@example.org,a@@example.org"], code=65, words=("a@@example.org",))
+
+
 def test_invalid_header_address_with_t_is_a_data_error(site: DmaSite) -> None:
     """With -t a bad To: address exits 65 naming the header and the address."""
     refused(site, ["-t"], b"To: ok@example.org, a@@b\n\nx\n", code=65, words=("To", "a@@b"))

@@ -377,6 +377,19 @@ def test_F_sets_the_from_display_name(site: DmaSite) -> None:
     assert b'\nFrom: "Doe, Jane" <j@example.org>\n' in second
 
 
+def test_comma_separated_and_bracketed_recipients_queue_one_item_each(site: DmaSite) -> None:
+    """Each argument is an address list, as for sendmail: 'a,b' and '<c>' queue one item per
+    recipient (the C dma queued 'a,b' as one), a repeated address once."""
+    args = ["a@example.org,b@example.org", "<c@example.org>", "Dee <d@example.org>, a@example.org"]
+    ids = site.send(args, b"x\n")
+    assert [i["recipient"] for i in site.queue()] == [
+        "a@example.org", "b@example.org", "c@example.org", "d@example.org",
+    ]
+    for item_id in ids:
+        assert site.queue_file(item_id).count(b"Recipient: ") == 1
+        assert b"," not in site.queue_file(item_id)
+
+
 def test_alias_listing_itself_reaches_its_own_mailbox(site: DmaSite) -> None:
     """`me: me, ops` delivers to me's mailbox and to everything ops expands to."""
     me = login_name()
