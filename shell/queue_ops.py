@@ -8,6 +8,7 @@ import sys
 from dma.adapters import system
 from dma.adapters.spool import Spool
 from dma.core.cmdline import Invocation
+from dma.core.envelope import Recipient
 from dma.core.errors import NoInputError
 from dma.shell.settings import Settings
 
@@ -131,7 +132,11 @@ def check_aliases(settings: Settings) -> int:
 
 
 def verify(invocation: Invocation, settings: Settings) -> int:
-    """-bv: say how each recipient would be routed; deliver nothing."""
+    """-bv: say how each recipient would be routed; deliver nothing.
+
+    An argument may name several recipients (``a@x,b@y``), as in a submission.
+    """
+    from dma.core.addresses import parse_recipient_argument
     from dma.core.envelope import resolve_recipients
     from dma.shell.submit import load_aliases
 
@@ -139,19 +144,24 @@ def verify(invocation: Invocation, settings: Settings) -> int:
     aliases = load_aliases(config.aliases)
     if not invocation.recipients:
         raise NoInputError("no recipients to verify", hint="name them as arguments")
-    for address in invocation.recipients:
-        for recipient in resolve_recipients(
-            (address,), mailname=settings.mailname, aliases=aliases,
-            is_user=system.user_exists, nullclient=config.nullclient,
-        ):
-            if recipient.local:
-                where = f"local mailbox {os.path.join(config.maildir, recipient.address)}"
-            elif config.localonly:
-                where = "remote, refused (LOCALONLY is set: it would bounce)"
-            elif config.smarthost:
-                where = f"remote via smarthost {config.smarthost} port {config.port}"
-            else:
-                domain = recipient.address.rsplit("@", 1)[-1]
-                where = f"remote via the MX hosts of {domain} port {config.port}"
-            print(f"{address}: {recipient.address}: {where}")
+    for argument in invocation.recipients:
+        for address in parse_recipient_argument(argument):
+            for recipient in resolve_recipients(
+                (address,), mailname=settings.mailname, aliases=aliases,
+                is_user=system.user_exists, nullclient=config.nullclient,
+            ):
+                print(f"{address}: {recipient.address}: {_route(recipient, settings)}")
     return 0
+
+
+def _route(recipient: Recipient, settings: Settings) -> str:
+    """Where -bv says a resolved recipient's mail would go."""
+    config = settings.config
+    if recipient.local:
+        return f"local mailbox {os.path.join(config.maildir, recipient.address)}"
+    if config.localonly:
+        return "remote, refused (LOCALONLY is set: it would bounce)"
+    if config.smarthost:
+        return f"remote via smarthost {config.smarthost} port {config.port}"
+    domain = recipient.address.rsplit("@", 1)[-1]
+    return f"remote via the MX hosts of {domain} port {config.port}"

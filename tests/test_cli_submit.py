@@ -532,6 +532,15 @@ def test_bv_prints_routing_and_queues_nothing(site: DmaSite) -> None:
     assert site.spool_names() == set()
 
 
+def test_bv_reads_each_argument_as_an_address_list(site: DmaSite) -> None:
+    """-bv splits `a@x,b@y` and unwraps `<a@x>` as a submission would."""
+    site.write_config("SMARTHOST relay.example.net\n")
+    done = site.run(["-bv", "a@example.org,<b@example.org>", "Carol <c@example.org>"])
+    assert done.returncode == 0, done.stderr
+    assert [line.split(": ")[0] for line in done.stdout.decode().splitlines()] == [
+        "a@example.org", "b@example.org", "c@example.org"]
+
+
 def test_q_cleans_old_orphans_and_keeps_the_rest(site: DmaSite) -> None:
     """-q removes tmp files, Q without M and M without Q older than an hour, nothing else
     (the item itself meets the dead smarthost and stays queued)."""
