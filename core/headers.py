@@ -339,6 +339,9 @@ class HeaderStep:
             return Step(self._field_line(line))
         self._end_field()
         match = _FIELD_NAME.match(line)
+        # Readers take a malformed line for the start of the body, so the fields we
+        # add go before the first one, where they still count as headers.
+        added = self._missing_fields() if match is None else ()
         self._name = match.group(1).decode("ascii") if match is not None else ""
         self._key = self._name.lower()
         if self._key in _ADDED_FIELDS:
@@ -347,7 +350,7 @@ class HeaderStep:
         collect = self._collect and self._key in _RECIPIENT_FIELDS
         self._value = [] if collect else None
         self._value_size = 0
-        return Step(self._field_line(line))
+        return Step(added + self._field_line(line))
 
     def _field_line(self, line: bytes) -> tuple[bytes, ...]:
         """A line of the current field: collected for -t, and spooled unless a Bcc."""
@@ -374,6 +377,10 @@ class HeaderStep:
         """End the block: the missing Date, Message-Id and From, then the separator."""
         self._end_field()
         self.done = True
+        return (*self._missing_fields(), b"\n")
+
+    def _missing_fields(self) -> tuple[bytes, ...]:
+        """Date, Message-Id and From lines for those not seen yet (then counted as seen)."""
         stamp = self._stamp
         added: list[tuple[str, bytes]] = []
         if "date" not in self._seen:
@@ -383,8 +390,5 @@ class HeaderStep:
             added.append(("Message-Id", b"Message-Id: " + message_id + b"\n"))
         if "from" not in self._seen:
             added.append(("From", _from_line(stamp)))
-        out: list[bytes] = []
-        for name, line in added:
-            out.extend(_folded(line, name))
-        out.append(b"\n")
-        return tuple(out)
+        self._seen.update(_ADDED_FIELDS)
+        return tuple(piece for name, line in added for piece in _folded(line, name))

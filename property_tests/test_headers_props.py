@@ -158,7 +158,14 @@ def test_block_ends_at_the_first_empty_line_and_the_rest_is_body(text: bytes) ->
     block, rest = model(lines)
     assert body == rest
     original = [f for f in fields(block) if not is_bcc(f)]
-    kept = fields(head.splitlines(keepends=True)[:-1])[: len(original)]
+    # the added fields go before the first malformed line (readers take it for the
+    # start of the body), else at the end of the block
+    position = next((i for i, f in enumerate(original) if not _HEADER.match(f)), len(original))
+    spooled = fields(head.splitlines(keepends=True)[:-1])
+    count = len(spooled) - len(original)
+    assert 0 <= count <= 3
+    added = spooled[position : position + count]
+    kept = spooled[:position] + spooled[position + count :]
     assert len(kept) == len(original)
     for new, old in zip(kept, original, strict=True):
         if new.count(b"=?") > old.count(b"=?"):
@@ -168,10 +175,9 @@ def test_block_ends_at_the_first_empty_line_and_the_rest_is_body(text: bytes) ->
         elif new != old:
             # a line that is no field and has no blank to fold at was cut hard
             assert not _HEADER.match(old) and new.replace(b" ", b"") == old.replace(b" ", b"")
-    added = fields(head.splitlines(keepends=True)[:-1])[len(original) :]
     assert [f.split(b":")[0] for f in added] == [
         name for name in (b"Date", b"Message-Id", b"From")
-        if not any(re.match(rb"(?i)" + name + rb"[ \t]*:", f) for f in original)
+        if not any(re.match(rb"(?i)" + name + rb"[ \t]*:", f) for f in original[:position])
     ]
 
 
@@ -197,6 +203,10 @@ def test_t_reads_every_to_cc_bcc_of_the_block_in_order(text: bytes) -> None:
                 expected.extend(addresses)
     except DataError:
         assert isinstance(result, str)
+        return
+    if isinstance(result, str) and "no blank to fold at" in result:
+        # a structured field with a line too long to fold is refused whatever its name
+        assert any(len(line) > 999 for line in block), result
         return
     assert not isinstance(result, str), result
     assert list(result[2]) == expected

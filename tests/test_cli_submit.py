@@ -231,13 +231,16 @@ def test_crlf_input_ends_headers_and_is_stored_with_lf(site: DmaSite) -> None:
 
 def test_bcc_after_a_malformed_header_line_is_removed(site: DmaSite) -> None:
     """Headers end at the first empty line: a Bcc after a line that is no header is still
-    removed, and the malformed line is kept as it is."""
+    removed, the malformed line is kept as it is, and the Date, Message-Id and From we
+    add go before it (mail readers take such a line for the start of the body)."""
     message = b"Subject: a\nbogus line\nBcc: secret@example.org,\n more@example.org\n\nbody\n"
     (item_id,) = site.send(["b@example.org"], message)
     text = site.message(item_id)
     assert b"secret@" not in text and b"more@" not in text
     lines, body = headers_and_body(text)
-    assert lines[5:7] == [b"Subject: a", b"bogus line"]
+    assert lines[5] == b"Subject: a"
+    assert [line.split(b":")[0] for line in lines[6:9]] == [b"Date", b"Message-Id", b"From"]
+    assert lines[9:] == [b"bogus line"]
     assert body == b"body\n"
 
 

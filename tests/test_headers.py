@@ -145,13 +145,14 @@ def test_leading_from_lines_are_dropped() -> None:
 
 def test_from_lines_after_the_first_header_stay_in_the_block() -> None:
     """A 'From ' line after a header is no mbox separator: it stays in the block as it is."""
-    assert split(b"Subject: a\nFrom alice\n") == (b"Subject: a\nFrom alice\n" + ADDED + b"\n", b"")
+    assert split(b"Subject: a\nFrom alice\n") == (b"Subject: a\n" + ADDED + b"From alice\n\n", b"")
 
 
 def test_malformed_line_inside_the_block_is_kept_and_does_not_end_it() -> None:
-    """A line that is neither 'name:' nor a continuation stays; the block ends at the blank."""
+    """A line that is neither 'name:' nor a continuation stays; the block ends at the blank,
+    and the fields we add go before that line (readers take it for the body's start)."""
     head, body = split(b"Subject: a\n continued\nHello there\nTo: b@x\n\nbody\n")
-    assert head == b"Subject: a\n continued\nHello there\nTo: b@x\n" + ADDED + b"\n"
+    assert head == b"Subject: a\n continued\n" + ADDED + b"Hello there\nTo: b@x\n\n"
     assert body == b"body\n"
 
 
@@ -370,13 +371,21 @@ def test_bcc_after_a_malformed_line_is_removed() -> None:
     """A Bcc field after a line that is no header is still in the block and is removed."""
     out = processed(b"Subject: a\nbogus line\nBcc: secret@x.org,\n more@x.org\nX-A: b\n\nbody\n")
     assert b"secret" not in out and b"more@" not in out
-    assert out.startswith(b"Subject: a\nbogus line\nX-A: b\nDate: ")
+    assert out == b"Subject: a\n" + ADDED + b"bogus line\nX-A: b\n\n"
+
+
+def test_fields_seen_before_a_malformed_line_are_not_added_again() -> None:
+    """Only the fields missing before the first malformed line are added there, once."""
+    out = processed(b"Date: Mon, 1 Jan 2024 00:00:00 +0000\nbad\nFrom: x@y\nbad again\n\n")
+    assert out.count(b"Date: ") == 1 and out.count(b"Message-Id: ") == 1
+    assert out.index(b"Message-Id: ") < out.index(b"bad\n") < out.index(b"From: x@y")
+    assert out.count(b"From: ") == 2  # ours before the malformed line, and the sender's
 
 
 def test_malformed_line_and_its_continuation_are_kept_as_they_are() -> None:
     """A malformed line in the block, with a continuation, reaches the spool unchanged."""
     out = processed(b"Subject: a\nodd line\n more\nX-B: c\n\n")
-    assert out.startswith(b"Subject: a\nodd line\n more\nX-B: c\nDate: ")
+    assert out == b"Subject: a\n" + ADDED + b"odd line\n more\nX-B: c\n\n"
 
 
 def test_long_malformed_line_is_cut_within_the_limit() -> None:
