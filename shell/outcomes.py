@@ -1,30 +1,11 @@
-"""What happened to one queue item in one attempt, as the workflows report it."""
+"""What happened to one queue item in one attempt, as the workflows report it.
+
+The values live in ``dma.core.outcomes`` (core decides what a hop's attempts add
+up to); this name stays so that the workflows' imports need not change.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
+from dma.core.outcomes import Outcome, deferred, delivered, failed
 
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """Delivered, deferred (try again later) or failed (bounce), with the reason."""
-
-    kind: Literal["delivered", "deferred", "failed"]
-    detail: str = ""
-    status: str = ""                 # RFC 3463 code for bounces, e.g. 5.1.1
-    diagnostic: str | None = None    # "smtp; 550 5.1.1 ..." when a server said it
-    remote_mta: str | None = None
-
-
-def delivered(detail: str) -> Outcome:
-    return Outcome("delivered", detail)
-
-
-def deferred(detail: str) -> Outcome:
-    return Outcome("deferred", detail)
-
-
-def failed(detail: str, status: str, diagnostic: str | None = None,
-           remote_mta: str | None = None) -> Outcome:
-    return Outcome("failed", detail, status, diagnostic, remote_mta)
+__all__ = ["Outcome", "deferred", "delivered", "failed"]
