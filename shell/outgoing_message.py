@@ -1,0 +1,90 @@
+"""A spooled message on its way out: one transaction, its M files, and what SIZE= says.
+
+The hop loop narrows a message to the items still open after each connection, the
+SMTP driver reads it once it is sent; both name its items in log lines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from dma.core.transport import Transaction
+from dma.shell.comma_lists import PART
+
+SMALL_MESSAGE = 1 << 16
+"""Messages up to this size are read once into memory while they are in flight."""
+
+MAX_LOGGED_IDS = 20
+
+
+@dataclass
+class OutgoingMessage:
+    """A transaction with what the driver needs to send it."""
+
+    plan: Transaction
+    paths: tuple[str, ...]  # each item's M file (links of one message), as plan.item_ids
+    size: int
+    eight_bit: bool
+    body: bytes | None = None  # a small message read once, for the 8-bit check and DATA
+
+    @property
+    def path(self) -> str:
+        """The M file to read: one of an item still being sent (a delivered one's is gone)."""
+        return self.paths[0]
+
+
+def narrowed(message: OutgoingMessage, keep: Collection[str]) -> OutgoingMessage | None:
+    """The message narrowed to its items in ``keep``; None when there is none."""
+    plan = message.plan
+    kept = [i for i, item_id in enumerate(plan.item_ids) if item_id in keep]
+    if not kept:
+        return None
+    if len(kept) == len(plan.item_ids):
+        return message
+    items = tuple(plan.item_ids[i] for i in kept)
+    item_recipients = tuple(plan.item_recipients[i] for i in kept)
+    recipients = tuple(r for r in plan.recipients if r in item_recipients)
+    plan = dataclasses.replace(
+        plan, item_ids=items, recipients=recipients, item_recipients=item_recipients
+    )
+    paths = tuple(message.paths[i] for i in kept)
+    return OutgoingMessage(plan, paths, message.size, message.eight_bit)
+
+
+def measured(message: OutgoingMessage) -> OutgoingMessage:
+    """Size on the wire, 8-bit check and, for a small message, its content: one open.
+
+    SIZE= counts the octets as sent (RFC 1870): the spool holds LF line ends, the wire
+    CRLF, so each line adds one octet to the file's size.
+    """
+    with open(message.path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size <= SMALL_MESSAGE:
+            body = handle.read()
+            return dataclasses.replace(message, size=size + body.count(b"\n"),
+                                       eight_bit=not body.isascii(), body=body)
+        eight_bit = False
+        lines = 0
+        while chunk := handle.read(1 << 16):
+            lines += chunk.count(b"\n")
+            eight_bit = eight_bit or not chunk.isascii()
+    return dataclasses.replace(message, size=size + lines, eight_bit=eight_bit)
+
+
+def logged_ids(item_ids: Sequence[str]) -> str:
+    """Item ids for the ``id`` field of a log line: comma separated, a long list cut short.
+
+    Work ids of comma-list parts (``<item id>/<n>``) are shown as their item's id.
+    """
+    unique = list(dict.fromkeys(item_id.partition(PART)[0] for item_id in item_ids))
+    if len(unique) <= MAX_LOGGED_IDS:
+        return ",".join(unique)
+    return ",".join(unique[:MAX_LOGGED_IDS]) + f",+{len(unique) - MAX_LOGGED_IDS} more"
+
+
+def message_ids(messages: Sequence[OutgoingMessage]) -> str:
+    """The ``id`` field for a connection: every item of every transaction it carries."""
+    return logged_ids([item_id for message in messages for item_id in message.plan.item_ids])
