@@ -64,8 +64,8 @@ def claim_batch_size() -> int:
 def is_local(recipient: str, settings: Settings) -> str | None:
     """The local user an item goes to, or None when it is remote (current config rules).
 
-    A comma list (``a@x.org,root``, as the C dma queues it) is None: shell/remote.py
-    routes each of its parts, local ones included.
+    A comma list (``a@x.org,root``, as the C dma queues it) is None: remote delivery
+    routes each of its parts, local ones included (shell/comma_lists.py keeps count).
     """
     if settings.config.nullclient or len(recipient_parts(recipient)) > 1:
         return None
