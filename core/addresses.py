@@ -61,17 +61,13 @@ def _excerpt(text: str) -> str:
 # Envelope addresses (RFC 5321 Mailbox, RFC 6531)
 
 
-def split_address(address: str) -> tuple[str, str | None]:
-    """Split ``address`` at the last '@' outside quotes into local part and domain.
-
-    The last '@', because a quoted local part may hold '@' and a domain never does.
-    The domain is None when there is no '@' (a local name).  Raises DataError when a
-    quoted string is not closed, since then no split is meaningful.
-    """
-    quoted = False
-    escaped = False
-    last = -1
-    for index, char in enumerate(address):
+def unquoted_positions(text: str, wanted: str) -> tuple[tuple[int, ...], bool]:
+    """Where the character ``wanted`` stands outside double quotes in ``text``, and
+    whether a quoted string was left open.  Backslash escapes count only inside
+    quotes, as in an RFC 5321 quoted local part."""
+    positions: list[int] = []
+    quoted = escaped = False
+    for index, char in enumerate(text):
         if quoted:
             if escaped:
                 escaped = False
@@ -81,13 +77,25 @@ def split_address(address: str) -> tuple[str, str | None]:
                 quoted = False
         elif char == '"':
             quoted = True
-        elif char == "@":
-            last = index
-    if quoted:
+        elif char == wanted:
+            positions.append(index)
+    return tuple(positions), quoted
+
+
+def split_address(address: str) -> tuple[str, str | None]:
+    """Split ``address`` at the last '@' outside quotes into local part and domain.
+
+    The last '@', because a quoted local part may hold '@' and a domain never does.
+    The domain is None when there is no '@' (a local name).  Raises DataError when a
+    quoted string is not closed, since then no split is meaningful.
+    """
+    positions, open_quote = unquoted_positions(address, "@")
+    if open_quote:
         raise DataError(
             f"invalid address {_excerpt(address)}: unterminated quoted string",
             hint='close the local part with "',
         )
+    last = positions[-1] if positions else -1
     if last < 0:
         return address, None
     return address[:last], address[last + 1 :]

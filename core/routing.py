@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from dma.core.addresses import split_address
+from dma.core.addresses import split_address, unquoted_positions
 from dma.core.errors import DataError
 
 MAX_DOMAIN_OCTETS = 253  # a name on the wire, without the final root dot
@@ -107,23 +107,10 @@ def recipient_parts(recipient: str) -> tuple[str, ...]:
     """
     if "," not in recipient:
         return (recipient,)
-    parts: list[str] = []
-    start = 0
-    quoted = escaped = False
-    for index, char in enumerate(recipient):
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == ",":
-            parts.append(recipient[start:index])
-            start = index + 1
-    parts.append(recipient[start:])
+    commas, _open_quote = unquoted_positions(recipient, ",")
+    starts = (0, *(comma + 1 for comma in commas))
+    ends = (*commas, len(recipient))
+    parts = [recipient[start:end] for start, end in zip(starts, ends, strict=True)]
     kept = tuple(part for part in (p.strip() for p in parts) if part)
     return kept or (recipient,)
 

@@ -14,6 +14,7 @@ from dma.core.addresses import (
     parse_envelope_address,
     parse_recipient_argument,
     split_address,
+    unquoted_positions,
 )
 from dma.core.errors import DataError
 
@@ -162,3 +163,20 @@ def test_recipient_argument_splits_a_comma_list(entries: list[tuple[str, bool, s
         for address, wrapped, blank in entries
     )
     assert parse_recipient_argument(text) == tuple(address for address, _, _ in entries)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet='ab,@"\\ ', max_size=40), st.sampled_from([",", "@"]))
+def test_unquoted_positions_point_at_the_character_outside_quotes(
+    text: str, wanted: str
+) -> None:
+    """Every position found holds the character; without quotes they are all of its
+    positions; with quotes around the whole text there are none."""
+    positions, open_quote = unquoted_positions(text, wanted)
+    assert all(text[i] == wanted for i in positions)
+    assert list(positions) == sorted(set(positions))
+    if '"' not in text:
+        assert list(positions) == [i for i, c in enumerate(text) if c == wanted]
+        assert not open_quote
+    plain = text.replace('"', "").replace("\\", "")
+    assert unquoted_positions(f'"{plain}"', wanted) == ((), False)
