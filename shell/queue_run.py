@@ -23,7 +23,8 @@ from dma.core.routing import recipient_parts
 from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
 
-MAX_CLAIM_BATCH = 500
+MAX_CLAIM_BATCH = 5000
+MAX_OPEN_FILES = 2 * MAX_CLAIM_BATCH + 64
 RESERVED_DESCRIPTORS = 32
 
 Report = Callable[[str, Outcome], None]
@@ -49,13 +50,23 @@ class RunSummary:
 
 
 def claim_batch_size() -> int:
-    """How many items one batch may claim: half the descriptors we may still open.
+    """How many items one batch may claim: half the descriptors we may open.
 
-    The other half is for connections, TLS, M files, mailboxes and the log.
+    The soft open-file limit is first raised to the hard one (as far as
+    ``MAX_OPEN_FILES``), so that a big queue still goes out in few batches, each
+    over its own connections.  The other half is for connections, TLS, M files,
+    mailboxes and the log.
     """
     import resource
 
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, MAX_OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass  # keep the limit we have; smaller batches still work
     if soft == resource.RLIM_INFINITY:
         return MAX_CLAIM_BATCH
     return max(1, min(MAX_CLAIM_BATCH, (soft - RESERVED_DESCRIPTORS) // 2))

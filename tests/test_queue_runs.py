@@ -214,12 +214,12 @@ def test_sigterm_stops_the_runner(site: DmaSite, aiosmtpd_sink: SinkFactory) -> 
         assert successor.poll() is None  # it took the lock: a runner, not a single pass
 
 
-def _with_descriptor_limit(limit: int) -> Callable[[], None]:
-    """A preexec_fn that lowers the child's open-file limit to ``limit``."""
+def _with_descriptor_limit(soft: int, hard: int | None = None) -> Callable[[], None]:
+    """A preexec_fn that sets the child's open-file limits (hard defaults to soft)."""
     import resource
 
     def lower() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft if hard is None else hard))
 
     return lower
 
@@ -243,3 +243,23 @@ def test_big_queue_runs_within_a_small_descriptor_limit(
     assert wait_until(lambda: len({r for a in sink.messages for r in a.recipients}) == 90)
     assert sorted(r for a in sink.messages for r in a.recipients) == sorted(recipients)
     assert site.queue() == []
+
+
+def test_queue_run_raises_a_low_soft_descriptor_limit(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """With a low soft open-file limit but room under the hard one, `dma -q` raises its
+    own limit and sends a queue bigger than the soft limit over one connection."""
+    sink = scripted_sink(Script())
+    write_remote_config(site, sink.port, defer=True)
+    recipients = [f"r{n}@example.org" for n in range(60)]
+    for chunk in (recipients[:30], recipients[30:]):
+        site.send(chunk, MESSAGE)
+    done = subprocess.run(
+        [*command("dma"), "-C", str(site.config), "-q"], env=site.environ, cwd=site.root,
+        capture_output=True, timeout=120, check=False,
+        preexec_fn=_with_descriptor_limit(40, 4096),
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    assert sorted(r for a in sink.wait_for(2) for r in a.recipients) == sorted(recipients)
+    assert len(sink.connections) == 1
