@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from dma.adapters.hosts import system_smarthost_targets
@@ -124,6 +123,8 @@ class RemoteDelivery:
                 items.record(work_id, outcome)
         elif hops:
             workers = max(1, min(self.config.maxconnections, len(hops)))
+            from concurrent.futures import ThreadPoolExecutor  # only for several hops
+
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
                     for work_id, outcome in result.items():
