@@ -168,6 +168,39 @@ def test_silent_server_times_out_as_temporary() -> None:
     assert "timed out" in outcome.reason
 
 
+def test_servfail_answer_is_temporary() -> None:
+    """A name server that answers SERVFAIL (a broken zone, a failed upstream) defers."""
+    import threading
+
+    import dns.message
+    import dns.rcode
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.settimeout(5)
+        port = server.getsockname()[1]
+        answered: list[str] = []
+
+        def serve() -> None:
+            try:
+                while True:  # every try of the resolver gets SERVFAIL
+                    data, peer = server.recvfrom(4096)
+                    query = dns.message.from_wire(data)
+                    reply = dns.message.make_response(query)
+                    reply.set_rcode(dns.rcode.SERVFAIL)
+                    server.sendto(reply.to_wire(), peer)
+                    answered.append(str(query.question[0].name))
+            except OSError:
+                return  # the socket timed out or was closed: the test is over
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        outcome = Resolver(("127.0.0.1", port), timeout=2).targets_for(mx_hop("multi.test"))
+    thread.join(timeout=10)
+    assert isinstance(outcome, DnsTemporary), outcome
+    assert answered and answered[0] == "multi.test."
+
+
 def test_missing_resolver_configuration_is_temporary(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without any name server configured, MX lookups defer instead of raising."""
 
