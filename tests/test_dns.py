@@ -175,28 +175,32 @@ def test_servfail_answer_is_temporary() -> None:
     import dns.message
     import dns.rcode
 
+    stop = threading.Event()
+    answered: list[str] = []
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
-        server.settimeout(5)
+        server.settimeout(0.1)
         port = server.getsockname()[1]
-        answered: list[str] = []
 
         def serve() -> None:
-            try:
-                while True:  # every try of the resolver gets SERVFAIL
+            while not stop.is_set():  # every try of the resolver gets SERVFAIL
+                try:
                     data, peer = server.recvfrom(4096)
-                    query = dns.message.from_wire(data)
-                    reply = dns.message.make_response(query)
-                    reply.set_rcode(dns.rcode.SERVFAIL)
-                    server.sendto(reply.to_wire(), peer)
-                    answered.append(str(query.question[0].name))
-            except OSError:
-                return  # the socket timed out or was closed: the test is over
+                except TimeoutError:
+                    continue
+                query = dns.message.from_wire(data)
+                reply = dns.message.make_response(query)
+                reply.set_rcode(dns.rcode.SERVFAIL)
+                server.sendto(reply.to_wire(), peer)
+                answered.append(str(query.question[0].name))
 
         thread = threading.Thread(target=serve, daemon=True)
         thread.start()
-        outcome = Resolver(("127.0.0.1", port), timeout=2).targets_for(mx_hop("multi.test"))
-    thread.join(timeout=10)
+        try:
+            outcome = Resolver(("127.0.0.1", port), timeout=2).targets_for(mx_hop("multi.test"))
+        finally:
+            stop.set()
+            thread.join(timeout=5)
     assert isinstance(outcome, DnsTemporary), outcome
     assert answered and answered[0] == "multi.test."
 
