@@ -128,6 +128,11 @@ def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bo
     spool = Spool(settings.config.spooldir)
     spool.prepare()
     spool.clean(system.epoch())
+    if not invocation.selectors and not honour_next_try:  # plain -q: every item, now
+        ids = spool.item_ids()
+        if not ids:
+            return 0
+        return deliver_now(invocation, settings, ids, stderr=invocation.verbose)
     scan = spool.scan(probe_locks=False)
     for problem in scan.problems:  # never silently invisible (SPEC 5.7)
         _log_failure(invocation, f"damaged queue item {problem.name}", problem.error)

@@ -48,6 +48,23 @@ def test_damaged_queue_file_is_reported_by_mailq(site: DmaSite) -> None:
     assert b"damaged queue item" in done.stderr
 
 
+def test_queue_run_delivers_around_a_damaged_queue_file(site: DmaSite) -> None:
+    """`dma -q` delivers the good items, names the damaged Q file (with -v on stderr) and
+    leaves it in place for the admin."""
+    site.write_config()
+    (damaged,) = site.send(["root"], b"Subject: damaged\n\nbody\n")
+    (good,) = site.send(["root"], b"Subject: good\n\nbody\n")
+    queue_file = site.spool / f"Q{damaged}"
+    queue_file.write_bytes(queue_file.read_bytes()[:20])
+    site.write_config(defer=False)
+    done = site.run(["-q", "-v"])
+    assert done.returncode == 0, done.stderr
+    assert f"{damaged}: cannot take queue item".encode() in done.stderr
+    assert b"the file is damaged" in done.stderr
+    assert queue_file.exists() and not (site.spool / f"Q{good}").exists()
+    assert b"Subject: good" in (site.maildir / "root").read_bytes()
+
+
 def test_relative_paths_in_the_config_are_relative_to_the_config_file(
     site: DmaSite, tmp_path: Path
 ) -> None:

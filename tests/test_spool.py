@@ -335,3 +335,17 @@ def test_clean_leaves_an_old_temp_file_that_a_submission_is_still_writing(tmp_pa
     # once its writer is gone (a crash), the same file is stale and goes
     writer.file.close()
     assert spool.clean(time.time()) == [os.path.basename(writer.path)]
+
+
+def test_item_ids_lists_complete_items_oldest_first(tmp_path: Path) -> None:
+    """item_ids gives every Q with its M by arrival (Q mtime), without a Q lacking its M,
+    temp files or other names, the same items scan lists."""
+    spool = spool_in(tmp_path)
+    first, second = queue(spool, b"x\n", "a@y", "b@y")
+    (third,) = queue(spool, b"y\n", "c@y")
+    for item, moment in ((first, 300), (second, 100), (third, 200)):
+        os.utime(spool.path("Q" + item.id), (moment, moment))
+    Path(spool.path("Qlonely.0")).write_bytes(b"ID: lonely.0\nSender: \nRecipient: r@x\n")
+    Path(spool.path("tmp_leftover")).write_bytes(b"")
+    assert spool.item_ids() == [second.id, third.id, first.id]
+    assert [entry.item.id for entry in spool.scan().entries] == spool.item_ids()
