@@ -121,6 +121,12 @@ def _is_continuation(line: bytes) -> bool:
     return line[:1] in (b" ", b"\t")
 
 
+def _is_malformed(line: bytes) -> bool:
+    """True for a line inside the block that is neither a field, a continuation nor
+    the empty separator: readers take it for the first line of the body."""
+    return line != b"\n" and not _is_continuation(line) and not _is_header_line(line)
+
+
 def _is_from_line(line: bytes) -> bool:
     """True for an mbox ``From `` (or quoted ``>From ``) separator line."""
     head = line[:6].lower()
@@ -230,6 +236,13 @@ class HeaderStep:
     Bcc: in order) when ``collect_recipients``.  Memory is one field at most: a
     line or a collected field over ``field_limit`` octets is a DataError naming
     the line.  Bcc: fields go, with their continuations, with or without -t.
+
+    A line inside the block that is neither a field nor a continuation ("the tail"):
+    mail readers take it for the start of the body, so the block is closed before
+    it (our fields, a blank line) and it and what follows go out as body, untouched
+    and unfolded (long ones are re-encoded as body lines).  Up to the first empty
+    line, though, Bcc: fields are still dropped and -t still reads To/Cc/Bcc, as in
+    the C dma, whose header phase lasts until that empty line (SPEC 3.3, 3.4).
     """
 
     def __init__(
@@ -252,6 +265,8 @@ class HeaderStep:
         self._value_size = 0
         self._seen: set[str] = set()
         self._recipients: list[str] = []
+        self._tail = False  # past a malformed line, before the first empty line
+        self._midline = False  # in the tail: the last piece did not end its line
 
     @property
     def recipients(self) -> tuple[str, ...]:
@@ -266,9 +281,13 @@ class HeaderStep:
         """
         if self.done:
             raise SoftwareError("a body piece was fed to the header step")
+        if self._tail:
+            return Step((), self._tail_piece(piece))
         ends_line = piece.endswith(b"\n")
         if self._partial or self._skipping:
             return self._more(piece, ends_line)
+        if self._started and _is_malformed(piece):
+            return self._start_tail(piece)
         if ends_line:
             return self._line(piece)
         # The start of a long line: what it is shows in its first piece.
@@ -287,8 +306,12 @@ class HeaderStep:
         """The input ended: return the rest of the header block, with the separator."""
         if self.done:
             return ()
-        if self._partial or self._skipping:
+        if self._partial or self._skipping or self._midline:
             raise SoftwareError("the input ended inside a line (normalise_lines ends every line)")
+        if self._tail:  # the separator went out before the tail
+            self._end_field()
+            self.done = True
+            return ()
         return self._close()
 
     # ---------------------------------------------------------------------------------
@@ -337,20 +360,57 @@ class HeaderStep:
         self._check_line(len(line))
         if self._name is not None and _is_continuation(line):
             return Step(self._field_line(line))
+        if _is_malformed(line):
+            self._number -= 1  # the tail counts its own lines
+            return self._start_tail(line)
         self._end_field()
-        match = _FIELD_NAME.match(line)
-        # Readers take a malformed line for the start of the body, so the fields we
-        # add go before the first one, where they still count as headers.
-        added = self._missing_fields() if match is None else ()
-        self._name = match.group(1).decode("ascii") if match is not None else ""
-        self._key = self._name.lower()
+        self._open_field(line)
         if self._key in _ADDED_FIELDS:
             self._seen.add(self._key)
+        return Step(self._field_line(line))
+
+    def _open_field(self, line: bytes) -> None:
+        """Start the field that ``line`` (or its first piece) opens."""
+        match = _FIELD_NAME.match(line)
+        self._name = match.group(1).decode("ascii") if match is not None else ""
+        self._key = self._name.lower()
         self._keep = self._key != "bcc"
         collect = self._collect and self._key in _RECIPIENT_FIELDS
         self._value = [] if collect else None
         self._value_size = 0
-        return Step(added + self._field_line(line))
+
+    def _start_tail(self, piece: bytes) -> Step:
+        """A malformed line: close the block before it; it starts the body (the tail)."""
+        self._end_field()
+        closing = (*self._missing_fields(), b"\n")
+        self._tail = True
+        return Step(closing, self._tail_piece(piece))
+
+    def _tail_piece(self, piece: bytes) -> bytes:
+        """A piece of the tail: body, but a Bcc field is dropped and -t fields are read."""
+        ends_line = piece.endswith(b"\n")
+        if not self._midline:  # the piece starts a line
+            if piece == b"\n":
+                self._number += 1
+                self._end_field()
+                self.done = True  # the first empty line: the C dma's header phase ends
+                return piece
+            if not _is_continuation(piece):  # a continuation goes with the line above
+                self._end_field()
+                if _is_header_line(piece):
+                    self._open_field(piece)
+                else:
+                    self._keep = True
+        self._midline = not ends_line
+        if ends_line:
+            self._number += 1
+        if self._value is not None:
+            assert self._name is not None
+            self._value_size += len(piece) - ends_line
+            if self._value_size > self._limit:
+                raise self._too_long(f"{self._name} field", self._number + (not ends_line))
+            self._value.append(piece[:-1] if ends_line else piece)
+        return piece if self._keep else b""
 
     def _field_line(self, line: bytes) -> tuple[bytes, ...]:
         """A line of the current field: collected for -t, and spooled unless a Bcc."""

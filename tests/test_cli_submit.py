@@ -230,18 +230,31 @@ def test_crlf_input_ends_headers_and_is_stored_with_lf(site: DmaSite) -> None:
 
 
 def test_bcc_after_a_malformed_header_line_is_removed(site: DmaSite) -> None:
-    """Headers end at the first empty line: a Bcc after a line that is no header is still
-    removed, the malformed line is kept as it is, and the Date, Message-Id and From we
-    add go before it (mail readers take such a line for the start of the body)."""
+    """A line that is no header ends the header block for readers (our fields and a blank
+    line go before it), but a Bcc after it, before the first empty line, is still
+    removed, and the malformed line is kept as it is."""
     message = b"Subject: a\nbogus line\nBcc: secret@example.org,\n more@example.org\n\nbody\n"
     (item_id,) = site.send(["b@example.org"], message)
     text = site.message(item_id)
     assert b"secret@" not in text and b"more@" not in text
     lines, body = headers_and_body(text)
     assert lines[5] == b"Subject: a"
-    assert [line.split(b":")[0] for line in lines[6:9]] == [b"Date", b"Message-Id", b"From"]
-    assert lines[9:] == [b"bogus line"]
-    assert body == b"body\n"
+    assert [line.split(b":")[0] for line in lines[6:]] == [b"Date", b"Message-Id", b"From"]
+    assert body == b"bogus line\n\nbody\n"
+
+
+def test_long_line_after_a_malformed_header_line_is_reencoded_as_body(site: DmaSite) -> None:
+    """A long line after a malformed one is body: quoted-printable that decodes back
+    exactly, not folded like a header."""
+    import email
+    import email.policy
+
+    long_line = b"a" * 3000
+    (item_id,) = site.send(["b@example.org"], b"Subject: x\nplain text\n" + long_line + b"\nend\n")
+    text = site.message(item_id)
+    assert all(len(line) <= 998 for line in text.split(b"\n"))
+    parsed = email.message_from_bytes(text, policy=email.policy.default)
+    assert parsed.get_payload(decode=True) == b"plain text\n" + long_line + b"\nend\n"
 
 
 def test_t_reads_to_after_a_malformed_header_line(site: DmaSite) -> None:
