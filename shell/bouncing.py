@@ -20,7 +20,8 @@ from dma.core.errors import DmaError
 from dma.core.headers import make_message_id
 from dma.core.queuefile import QueueItem
 from dma.core.retry import after_temporary_failure
-from dma.shell.outcomes import Outcome
+from dma.core.routing import recipient_parts
+from dma.shell.outcomes import Outcome, failed
 from dma.shell.settings import Settings
 
 
@@ -36,7 +37,7 @@ def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list
                   to=item.recipient, reason=outcome.detail)
         return []
     try:
-        new_ids = _spool_bounce(claim, outcome, settings)
+        new_ids = _spool_bounce(claim, _failures(item.recipient, outcome), settings)
     except (DmaError, OSError) as error:
         reason = f"cannot bounce to <{item.sender}>: {error}"
         claim.update(after_temporary_failure(
@@ -51,7 +52,51 @@ def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list
     return new_ids
 
 
-def _spool_bounce(claim: Claim, outcome: Outcome, settings: Settings) -> list[str]:
+def bounce_parts(claim: Claim, outcome: Outcome, settings: Settings, log: Any
+                 ) -> list[str] | None:
+    """Bounce the addresses of a comma-list item that failed for good; keep the item.
+
+    Returns the bounce's item ids ([] for a null sender: nothing to bounce to), or
+    None when it could not be made: then the failed addresses stay in the item and
+    are tried again.
+    """
+    item = claim.item
+    failed_parts = outcome.parts_of("failed")
+    parts = ", ".join(part for part, _ in failed_parts)
+    if item.sender == "":
+        log.error("bounce failed too; discarded (bounces are never bounced)", id=item.id,
+                  to=parts, reason=outcome.detail)
+        return []
+    try:
+        new_ids = _spool_bounce(claim, _failures(item.recipient, failed(
+            outcome.detail, "5.0.0", parts=failed_parts)), settings)
+    except (DmaError, OSError) as error:
+        log.error("bounce failed; the addresses stay in the queue item", id=item.id,
+                  to=parts, reason=f"cannot bounce to <{item.sender}>: {error}")
+        return None
+    log.error("bounced", id=item.id, to=parts, reason=outcome.detail,
+              bounce_id=new_ids[0] if new_ids else None)
+    return new_ids
+
+
+def _failures(recipient: str, outcome: Outcome) -> list[Failure]:
+    """One Failure per address: each failed part of a comma list with its own reason,
+    else every address of the Recipient value with the outcome's."""
+    if outcome.parts:
+        return [
+            Failure(recipient=part, status=own.status or "5.0.0", diagnostic=own.diagnostic,
+                    remote_mta=own.remote_mta, reason=own.detail)
+            for part, own in outcome.parts_of("failed")
+        ]
+    return [
+        Failure(recipient=part, status=outcome.status or "5.0.0",
+                diagnostic=outcome.diagnostic, remote_mta=outcome.remote_mta,
+                reason=outcome.detail)
+        for part in recipient_parts(recipient)
+    ]
+
+
+def _spool_bounce(claim: Claim, failures: list[Failure], settings: Settings) -> list[str]:
     from dma.shell.submit import load_aliases
 
     item = claim.item
@@ -64,13 +109,6 @@ def _spool_bounce(claim: Claim, outcome: Outcome, settings: Settings) -> list[st
     message_id = spool.new_message_id()
     now = system.now()
     arrival = datetime.fromtimestamp(claim.arrival).astimezone()
-    failure = Failure(
-        recipient=item.recipient,
-        status=outcome.status or "5.0.0",
-        diagnostic=outcome.diagnostic,
-        remote_mta=outcome.remote_mta,
-        reason=outcome.detail,
-    )
     context = BounceContext(
         mailname=settings.mailname,
         queue_id=item.id.rsplit(".", 1)[0],
@@ -87,6 +125,6 @@ def _spool_bounce(claim: Claim, outcome: Outcome, settings: Settings) -> list[st
         for index, target in enumerate(targets)
     ]
     with spool.begin() as writer, open(claim.message_path, "rb") as original:
-        writer.file.writelines(build_bounce(original, [failure], context))
+        writer.file.writelines(build_bounce(original, failures, context))
         spool.commit(writer, message_id, items)
     return [new.id for new in items]

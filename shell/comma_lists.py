@@ -44,26 +44,29 @@ class ListItem:
 
 
 def list_outcome(listed: ListItem) -> Outcome:
-    """The item's outcome once every part has one (see ItemOutcomes.record)."""
+    """The item's outcome once every part has one (see ItemOutcomes.record).
+
+    Delivered when every part is; otherwise the outcome carries each undelivered
+    part with its own outcome: it fails (bounces) when every one of them failed for
+    good, else it is deferred, and the queue run bounces the failed parts alone and
+    keeps the deferred ones queued.
+    """
     results = [(part, listed.outcomes[n]) for n, part in enumerate(listed.parts)]
     if all(outcome.kind == "delivered" for _, outcome in results):
         return delivered("; ".join(f"{part}: {outcome.detail}" for part, outcome in results))
-    failures = [(part, outcome) for part, outcome in results if outcome.kind == "failed"]
-    waiting = [part for part, outcome in results if outcome.kind == "deferred"]
-    if failures:
+    left = tuple((part, outcome) for part, outcome in results if outcome.kind != "delivered")
+    failures = [(part, outcome) for part, outcome in left if outcome.kind == "failed"]
+    if len(failures) == len(left):
         first = failures[0][1]
         detail = "; ".join(f"{part}: {outcome.detail}" for part, outcome in failures)
-        if waiting:
-            detail += f" (not delivered either: {', '.join(waiting)})"
-        return failed(detail, first.status, first.diagnostic, first.remote_mta)
+        return failed(detail, first.status, first.diagnostic, first.remote_mta, parts=left)
     reasons: dict[str, list[str]] = {}
-    for part, outcome in results:
-        if outcome.kind == "deferred":
-            reasons.setdefault(outcome.detail, []).append(part)
-    if len(reasons) == 1 and len(waiting) == len(results):
-        return deferred(next(iter(reasons)))  # one reason for the whole list
+    for part, outcome in left:
+        reasons.setdefault(outcome.detail, []).append(part)
+    if len(reasons) == 1 and len(left) == len(results):
+        return deferred(next(iter(reasons)), parts=left)  # one reason for the whole list
     return deferred("; ".join(f"{', '.join(parts)}: {reason}"
-                              for reason, parts in reasons.items()))
+                              for reason, parts in reasons.items()), parts=left)
 
 
 class ItemOutcomes:
@@ -92,10 +95,9 @@ class ItemOutcomes:
         """Note ``outcome`` for an item, or for one part of a comma list.
 
         ``now`` means "final now, tell the run at once" (a transaction ended).  A
-        list item's outcome is decided when each part has one: it is delivered when
-        every part is, bounces when a part failed for good (naming the parts not
-        delivered), else it is deferred.  Each delivered part is taken out of the
-        Q file's Recipient at once, so no part is ever sent twice.
+        list item's outcome is decided when each part has one (``list_outcome``).
+        Each delivered part is taken out of the Q file's Recipient at once, so no
+        part is ever sent twice.
         """
         item_id, part, index = work_id.partition(PART)
         if not part:

@@ -8,6 +8,7 @@ never a process per recipient.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
 from dma.core.envelope import local_name
 from dma.core.errors import DmaError
+from dma.core.queuefile import QueueItem
 from dma.core.retry import after_temporary_failure, is_expired
 from dma.core.routing import recipient_parts
 from dma.shell.outcomes import Outcome, deferred, failed
@@ -201,6 +203,8 @@ class QueueRun:
             self.log.info("delivered", id=item.id, to=item.recipient, detail=outcome.detail)
             return
         now = system.epoch()
+        if outcome.kind == "deferred" and outcome.parts_of("failed"):
+            item = self._bounce_failed_parts(claim, outcome)
         if outcome.kind == "deferred":
             lifetime = self.settings.config.queuelifetime
             if not is_expired(claim.arrival, now, lifetime):
@@ -226,6 +230,20 @@ class QueueRun:
         else:
             self.summary.bounced += 1
             self.followups.extend(bounce_ids)
+
+    def _bounce_failed_parts(self, claim: Claim, outcome: Outcome) -> QueueItem:
+        """Bounce the addresses of a comma-list item refused for good and keep only the
+        deferred ones in it; the item as it is now (unchanged when no bounce was made)."""
+        from dma.core.routing import join_recipient_parts
+        from dma.shell.bouncing import bounce_parts
+
+        bounce_ids = bounce_parts(claim, outcome, self.settings, self.log)
+        if bounce_ids is None:
+            return claim.item
+        self.followups.extend(bounce_ids)
+        waiting = [part for part, own in outcome.parts if own.kind != "failed"]
+        claim.update(dataclasses.replace(claim.item, recipient=join_recipient_parts(waiting)))
+        return claim.item
 
 
 def _jitter() -> float:

@@ -449,6 +449,49 @@ def test_comma_list_with_a_refused_address_bounces_it(
     assert "ok@x.org" not in status["final-recipient"]
 
 
+def test_comma_list_bounces_the_refused_address_and_keeps_the_deferred_one(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """550 for one address of a list and 450 for another: the first bounces alone (one
+    Final-Recipient of its own), the second stays queued and is delivered later."""
+    sink = scripted_sink(Script(rcpt=answer_by_local_part))
+    write_remote_config(site, sink.port, defer=True)
+    item_id = _cdma_item(site, "perm@x.org,temp@y.org,ok@z.org")
+    assert site.run(["-q"]).returncode == 0
+    [arrival] = sink.wait_for(1)
+    assert arrival.recipients == ["ok@z.org"]
+    [item] = site.queue()
+    assert item["id"] == item_id and "450" in item["last_error"]
+    assert q_fields(site, item_id)["Recipient"] == "temp@y.org"
+    [report] = bounces(site)
+    status = delivery_status(report, "perm@x.org")
+    assert status["action"] == "failed" and status["status"] == "5.1.1"
+    assert status["final-recipient"] == "rfc822; perm@x.org"
+    assert report.as_string().count("Final-Recipient:") == 1  # the deferred one waits
+    sink.script = Script()  # the server takes it now
+    assert site.run(["-q"]).returncode == 0
+    assert [m.recipients for m in sink.wait_for(2)] == [["ok@z.org"], ["temp@y.org"]]
+    assert site.queue() == []
+    assert len(bounces(site)) == 1
+
+
+def test_comma_list_refused_whole_bounces_each_address_on_its_own(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """Every address of a list refused for good: one bounce with a Final-Recipient per
+    address (a comma list is no RFC 3464 recipient)."""
+    sink = scripted_sink(Script(rcpt=answer_by_local_part))
+    write_remote_config(site, sink.port, defer=True)
+    _cdma_item(site, "perm@x.org,perm2@y.org")
+    assert site.run(["-q"]).returncode == 0
+    assert site.queue() == []
+    [report] = bounces(site)
+    for address in ("perm@x.org", "perm2@y.org"):
+        status = delivery_status(report, address)
+        assert status["final-recipient"] == f"rfc822; {address}"
+        assert status["action"] == "failed"
+
+
 def test_comma_list_over_two_next_hops(
     site: DmaSite, scripted_sink: ScriptedFactory
 ) -> None:
