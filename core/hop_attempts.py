@@ -31,6 +31,11 @@ from dma.core.routing import Target
 
 NO_HOST_REACHED = "no host for this destination could be reached"
 """The deferral reason when no connection said why it failed."""
+CREDENTIALS_REFUSED = (
+    "the auth.conf login for this host was refused earlier in this run; not tried again"
+    " (fix auth.conf, then run the queue)"
+)
+"""The deferral reason when a host was skipped because its login was just refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,17 +99,29 @@ class SessionResult:
 class HopAttempts:
     """The attempt to deliver some items over one hop, step by step (see the module doc)."""
 
-    def __init__(self, targets: Sequence[HopTarget], item_ids: Iterable[str]) -> None:
+    def __init__(
+        self,
+        targets: Sequence[HopTarget],
+        item_ids: Iterable[str],
+        refused: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """``refused``: credentials a server turned down earlier in this run (other
+        hops): hosts that take them are skipped, lest the account be locked."""
         self._targets = tuple(targets)
         self._ids = tuple(dict.fromkeys(item_ids))
         self._settled: dict[str, Outcome] = {}
         self._temporary: dict[str, Outcome] = {}
+        self._refused: list[tuple[str, str]] = list(refused)  # credentials turned down
         self._last_error = NO_HOST_REACHED
-        self._refused: list[tuple[str, str]] = []  # credentials a server turned down
         self._host = 0        # index of the host being worked on
         self._address = 0     # index of its next address
         self._awaiting: TryAddress | None = None
         self._leaving: Target | None = None  # auth failed there; LeaveHost not given yet
+
+    @property
+    def refused(self) -> tuple[tuple[str, str], ...]:
+        """Every credential pair turned down so far, those given at the start included."""
+        return tuple(self._refused)
 
     @property
     def open_ids(self) -> tuple[str, ...]:
@@ -127,6 +144,8 @@ class HopAttempts:
             if self._address == 0 and host.credentials is not None \
                     and host.credentials in self._refused:
                 self._host += 1
+                if self._last_error == NO_HOST_REACHED:
+                    self._last_error = CREDENTIALS_REFUSED
                 return SkipHost(host.target, open_ids)
             if self._address < len(host.target.addresses):
                 address = host.target.addresses[self._address]

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma.core.hop_attempts import (
+    CREDENTIALS_REFUSED,
     NO_HOST_REACHED,
     HopAttempts,
     HopDone,
@@ -61,6 +62,8 @@ def test_any_session_results_lead_to_one_outcome_per_item(
         step = attempts.next_step()
         if isinstance(step, HopDone):
             break
+        if isinstance(step, SkipHost) and last_error == NO_HOST_REACHED:
+            last_error = CREDENTIALS_REFUSED  # the reason, unless a connection gave one
         if isinstance(step, (SkipHost, LeaveHost)):
             continue
         assert isinstance(step, TryAddress)

@@ -15,6 +15,7 @@ logs, ``shell/smtp_connection.py`` drives each connection, and
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -61,6 +62,8 @@ class RemoteDelivery:
         self.slots = Slots(self.config.spooldir, max(1, self.config.maxconnections))
         self.slot_wait = float(self.config.timeout)
         """Seconds a hop waits for a free connection slot before its items are deferred."""
+        self._refused: set[tuple[str, str]] = set()  # logins a server refused this run
+        self._refused_lock = threading.Lock()  # hops run in threads
 
     def _targets(self, hop: NextHop) -> DnsOutcome:
         """Where to connect for ``hop``; dnspython is loaded only when DNS must be asked."""
@@ -155,10 +158,13 @@ class RemoteDelivery:
         slot = self._take_slot(item_ids)
         if isinstance(slot, str):
             return {i: deferred(slot) for i in item_ids}
+        with self._refused_lock:
+            refused = tuple(self._refused)
         attempts = HopAttempts(
             [HopTarget(target, self._credentials(hop, target))
              for target in lookup_result.targets],
             item_ids,
+            refused,
         )
         try:
             while not isinstance(step := attempts.next_step(), HopDone):
@@ -178,6 +184,8 @@ class RemoteDelivery:
                         hop, step.target, step.address, offered, credentials))
         finally:
             slot.release()
+            with self._refused_lock:  # later hops and batches of this run skip them too
+                self._refused.update(attempts.refused)
         return dict(step.outcomes)
 
     def _messages(self, works: list[Work]) -> list[OutgoingMessage]:

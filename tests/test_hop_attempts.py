@@ -8,6 +8,7 @@ import pytest
 
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import (
+    CREDENTIALS_REFUSED,
     NO_HOST_REACHED,
     HopAttempts,
     HopDone,
@@ -209,3 +210,28 @@ def test_result_without_a_try_is_our_bug() -> None:
 def test_credentials_stay_out_of_reprs() -> None:
     """A HopTarget's repr never shows the password (it may end up in a traceback)."""
     assert "secret" not in repr(HopTarget(MX1, CREDS))
+
+
+def test_credentials_refused_on_an_earlier_hop_skip_their_hosts() -> None:
+    """A login refused at another hop of this run skips every host that takes it; the
+    items are deferred saying so, and hosts with other logins are still tried."""
+    attempts = HopAttempts([HopTarget(MX1, CREDS), HopTarget(MX2, OTHER)], ["a"], [CREDS])
+    skipped = attempts.next_step()
+    assert isinstance(skipped, SkipHost) and skipped.target == MX1
+    assert _try(attempts).target == MX2
+    attempts.session_ended(_fail("connection refused"))
+    assert _try(attempts).target == MX2
+    attempts.session_ended(_fail("connection refused"))
+    assert _done(attempts) == {"a": deferred("connection refused")}
+    only = HopAttempts([HopTarget(MX1, CREDS)], ["b"], [CREDS])
+    assert isinstance(only.next_step(), SkipHost)
+    assert _done(only) == {"b": deferred(CREDENTIALS_REFUSED)}
+
+
+def test_refused_credentials_are_handed_on() -> None:
+    """``refused`` lists the logins given at the start and those refused during the hop,
+    for the next hop of the run."""
+    attempts = HopAttempts([HopTarget(MX1, OTHER)], ["a"], [CREDS])
+    _try(attempts)
+    attempts.session_ended(_fail("535 5.7.8 bad login", auth="refused"))
+    assert set(attempts.refused) == {CREDS, OTHER}
