@@ -314,12 +314,17 @@ def _domain_problem(domain: str) -> str | None:
 
 
 def _read_mailname(key: str, value: str, where: str) -> str:
-    """A domain name (or address literal), or an absolute path to a file holding one."""
+    """A domain name (or address literal), or an absolute path to a file holding one.
+
+    A fully qualified name's trailing dot (``mail.example.com.``) is dropped: it has
+    no place after the ``@`` of an address.
+    """
     if value.startswith("/"):
         return value
-    problem = _domain_problem(value)
+    name = value[:-1] if value.endswith(".") and not value.endswith("..") else value
+    problem = _domain_problem(name)
     if problem is None:
-        return value
+        return name
     raise ConfigError(
         f"{key} {_shown(value)} is not a mail domain name ({problem})",
         where=where,

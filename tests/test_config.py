@@ -86,6 +86,7 @@ def test_mailname_must_be_a_domain_or_a_path() -> None:
     assert parse("MAILNAME mail.example.org\n").mailname == "mail.example.org"
     assert parse("MAILNAME /etc/mailname\n").mailname == "/etc/mailname"
     assert parse("MAILNAME [192.0.2.1]\n").mailname == "[192.0.2.1]"
+    assert parse("MAILNAME mail.example.org.\n").mailname == "mail.example.org"
     for bad in ("my host", "ex..org", "-x.org", "a@b"):
         with pytest.raises(ConfigError) as caught:
             parse(f"DEFER\nMAILNAME {bad}\n")
