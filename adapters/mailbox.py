@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import itertools
 import os
 import secrets
@@ -266,17 +267,29 @@ def file_system_type(fd: int) -> int | None:
 
     Python has no fstatfs, so ask libc through ctypes (only local delivery pays for it).
     """
-    try:
-        import ctypes
-        import ctypes.util
+    libc = _libc()
+    if libc is None:
+        return None
+    import ctypes
 
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 octets on Linux
+    buffer = ctypes.create_string_buffer(256)  # struct statfs is 120 octets on Linux
+    try:
         if libc.fstatfs(fd, buffer) != 0:
             return None
-    except (ImportError, OSError, AttributeError):
+    except AttributeError:  # a libc without fstatfs
         return None
     return int(ctypes.c_long.from_buffer(buffer).value & 0xFFFFFFFF)
+
+
+@functools.cache
+def _libc() -> Any:
+    """The C library already loaded into this process (no ldconfig run), looked up once."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return None
 
 
 def _try_all_locks(
