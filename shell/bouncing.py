@@ -15,8 +15,8 @@ from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
 from dma.core.bounce import BounceContext, Failure, build_bounce
 from dma.core.dates import rfc5322_date
-from dma.core.envelope import resolve_recipients
-from dma.core.errors import DmaError
+from dma.core.envelope import Recipient, resolve_recipients
+from dma.core.errors import DmaError, NoUserError
 from dma.core.headers import make_message_id
 from dma.core.queuefile import QueueItem
 from dma.core.retry import after_temporary_failure
@@ -37,7 +37,7 @@ def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list
                   to=item.recipient, reason=outcome.detail)
         return []
     try:
-        new_ids = _spool_bounce(claim, _failures(item.recipient, outcome), settings)
+        new_ids = _spool_bounce(claim, _failures(item.recipient, outcome), settings, log)
     except (DmaError, OSError) as error:
         reason = f"cannot bounce to <{item.sender}>: {error}"
         claim.update(after_temporary_failure(
@@ -69,7 +69,7 @@ def bounce_parts(claim: Claim, outcome: Outcome, settings: Settings, log: Any
         return []
     try:
         new_ids = _spool_bounce(claim, _failures(item.recipient, failed(
-            outcome.detail, "5.0.0", parts=failed_parts)), settings)
+            outcome.detail, "5.0.0", parts=failed_parts)), settings, log)
     except (DmaError, OSError) as error:
         log.error("bounce failed; the addresses stay in the queue item", id=item.id,
                   to=parts, reason=f"cannot bounce to <{item.sender}>: {error}")
@@ -96,15 +96,44 @@ def _failures(recipient: str, outcome: Outcome) -> list[Failure]:
     ]
 
 
-def _spool_bounce(claim: Claim, failures: list[Failure], settings: Settings) -> list[str]:
+POSTMASTERS = ("postmaster", "root")
+"""Who gets a bounce whose sender is a local name that is no user (any more), in order."""
+
+
+def _bounce_targets(sender: str, settings: Settings, log: Any) -> tuple[Recipient, ...]:
+    """The sender's final recipients; for a local sender that is neither alias nor user
+    (deleted since), the postmaster's, so the report reaches someone and the original
+    does not wait in the queue for ever.  Raises when nobody can have it."""
     from dma.shell.submit import load_aliases
 
+    config = settings.config
+    aliases = load_aliases(config.aliases)
+
+    def resolve(address: str) -> tuple[Recipient, ...]:
+        return resolve_recipients(
+            (address,), mailname=settings.mailname, aliases=aliases,
+            is_user=system.user_exists, nullclient=config.nullclient,
+        )
+
+    try:
+        return resolve(sender)
+    except NoUserError as missing:
+        for fallback in POSTMASTERS:
+            try:
+                targets = resolve(fallback)
+            except DmaError:
+                continue
+            log.warning("sender is no local user; the bounce goes to the postmaster",
+                        sender=sender, to=fallback)
+            return targets
+        raise missing from None
+
+
+def _spool_bounce(claim: Claim, failures: list[Failure], settings: Settings,
+                  log: Any) -> list[str]:
     item = claim.item
     config = settings.config
-    targets = resolve_recipients(
-        (item.sender,), mailname=settings.mailname, aliases=load_aliases(config.aliases),
-        is_user=system.user_exists, nullclient=config.nullclient,
-    )
+    targets = _bounce_targets(item.sender, settings, log)
     spool = Spool(config.spooldir)
     message_id = spool.new_message_id()
     now = system.now()

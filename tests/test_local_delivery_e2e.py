@@ -521,11 +521,17 @@ def test_null_sender_written_as_angle_brackets_is_discarded_too(site: DmaSite) -
     assert os.listdir(site.maildir) == ["root"]
 
 
+NOBODY_TO_BOUNCE_TO = "postmaster: gone-admin-xyz\nroot: gone-admin-xyz\n"
+"""Aliases that leave a bounce nobody: neither the postmaster nor root is a user."""
+
+
 def test_bounce_that_cannot_be_made_keeps_the_original(site: DmaSite) -> None:
-    """When the sender is an unknown local name, the expired item stays queued with the
-    reason in its Q file and mailq, and its arrival time is kept."""
+    """When the sender is an unknown local name and no postmaster can have the bounce,
+    the expired item stays queued with the reason in its Q file and mailq, and its
+    arrival time is kept."""
     unknown = "nosuchuser" + secrets.token_hex(3)
     (item_id,) = site.send(["-f", "root", "root"], b"Subject: orphan\n\nbody\n")
+    site.write_aliases(NOBODY_TO_BOUNCE_TO)
     spooled = site.message(item_id)
     queue_file = site.spool / f"Q{item_id}"
     arrival = os.stat(queue_file)
@@ -558,6 +564,7 @@ def test_bounce_that_cannot_be_made_counts_the_attempt_and_backs_off(site: DmaSi
     """An item whose bounce could not be made records the attempt and a next try in the
     future, like any other temporary failure (SPEC 5.1)."""
     (item_id,) = site.send(["-f", "root", "root"], b"Subject: orphan\n\nbody\n")
+    site.write_aliases(NOBODY_TO_BOUNCE_TO)
     queue_file = site.spool / f"Q{item_id}"
     arrival = os.stat(queue_file)
     queue_file.write_text(re.sub(r"(?m)^Sender: .*$", "Sender: nosuchuser" + secrets.token_hex(3),

@@ -9,6 +9,10 @@ smuggling (SPEC 3.1, 5.1, 5.3, 5.4, 5.7).
 
 from __future__ import annotations
 
+import email
+import email.message
+import email.policy
+import mailbox
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -572,3 +576,26 @@ def test_size_parameter_counts_the_octets_on_the_wire(
     (mail,) = [c for c in sink.connections[0].commands if c.startswith("MAIL FROM:")]
     declared = int(mail.split("SIZE=")[1].split()[0])
     assert declared == len(arrival.content)
+
+
+def test_bounce_for_a_vanished_local_sender_goes_to_the_postmaster(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A refused message whose sender is a local name that is no user (deleted since)
+    bounces to the postmaster (an alias here) instead of waiting in the queue for ever."""
+    sink = scripted_sink(Script(rcpt=answer_by_local_part))
+    write_remote_config(site, sink.port)
+    site.write_aliases(f"postmaster: {local_login()}\n")
+    done = site.run(["-D", "-f", "ghost-sender-xyz", "perm@example.org"], MESSAGE)
+    assert done.returncode == 69, done.stderr.decode()
+    assert b"bounce goes to the postmaster" in done.stderr
+    assert site.queue() == []
+    box = mailbox.mbox(str(site.maildir / local_login()), create=False)
+    try:
+        [raw] = [box.get_bytes(key) for key in box.iterkeys()]
+    finally:
+        box.close()
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(report, email.message.EmailMessage)
+    assert delivery_status(report, "perm@example.org")["action"] == "failed"
+    assert b"ghost-sender-xyz@" in raw

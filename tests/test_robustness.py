@@ -101,9 +101,11 @@ def test_root_maildir_delivery_gives_the_file_to_the_user(site: DmaSite) -> None
 
 
 def test_bounce_now_that_cannot_be_made_says_so(site: DmaSite) -> None:
-    """-Qb for an item whose sender cannot get a bounce reports it and exits 75."""
+    """-Qb for an item whose sender cannot get a bounce (an unknown local name, and
+    nobody as postmaster) reports it and exits 75."""
     site.write_config()
     (item_id,) = site.send(["-f", "ghost-sender", "root"], b"Subject: x\n\nbody\n")
+    site.write_aliases("postmaster: gone-admin-xyz\nroot: gone-admin-xyz\n")
     site.write_config(defer=False)
     done = site.run(["-Qb", item_id])
     assert done.returncode == 75
