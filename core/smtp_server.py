@@ -26,9 +26,23 @@ is out of sequence (503); a verdict missing from it is a bug in the driver
 
 Lines: commands may be 512 octets with their CRLF (RFC 5321 4.5.3.1.4); longer ones
 are answered 500 without being held in memory.  Text lines should be at most 1000
-octets but longer ones are accepted: the submission path re-encodes them.  The
-client may end lines with CRLF or a bare LF.  In the data a line ``.`` ends the
-message and a leading dot is removed from any other line (RFC 5321 4.5.2).
+octets but longer ones are accepted: the submission path re-encodes them.
+
+Line ends, and SMTP smuggling (CVE-2023-51764, SPEC 1 ``-bs``): a command line may end
+in CRLF or a bare LF (old scripts pipe LF-only commands; nothing rides on it).  In the
+data only CRLF ends a line, as RFC 5321 2.3.8 defines it: a bare LF is a character of
+the line it is in.  So the data ends only at ``<CRLF>.<CRLF>`` (or ``.<CRLF>`` first
+in it), and the dot rule of RFC 5321 4.5.2 applies to lines that begin after a CRLF:
+there a leading dot is removed and the lone ``.`` ends the message.  A dot after a
+bare LF is text, kept as it is.  ``<LF>.<LF>``, ``<LF>.<CRLF>`` and ``<CRLF>.<LF>``
+are therefore message text, and so is whatever follows them up to the real end: a
+body cannot smuggle commands into a second transaction.  A conforming client (one
+that dot-stuffs the lines it ends in CRLF, as Symfony, SwiftMailer and smtplib do)
+gets its message back byte for byte, bare LFs and all.  Bare LFs in the text are
+accepted without a word (the submission path makes line ends uniform); the number of
+lone dots next to a bare LF that did not end the data is reported in
+``MessageEnd.bare_lf_dots`` (or ``Closed.bare_lf_dots`` when the input ended in the
+message), so the driver can log an attempt or a client that ends the data wrongly.
 """
 
 from __future__ import annotations
@@ -169,15 +183,23 @@ class MessageStart:
 
 @dataclass(frozen=True, slots=True)
 class MessageData:
-    """The next piece of the message, dots unstuffed: whole lines with the client's line
-    ends, or the start of a line longer than DATA_FRAGMENT_OCTETS.  Never empty."""
+    """The next piece of the message, dots unstuffed: text up to a line feed (CRLF or a
+    bare LF, as the client sent it), or the start of a run of more than
+    DATA_FRAGMENT_OCTETS octets without one.  Never empty."""
 
     data: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class MessageEnd:
-    """The lone ``.`` arrived: the driver must accept or refuse the message before going on."""
+    """``<CRLF>.<CRLF>`` arrived: the driver must accept or refuse the message before going on.
+
+    ``bare_lf_dots``: how many lone dots next to a bare LF (``<LF>.<LF>``,
+    ``<LF>.<CRLF>``, ``<CRLF>.<LF>``) the message holds as text: each is an SMTP
+    smuggling attempt or a client that tried to end the data with a bare LF.
+    """
+
+    bare_lf_dots: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,11 +212,14 @@ class Closed:
     """The session is over: after QUIT (``by_quit``) or at the end of input.
 
     ``mid_transaction``: input ended after MAIL FROM and before the end of the data,
-    so the client lost a message it was sending.
+    so the client lost a message it was sending.  ``bare_lf_dots``: lone dots next to a
+    bare LF in that unfinished message (see MessageEnd): a client that ends its data
+    with ``.`` after a bare LF never ends it, and this says why.
     """
 
     by_quit: bool
     mid_transaction: bool
+    bare_lf_dots: int = 0
 
 
 Event = (
@@ -312,7 +337,9 @@ class SmtpServer:
         self._buffer = bytearray()
         self._eof = False
         self._discarding = False  # dropping the rest of an overlong command line
-        self._line_start = True  # in DATA: the buffer starts at the start of a line
+        self._line_start = True  # in DATA: the buffer starts a line (after CRLF or DATA)
+        self._after_bare_lf = False  # in DATA: the octet before the buffer was a bare LF
+        self._bare_lf_dots = 0  # in DATA: lone dots next to a bare LF so far
         self._events: deque[Event] = deque()
         self._closed: Closed | None = None
         self._verb = ""
@@ -432,7 +459,8 @@ class SmtpServer:
         self._dispatch(kind, match.group(2) or "")
 
     def _scan_data(self) -> bool:
-        """Pass on the whole lines in the buffer, unstuffed, up to the lone dot if it is there."""
+        """Pass on the data in the buffer up to its last line feed, unstuffed, or up to the
+        end of the data if it is there (see the module notes on line ends)."""
         buffer = self._buffer
         end = buffer.rfind(b"\n")
         if end < 0:
@@ -442,31 +470,46 @@ class SmtpServer:
                 return True
             if len(buffer) < DATA_FRAGMENT_OCTETS:
                 return False
-            piece = bytes(buffer)
-            buffer.clear()
+            # A long run without a line feed: pass it on, but keep a final CR back, so
+            # that a CRLF stays whole when its LF comes in the next read.
+            cut = len(buffer) - 1 if buffer[-1] == 0x0D else len(buffer)
+            piece = bytes(buffer[:cut])
+            del buffer[:cut]
             if self._line_start and piece[:1] == b".":
                 piece = piece[1:]  # so long that it cannot be the lone dot
-            self._line_start = False
+            self._line_start = self._after_bare_lf = False
             self._emit_data(piece)
             return True
-        block = bytes(buffer[: end + 1])
+        # The octets before the buffer, as far as they matter: so each "\n." found in
+        # ``text`` has what precedes its LF (a CR or not) at hand.
+        lead = b"\r\n" if self._line_start else b"\n" if self._after_bare_lf else b""
+        text = lead + bytes(buffer[: end + 1])
         pieces: list[bytes] = []
-        start = 0
-        dot = 0 if self._line_start and block[:1] == b"." else _next_dot(block, 0)
-        while dot >= 0:
-            if block.startswith(b".\r\n", dot) or block.startswith(b".\n", dot):
-                pieces.append(block[start:dot])
-                del buffer[: dot + (3 if block[dot + 1] == 0x0D else 2)]
-                self._line_start = True
+        start = len(lead)
+        index = text.find(b"\n.")
+        while index >= 0:
+            dot = index + 1
+            after_crlf = index > 0 and text[index - 1] == 0x0D
+            # ``text`` ends in LF after the dot, so one octet after it is always there,
+            # and a second one whenever the first is a CR.
+            lone = text[dot + 1 : dot + 3] == CRLF
+            if after_crlf and lone:
+                pieces.append(text[start:dot])
+                del buffer[: dot + 3 - len(lead)]
+                self._line_start, self._after_bare_lf = True, False
                 self._emit_data(b"".join(pieces))
                 self._dispatch(Input.END_OF_DATA, "")
                 return True
-            pieces.append(block[start:dot])
-            start = dot + 1
-            dot = _next_dot(block, dot)
-        pieces.append(block[start:])
+            if lone or text[dot + 1] == 0x0A:
+                self._bare_lf_dots += 1  # <LF>.<CRLF>, <LF>.<LF> or <CRLF>.<LF>
+            if after_crlf:
+                pieces.append(text[start:dot])  # unstuff: drop the dot that starts a line
+                start = dot + 1
+            index = text.find(b"\n.", dot)
+        pieces.append(text[start:])
         del buffer[: end + 1]
-        self._line_start = True
+        self._line_start = text.endswith(CRLF)
+        self._after_bare_lf = not self._line_start
         self._emit_data(b"".join(pieces))
         return True
 
@@ -604,11 +647,11 @@ class SmtpServer:
         self._events.append(
             MessageStart(self._sender, tuple(self._recipients), self._parameters)
         )
-        self._line_start = True
+        self._line_start, self._after_bare_lf, self._bare_lf_dots = True, False, 0
         return State.DATA
 
     def _message_end(self, argument: str) -> State:
-        self._events.append(MessageEnd())
+        self._events.append(MessageEnd(bare_lf_dots=self._bare_lf_dots))
         return State.DATA_CHECK
 
     def _message_answered(self, argument: str) -> State:
@@ -649,17 +692,16 @@ class SmtpServer:
         return State.CLOSED
 
     def _end_of_input(self, argument: str) -> State:
-        self._closed = Closed(by_quit=False, mid_transaction=self._state is not State.IDLE)
+        in_data = self._state is State.DATA
+        self._closed = Closed(
+            by_quit=False,
+            mid_transaction=self._state is not State.IDLE,
+            bare_lf_dots=self._bare_lf_dots if in_data else 0,
+        )
         return State.CLOSED
 
 
 # --- parsing helpers --------------------------------------------------------------------
-
-
-def _next_dot(block: bytes, start: int) -> int:
-    """Index of the next dot that starts a line in ``block`` at or after ``start``, or -1."""
-    index = block.find(b"\n.", start)
-    return index + 1 if index >= 0 else -1
 
 
 def _split_path(text: str) -> tuple[str, str]:

@@ -119,6 +119,11 @@ def test_chunking_never_changes_the_session(
 
     assert message(pieces[1]) == message(whole[1])
 
+    def others(events: list[object]) -> list[object]:
+        return [e for e in events if not isinstance(e, MessageData)]
+
+    assert others(pieces[1]) == others(whole[1])
+
 
 message_line = st.binary(max_size=30).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
 
@@ -134,7 +139,7 @@ def test_dot_stuffing_round_trips(body: list[bytes], cuts: list[int]) -> None:
     head = b"MAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
     data = head + stuffed + b".\r\nQUIT\r\n"
     output, events = drive(split(data, cuts), [True])
-    assert MessageEnd() in events
+    assert [e for e in events if isinstance(e, MessageEnd)] == [MessageEnd(bare_lf_dots=0)]
     received = b"".join(e.data for e in events if isinstance(e, MessageData))
     assert received == b"".join(line + b"\r\n" for line in body)
     assert output.endswith(b"250 2.0.0 Ok: queued as Q\r\n221 2.0.0 Bye\r\n")
@@ -191,3 +196,85 @@ def test_each_command_in_each_state_moves_as_the_table_allows(
     if kind is Input.RCPT:
         allowed |= TRANSITIONS[(State.RCPT_CHECK, Input.ACCEPT)].targets
     assert server.state in allowed - {State.RCPT_CHECK}
+
+
+# --- SMTP smuggling: only <CRLF>.<CRLF> ends the data ------------------------------------
+
+DATA_HEAD = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+TRICKY = [
+    b"\n", b"\r", b"\r\n", b".", b"..", b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\n.\r", b"\r.\r",
+    b"x", b" ", b"MAIL FROM:<boss@example.com>", b"RCPT TO:<victim@example.net>", b"DATA",
+    b"QUIT", b"RSET",
+]
+tricky_bytes = st.lists(
+    st.one_of(st.sampled_from(TRICKY), st.binary(max_size=4)), max_size=40
+).map(b"".join)
+cuts_strategy = st.lists(st.integers(min_value=0, max_value=10_000), max_size=8)
+
+
+def conforming_client(body: bytes) -> bytes:
+    """What a conforming client sends after DATA for ``body``: lines are what CRLF ends,
+    each starting with a dot gets another, the text ends in CRLF, then ``.`` CRLF."""
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    lines = body.split(b"\r\n")[:-1] if body else []
+    return b"".join((b"." + line if line[:1] == b"." else line) + b"\r\n" for line in lines) + (
+        b".\r\n"
+    )
+
+
+def session_events(data: bytes, cuts: list[int]) -> tuple[bytes, list[object]]:
+    """Drive DATA_HEAD + ``data`` + QUIT, cut at ``cuts``, accepting everything."""
+    return drive(split(DATA_HEAD + data + b"QUIT\r\n", cuts), [True])
+
+
+def one_message(output: bytes, events: list[object]) -> tuple[bytes, MessageEnd]:
+    """Check the session held exactly one transaction and return its data and end."""
+    assert [type(e).__name__ for e in events if not isinstance(e, MessageData)] == [
+        "Hello", "MailFrom", "RcptTo", "MessageStart", "MessageEnd", "Closed"
+    ]
+    assert output.endswith(b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                           b"250 2.0.0 Ok: queued as Q\r\n221 2.0.0 Bye\r\n")
+    (end,) = [e for e in events if isinstance(e, MessageEnd)]
+    return b"".join(e.data for e in events if isinstance(e, MessageData)), end
+
+
+@settings(max_examples=400, deadline=None)
+@given(tricky_bytes, cuts_strategy)
+def test_any_body_from_a_conforming_client_round_trips_as_one_message(
+    body: bytes, cuts: list[int]
+) -> None:
+    """Any body, bare CRs, LFs and dots included, sent dot-stuffed with CRLF by a conforming
+    client, arrives as exactly one message holding that body (with a final CRLF added)."""
+    output, events = session_events(conforming_client(body), cuts)
+    received, _ = one_message(output, events)
+    expected = body if not body or body.endswith(b"\r\n") else body + b"\r\n"
+    assert received == expected
+
+
+def reference_count(text: bytes) -> int:
+    """Lone dots next to a bare LF in ``text`` (which starts after a CRLF or DATA)."""
+    framed = b"\r\n" + text
+    return len(re.findall(rb"(?<=\n)\.(?=\n)", framed)) + len(
+        re.findall(rb"(?<=[^\r]\n)\.(?=\r\n)", framed)
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    tricky_bytes.filter(lambda raw: (b"\r\n" + raw + b"\r\n.\r\n").find(b"\r\n.\r\n")
+                        == len(raw) + 2),
+    cuts_strategy,
+)
+def test_bare_lf_dot_variants_never_start_a_second_transaction(
+    raw: bytes, cuts: list[int]
+) -> None:
+    """Bytes sent as they are (not dot-stuffed) that hold LF.LF, LF.CRLF, CRLF.LF and commands
+    but no CRLF.CRLF are one message up to the real end: leading dots of CRLF lines removed,
+    everything else kept, and every lone dot next to a bare LF counted."""
+    output, events = session_events(raw + b"\r\n.\r\n", cuts)
+    received, end = one_message(output, events)
+    lines = raw.split(b"\r\n")
+    assert received == b"".join((line[1:] if line[:1] == b"." else line) + b"\r\n"
+                                for line in lines)
+    assert end == MessageEnd(bare_lf_dots=reference_count(raw + b"\r\n"))

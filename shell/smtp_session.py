@@ -10,6 +10,9 @@ machine's questions:
 - DATA: the message is streamed into the normal submission path
   (``shell.submit.submit``) while it arrives; a submission error becomes a 4xx/5xx
   reply and the session goes on.
+- SMTP smuggling: only ``<CRLF>.<CRLF>`` ends the data (``core.smtp_server``); a lone
+  dot next to a bare LF stays in the message as text and is logged as a warning, and
+  when the input ends inside a message that held one, the log says why it never ended.
 - After each queued message we start its delivery at once (``after_submission``),
   not when the session ends: a mailer worker may keep one session open for hours,
   and its first message must not wait for the last.
@@ -51,6 +54,10 @@ from dma.core.smtp_server import (
 from dma.shell.settings import Settings
 
 READ_OCTETS = 64 * 1024
+BARE_LF_DOTS = (
+    "a lone dot next to a bare LF is message text: only <CR><LF>.<CR><LF> ends the data "
+    "(an SMTP smuggling attempt, or a client that ends lines in LF only)"
+)
 
 
 class _Channel:
@@ -110,6 +117,7 @@ class _MessageChunks:
         self._channel = channel
         self.done = False  # MessageEnd or Closed was seen
         self.closed = False  # ... and it was Closed
+        self.bare_lf_dots = 0  # from that MessageEnd or Closed
 
     def __iter__(self) -> _MessageChunks:
         return self
@@ -122,9 +130,11 @@ class _MessageChunks:
             return event.data
         self.done = True
         if isinstance(event, MessageEnd):
+            self.bare_lf_dots = event.bare_lf_dots
             raise StopIteration
         if isinstance(event, Closed):
             self.closed = True
+            self.bare_lf_dots = event.bare_lf_dots
             raise TempFailure(
                 "the SMTP input ended in the middle of a message",
                 hint="nothing was queued; send the message again",
@@ -219,8 +229,15 @@ class _Session:
         except DmaError as error:
             chunks.drain()
             if chunks.closed:
-                self._log.warning("smtp message lost", reason=str(error))
+                if chunks.bare_lf_dots:
+                    self._log.warning(
+                        "smtp message lost", reason=str(error), bare_lf_dots=chunks.bare_lf_dots,
+                        hint=BARE_LF_DOTS,
+                    )
+                else:
+                    self._log.warning("smtp message lost", reason=str(error))
                 return
+            self._warn_bare_lf_dots(chunks)
             self._log.warning("smtp message refused", reason=str(error))
             self._server.refuse_message(*message_refusal(error))
             return
@@ -228,8 +245,18 @@ class _Session:
             raise SoftwareError("submission stopped reading before the end of the message")
         self.queued += 1
         message_id = ids[0].rsplit(".", 1)[0] if ids else "?"
+        self._warn_bare_lf_dots(chunks, message_id)
         self._start_delivery(invocation, ids, message_id)
         self._server.accept_message(message_id)
+
+    def _warn_bare_lf_dots(self, chunks: _MessageChunks, message_id: str | None = None) -> None:
+        """Log the lone dots next to a bare LF that a message held as text, if any."""
+        if chunks.bare_lf_dots:
+            fields = {"id": message_id} if message_id else {}
+            self._log.warning(
+                "smtp message held a lone dot next to a bare LF",
+                **fields, bare_lf_dots=chunks.bare_lf_dots, hint=BARE_LF_DOTS,
+            )
 
     def _start_delivery(self, invocation: Invocation, ids: list[str], message_id: str) -> None:
         """Detach a deliverer for this message (unless DEFER or -bq); it is queued either way."""

@@ -9,6 +9,7 @@ import socket
 import subprocess
 from email.message import EmailMessage
 
+import pytest
 from conftest import DmaSite, command, login_name
 
 MAILNAME = "mail.example"
@@ -210,3 +211,56 @@ def test_without_defer_each_message_starts_a_detached_deliverer(site: DmaSite) -
     assert done.returncode == 0, done.stderr
     assert reply_codes(done.stdout) == [220, 250, 250, 250, 354, 250, 221]
     assert [item["recipient"] for item in site.queue()] == ["b@example.net"]
+
+
+SMUGGLED = session(
+    b"MAIL FROM:<boss@example.com>", b"RCPT TO:<victim@example.net>", b"DATA",
+    b"Subject: forged", b"", b"wire the money", b".", b"QUIT",
+)
+
+
+@pytest.mark.parametrize(
+    ("near_end", "body"),
+    [
+        (b"\n.\n", b"hi\n.\nMAIL FROM"),
+        (b"\n.\r\n", b"hi\n.\nMAIL FROM"),
+        (b"\r\n.\n", b"hi\n\nMAIL FROM"),
+    ],
+)
+def test_smtp_smuggling_queues_one_message_holding_the_smuggled_text(
+    site: DmaSite, near_end: bytes, body: bytes
+) -> None:
+    """SMTP smuggling (CVE-2023-51764): a body with LF.LF, LF.CRLF or CRLF.LF before forged
+    commands queues one message, from the real sender to the real recipient, whose body holds
+    the forged commands as text; the near end is logged."""
+    site.write_config(f"MAILNAME {MAILNAME}\n")
+    wire = session(
+        b"EHLO app.example", b"MAIL FROM:<app@example.org>", b"RCPT TO:<user@example.net>",
+        b"DATA", b"Subject: hello", b"",
+    ) + b"hi" + near_end + SMUGGLED
+    done = site.run(["-v", "-bs"], wire, program="sendmail")
+    assert done.returncode == 0, done.stderr
+    assert reply_codes(done.stdout) == [220, 250, 250, 250, 354, 250, 221]
+    items = site.queue()
+    assert [(item["sender"], item["recipient"]) for item in items] == [
+        ("app@example.org", "user@example.net")
+    ]
+    assert body_of(site.message(items[0]["id"])) == body + (
+        b":<boss@example.com>\nRCPT TO:<victim@example.net>\nDATA\nSubject: forged\n\n"
+        b"wire the money\n"
+    )
+    assert b"bare LF" in done.stderr
+
+
+def test_an_lf_only_client_is_told_why_its_message_never_ended(site: DmaSite) -> None:
+    """A client that ends every line in LF gets its commands answered, but '.' LF does not end
+    the data: nothing is queued, the exit status is 75 and the log says why."""
+    wire = session(
+        b"EHLO app", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.net>", b"DATA",
+        b"Subject: lf", b"", b"body", b".", b"QUIT",
+    ).replace(b"\r\n", b"\n")
+    done = site.run(["-v", "-bs"], wire, program="sendmail")
+    assert done.returncode == 75
+    assert reply_codes(done.stdout) == [220, 250, 250, 250, 354]
+    assert site.queue() == []
+    assert b"<CR><LF>.<CR><LF>" in done.stderr

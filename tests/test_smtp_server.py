@@ -173,11 +173,22 @@ def test_input_one_byte_at_a_time_gives_the_same_session() -> None:
     assert split.message() == whole.message()
 
 
-def test_lf_line_ends_are_accepted_from_the_client() -> None:
-    """Commands and the end-of-data dot may end in a bare LF."""
-    run = drive([FULL_SESSION.replace(b"\r\n", b"\n")])
+def test_commands_may_end_in_a_bare_lf() -> None:
+    """Command lines ending in a bare LF are read as if they ended in CRLF."""
+    commands = FULL_SESSION.split(b"DATA\r\n")[0].replace(b"\r\n", b"\n")
+    run = drive([commands + b"DATA\n" + FULL_SESSION.split(b"DATA\r\n")[1]])
     assert run.output == FULL_REPLIES
-    assert run.message() == b"Subject: hi\n\n.leading dot\nbody\n"
+    assert run.message() == b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+def test_a_client_ending_every_line_in_lf_never_ends_the_data() -> None:
+    """With bare LFs throughout, the '.' line is message text (only CRLF.CRLF ends the data):
+    the rest of the input, QUIT included, is the message and the input ends inside it."""
+    run = drive([FULL_SESSION.replace(b"\r\n", b"\n")])
+    assert run.codes() == [220, 250, 250, 250, 354]
+    assert not [e for e in run.events if isinstance(e, MessageEnd)]
+    assert run.message() == b"Subject: hi\n\n..leading dot\nbody\n.\nQUIT\n"
+    assert run.events[-1] == Closed(by_quit=False, mid_transaction=True, bare_lf_dots=1)
 
 
 def test_two_messages_in_one_session_are_answered_separately() -> None:
@@ -458,7 +469,7 @@ def test_end_of_input_inside_the_data_loses_the_message() -> None:
     """Input ending before the lone dot closes the session without MessageEnd."""
     run = drive([session(b"MAIL FROM:<a@b.example>", b"RCPT TO:<c@d.example>", b"DATA", b"part")])
     assert run.events[-1] == Closed(by_quit=False, mid_transaction=True)
-    assert MessageEnd() not in run.events
+    assert not [e for e in run.events if isinstance(e, MessageEnd)]
     assert run.message() == b"part\r\n"
 
 
@@ -470,7 +481,7 @@ DATA_PREFIX = session(b"MAIL FROM:<a@b.example>", b"RCPT TO:<c@d.example>", b"DA
 def message_of(*chunks: bytes) -> bytes:
     """The message data the machine passes on for the data ``chunks`` (after DATA)."""
     run = drive([DATA_PREFIX, *chunks])
-    assert MessageEnd() in run.events, run.output
+    assert [e for e in run.events if isinstance(e, MessageEnd)], run.output
     return run.message()
 
 
@@ -484,13 +495,81 @@ def message_of(*chunks: bytes) -> bytes:
         (b". \r\n.\r\n", b" \r\n"),
         (b"\r\n.\r\n", b"\r\n"),
         (b".\r\n", b""),
-        (b".\n", b""),
         (b"x\r.\r\n.\r\n", b"x\r.\r\n"),
+        (b".\n\r\n.\r\n", b"\n\r\n"),
+        (b"a\n..b\r\n.\r\n", b"a\n..b\r\n"),
+        (b"a\n.\r\n\r\n.\r\n", b"a\n.\r\n\r\n"),
     ],
 )
 def test_dot_unstuffing_and_the_end_of_data(wire: bytes, message: bytes) -> None:
-    """A leading dot is removed from each line; only a line that is exactly '.' ends it."""
+    """A leading dot is removed from each line (a line ends in CRLF: a dot after a bare LF is
+    text); only a line that is exactly '.' after a CRLF (or first) ends the data."""
     assert message_of(wire) == message
+
+
+SMUGGLED = session(
+    b"MAIL FROM:<boss@example.com>", b"RCPT TO:<victim@example.net>", b"DATA",
+    b"Subject: forged", b"", b"wire the money",
+)
+
+
+@pytest.mark.parametrize(
+    ("near_end", "kept"),
+    [
+        (b"\n.\n", b"\n.\n"),
+        (b"\n.\r\n", b"\n.\r\n"),
+        (b"\r\n.\n", b"\r\n\n"),
+    ],
+)
+def test_smuggled_commands_after_a_bare_lf_dot_are_message_text(
+    near_end: bytes, kept: bytes
+) -> None:
+    """SMTP smuggling (CVE-2023-51764): LF.LF, LF.CRLF and CRLF.LF do not end the data, so the
+    commands after them are text of the one message (a dot after a bare LF kept, a dot
+    starting a CRLF line unstuffed), counted in MessageEnd.bare_lf_dots."""
+    wire = DATA_PREFIX + b"Subject: hi\r\n\r\ntext" + near_end + SMUGGLED + b".\r\nQUIT\r\n"
+    for chunks in ([wire], [wire[i : i + 1] for i in range(len(wire))]):
+        run = drive(chunks)
+        assert run.output == (
+            GREETING + b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+            b"354 End data with <CR><LF>.<CR><LF>\r\n"
+            b"250 2.0.0 Ok: queued as Q1\r\n221 2.0.0 Bye\r\n"
+        )
+        assert [e for e in run.events if isinstance(e, MailFrom | MessageStart)] == [
+            MailFrom("a@b.example", MailParameters()),
+            MessageStart("a@b.example", ("c@d.example",), MailParameters()),
+        ]
+        assert run.message() == b"Subject: hi\r\n\r\ntext" + kept + SMUGGLED
+        assert [e for e in run.events if isinstance(e, MessageEnd)] == [MessageEnd(bare_lf_dots=1)]
+
+
+def test_a_lone_dot_with_a_bare_lf_first_in_the_data_does_not_end_it() -> None:
+    """'.' LF right after DATA is a line starting with a dot (unstuffed), not the end."""
+    run = drive([DATA_PREFIX + b".\nQUIT\r\n.\r\n"])
+    assert run.message() == b"\nQUIT\r\n"
+    assert run.codes()[-1] == 250
+    assert [e for e in run.events if isinstance(e, MessageEnd)] == [MessageEnd(bare_lf_dots=1)]
+
+
+def test_a_conforming_message_counts_no_bare_lf_dots() -> None:
+    """A message without a lone dot next to a bare LF ends with MessageEnd(bare_lf_dots=0)."""
+    run = drive([DATA_PREFIX + b"a\n.b\r\n..\r\n.\r\n"])
+    assert [e for e in run.events if isinstance(e, MessageEnd)] == [MessageEnd(bare_lf_dots=0)]
+
+
+def test_a_cr_ending_a_long_line_piece_and_the_lf_after_it_are_one_crlf() -> None:
+    """When a long line's piece ends in CR and the LF comes in the next read, '.' CRLF after
+    them still ends the data and the CRLF stays whole."""
+    line = b"z" * DATA_FRAGMENT_OCTETS
+    assert message_of(line + b"\r", b"\n.\r\n") == line + b"\r\n"
+
+
+def test_a_bare_lf_after_a_long_line_piece_does_not_end_the_data() -> None:
+    """A long line's piece followed by LF '.' CRLF is text: the data goes on."""
+    line = b"z" * DATA_FRAGMENT_OCTETS
+    run = drive([DATA_PREFIX, line, b"\n.\r\nQUIT\r\n"])
+    assert run.message() == line + b"\n.\r\nQUIT\r\n"
+    assert run.events[-1] == Closed(by_quit=False, mid_transaction=True, bare_lf_dots=1)
 
 
 def test_end_of_data_split_across_reads_is_found() -> None:
