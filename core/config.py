@@ -4,8 +4,10 @@ Every file the C dma accepts means the same here (``#`` cuts a line anywhere, th
 key ends at the first blank, the last string wins, booleans only turn on).  The
 differences are on purpose and all make mistakes visible instead of silent:
 leading and trailing blanks and a trailing CR are ignored, a boolean given a value
-is an error, an unknown key names the closest known one, and values are checked
-here rather than failing later at delivery time.
+is an error, an unknown key names the closest known one, FINGERPRINT, VERIFYCERT,
+STARTTLS or OPPORTUNISTIC_TLS without SECURETRANSFER is an error (the C dma ignores
+them and sends in plain text), and values are checked here rather than failing
+later at delivery time.
 
 The file's text is an argument: the shell reads it (and the MAILNAME file).
 """
@@ -95,11 +97,12 @@ _SPECS = (
     KeySpec("CAFILE", "path", "cafile", "unset",
             "CA bundle to verify servers with (default: the system's)"),
     KeySpec("MAILNAME", "mailname", "mailname", "unset",
-            "this host's mail name, or an absolute path to a file whose first line is it"),
+            "this host's mail name, or an absolute path to a regular file whose first line is it"),
     KeySpec("MASQUERADE", "masquerade", "masquerade", "unset",
             "rewrite the envelope sender: user@, host, @host or user@host"),
     KeySpec("FINGERPRINT", "fingerprint", "fingerprint", "unset",
-            "SHA-256 of the server certificate to pin (64 hex digits, colons allowed)"),
+            "with SECURETRANSFER, pin the server certificate: its SHA-256 (64 hex digits, colons"
+            " allowed)"),
     KeySpec("SECURETRANSFER", "bool", "securetransfer", "off",
             "use TLS: on connect, or with STARTTLS if that is set too"),
     KeySpec("SECURETRANS", "bool", "securetransfer", "off",
@@ -107,9 +110,9 @@ _SPECS = (
     KeySpec("STARTTLS", "bool", "starttls", "off",
             "with SECURETRANSFER, start TLS with STARTTLS instead of on connect"),
     KeySpec("OPPORTUNISTIC_TLS", "bool", "opportunistic_tls", "off",
-            "carry on without TLS when the server offers no STARTTLS"),
+            "with SECURETRANSFER, carry on without TLS when the server offers no STARTTLS"),
     KeySpec("VERIFYCERT", "bool", "verifycert", "off",
-            "verify the server certificate and host name"),
+            "with SECURETRANSFER, verify the server certificate and host name"),
     KeySpec("NOVERIFYCERT", "bool", "noverifycert", "off",
             "do not verify server certificates (the C dma's old default)"),
     KeySpec("INSECURE", "bool", "insecure", "off",
@@ -146,6 +149,7 @@ def parse_config(text: str, path: str, defaults: Config = Config()) -> Config:
     Raises ConfigError naming ``path:line`` (or ``path`` for whole-file checks).
     """
     changes: dict[str, Any] = {}
+    first_lines: dict[str, int] = {}  # field -> the first line that sets it
     for number, line in _meaningful_lines(text, path):
         where = at(path, number)
         key, value = _split(line)
@@ -156,10 +160,11 @@ def parse_config(text: str, path: str, defaults: Config = Config()) -> Config:
             if value:
                 raise _value_given(key, value, where)
             continue
+        assert spec.field is not None
+        first_lines.setdefault(spec.field, number)
         if spec.kind == "bool":
             if value:
                 raise _value_given(key, value, where)
-            assert spec.field is not None
             changes[spec.field] = True
             continue
         if not value:
@@ -168,11 +173,25 @@ def parse_config(text: str, path: str, defaults: Config = Config()) -> Config:
                 where=where,
                 hint=f"write '{key} <value>' or remove the line",
             )
-        assert spec.field is not None
         changes[spec.field] = _VALUE_READERS[spec.kind](key, value, where)
     config = dataclasses.replace(defaults, **changes)
+    _check_tls(config, path, first_lines)
     _check_whole(config, path)
     return config
+
+
+def key_line(text: str, path: str, field: str) -> str:
+    """``path:line`` of the line of a parsed dma.conf ``text`` that set Config ``field``
+    (the last one: the one that counts), or ``path`` when no line sets it.
+
+    For errors found after parsing, such as a MAILNAME file that cannot be used.
+    """
+    found: int | None = None
+    for number, line in _meaningful_lines(text, path):
+        spec = KEYS.get(_split(line)[0])
+        if spec is not None and spec.field == field:
+            found = number
+    return path if found is None else at(path, found)
 
 
 def render_config(config: Config) -> str:
@@ -477,6 +496,42 @@ def _render_value(spec: KeySpec, value: object) -> str:
 
 
 # -- whole-file checks ---------------------------------------------------------------
+
+# Keys that check or shape a TLS session that only SECURETRANSFER starts (SPEC 2.1).
+_NEEDS_SECURETRANSFER = (
+    ("fingerprint", "FINGERPRINT"),
+    ("verifycert", "VERIFYCERT"),
+    ("starttls", "STARTTLS"),
+    ("opportunistic_tls", "OPPORTUNISTIC_TLS"),
+)
+
+
+def _check_tls(config: Config, path: str, first_lines: Mapping[str, int]) -> None:
+    """Refuse TLS keys without SECURETRANSFER: ignoring them would send in plain text.
+
+    The error is at the first offending line (at ``path`` when only the defaults set
+    one) and names every offending key.
+    """
+    if config.securetransfer:
+        return
+    offending = [
+        (first_lines.get(field), key)
+        for field, key in _NEEDS_SECURETRANSFER
+        if getattr(config, field) not in (None, False)
+    ]
+    if not offending:
+        return
+    in_file = [number for number, _ in offending if number is not None]
+    ordered = sorted(offending, key=lambda pair: (pair[0] is None, pair[0] or 0))
+    names = ", ".join(key for _, key in ordered)
+    verb = "is" if len(ordered) == 1 else "are"
+    raise ConfigError(
+        f"{names} {verb} set but SECURETRANSFER is not: no TLS would be started, so mail"
+        " (and any login) would go out in plain text",
+        where=at(path, min(in_file)) if in_file else path,
+        hint=f"add SECURETRANSFER to use TLS, or remove {names}",
+    )
+
 
 
 def _check_whole(config: Config, path: str) -> None:

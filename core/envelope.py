@@ -1,9 +1,11 @@
 """The envelope: who a message is from (SPEC 3.6) and who it goes to (SPEC 3.7).
 
 Differences from the C dma, on purpose: ``-f ''`` gives the null sender instead of
-``root@host``; the local-domain test ignores case (``root@TEST.EXAMPLE`` is local on
-``test.example``); recipients are resolved, aliases included, at submission, so an
-unknown local name fails there (exit 67) instead of at delivery.
+``root@host``; MASQUERADE ``john@`` sends as john at the mail name, as the manual's
+example says, where the C dma's code keeps the domain of ``-f`` or $EMAIL; the
+local-domain test ignores case (``root@TEST.EXAMPLE`` is local on ``test.example``);
+recipients are resolved, aliases included, at submission, so an unknown local name
+fails there (exit 67) instead of at delivery.
 """
 
 from __future__ import annotations
@@ -29,8 +31,6 @@ def check_no_control(value: str, what: str) -> str:
     return value
 
 
-
-
 def _unbracket(address: str) -> str:
     """``Name <a@b>`` and ``<a@b>`` become ``a@b``: the C dma would send ``<<a@b>>``."""
     text = address.strip()
@@ -49,8 +49,10 @@ def envelope_sender(
 
     ``option == ""`` (or ``<>``) is the null sender, returned as ``""``; MASQUERADE does
     not touch it.  A missing user becomes ``login``, a missing domain ``mailname``.
-    MASQUERADE ``user@`` sets the user, ``host`` or ``@host`` the domain, ``user@host``
-    both, overriding ``-f`` and $EMAIL as in the C dma.
+    MASQUERADE overrides ``-f`` and $EMAIL as the manual's examples say (SPEC 3.6):
+    ``john@`` gives ``john@<mailname>`` (the user at the mail name, whatever domain
+    ``-f`` named), ``host`` or ``@host`` the sender's user at that host, ``user@host``
+    exactly that.
     """
     for value, what in (
         (option, "sender address"),
@@ -74,6 +76,8 @@ def envelope_sender(
         masked_user, masked_domain = split_address(masquerade.strip())
         if masked_domain is None:
             masked_domain, masked_user = masked_user, ""
+        if masked_user and not masked_domain:
+            return f"{masked_user}@{mailname}"
         user = masked_user or user
         domain = masked_domain or domain
     return f"{user}@{domain}"

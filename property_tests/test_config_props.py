@@ -113,7 +113,64 @@ def configs(draw: st.DrawFn) -> Config:
     )
     if config.smarthost and not config.localonly and draw(st.booleans()):
         config = dataclasses.replace(config, nullclient=True)
+    if not config.securetransfer:  # SPEC 2.1: these four need SECURETRANSFER
+        config = dataclasses.replace(config, **_NO_TLS_KEYS)
     return config
+
+
+_NO_TLS_KEYS: dict[str, object] = {
+    "fingerprint": None, "verifycert": False, "starttls": False, "opportunistic_tls": False
+}
+_TLS_LINES = {
+    "FINGERPRINT": "FINGERPRINT " + "ab" * 32,
+    "VERIFYCERT": "VERIFYCERT",
+    "STARTTLS": "STARTTLS",
+    "OPPORTUNISTIC_TLS": "OPPORTUNISTIC_TLS",
+}
+_OTHER_LINES = st.sampled_from(
+    ["DEFER", "SMARTHOST relay", "CAFILE /ca.pem", "NOVERIFYCERT", "INSECURE", "# note", ""]
+)
+
+
+@FAST
+@given(
+    st.lists(st.one_of(st.sampled_from(sorted(_TLS_LINES)), _OTHER_LINES), max_size=8),
+    st.sampled_from(["", "SECURETRANSFER", "SECURETRANS"]),
+    st.integers(0, 8),
+)
+def test_tls_keys_need_securetransfer(lines: list[str], secure: str, position: int) -> None:
+    """A file with FINGERPRINT, VERIFYCERT, STARTTLS or OPPORTUNISTIC_TLS parses only with
+    SECURETRANSFER somewhere in it; without, the error is at the first such line."""
+    written = [_TLS_LINES.get(line, line) for line in lines]
+    if secure:
+        written.insert(min(position, len(written)), secure)
+    text = "".join(line + "\n" for line in written)
+    tls_at = [number for number, line in enumerate(lines, start=1) if line in _TLS_LINES]
+    if secure or not tls_at:
+        config = parse_config(text, "dma.conf")
+        assert config.securetransfer == bool(secure)
+        return
+    try:
+        parse_config(text, "dma.conf")
+    except ConfigError as error:
+        assert error.where == f"dma.conf:{tls_at[0]}"
+        assert error.hint is not None and "add SECURETRANSFER" in error.hint
+    else:
+        raise AssertionError("TLS keys without SECURETRANSFER parsed")
+
+
+@FAST
+@given(configs(), st.sampled_from(sorted(_NO_TLS_KEYS)))
+def test_render_refuses_tls_keys_without_securetransfer(config: Config, field: str) -> None:
+    """A Config with a TLS key set but SECURETRANSFER off cannot be written as dma.conf."""
+    value = bytes(32) if field == "fingerprint" else True
+    broken = dataclasses.replace(config, securetransfer=False, **{field: value})
+    try:
+        render_config(broken)
+    except ConfigError as error:
+        assert "cannot be written" in error.message and "SECURETRANSFER" in error.message
+    else:
+        raise AssertionError("render_config wrote TLS keys without SECURETRANSFER")
 
 
 @FAST

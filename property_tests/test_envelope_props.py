@@ -31,6 +31,29 @@ def test_sender_never_holds_a_line_break(
         assert "@" in result
 
 
+_ADDRESS_TEXT = st.none() | st.text(alphabet=st.sampled_from("ab@<> .x"), max_size=12)
+_WORD = st.text(alphabet="abcxyz", min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ADDRESS_TEXT, _ADDRESS_TEXT, _WORD, _WORD, _WORD, _WORD)
+def test_masquerade_forms(
+    option: str | None, email: str | None, login: str, mailname: str, user: str, host: str
+) -> None:
+    """Whatever -f and $EMAIL say (the null sender aside): MASQUERADE `user@` gives user at
+    the mail name, `host` and `@host` the unmasked sender's user at host, `user@host` itself."""
+    plain = envelope_sender(option, email, login, mailname, None)
+    if plain == "":
+        for mask in (f"{user}@", host, f"@{host}", f"{user}@{host}"):
+            assert envelope_sender(option, email, login, mailname, mask) == ""
+        return
+    plain_user = plain.rpartition("@")[0]
+    assert envelope_sender(option, email, login, mailname, f"{user}@") == f"{user}@{mailname}"
+    assert envelope_sender(option, email, login, mailname, host) == f"{plain_user}@{host}"
+    assert envelope_sender(option, email, login, mailname, f"@{host}") == f"{plain_user}@{host}"
+    assert envelope_sender(option, email, login, mailname, f"{user}@{host}") == f"{user}@{host}"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.text(alphabet="abcXYZ.-_+", min_size=1, max_size=8),

@@ -14,8 +14,8 @@ import stat
 from dataclasses import dataclass
 
 from dma.adapters import system
-from dma.core.config import Config, mailname_from_file, parse_config
-from dma.core.errors import CantCreateError, NoInputError
+from dma.core.config import Config, key_line, mailname_from_file, parse_config
+from dma.core.errors import CantCreateError, ConfigError, NoInputError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -125,17 +125,85 @@ def _absolute_paths(config: Config, base: str) -> Config:
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def _resolve_mailname(config: Config, fallback: str) -> str:
+MAILNAME_READ_LIMIT = 4096  # octets of a MAILNAME file read at most: a name is under 256
+
+_MAILNAME_HINT = (
+    "MAILNAME takes the mail name itself or the path of a regular file whose first line"
+    " is it: fix the path, or write the name"
+)
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind_of(mode: int) -> str:
+    """What a file that is not regular is, for an error message."""
+    for test, kind in _FILE_KINDS:
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def read_mailname_file(path: str, where: str) -> str | None:
+    """The first line of the MAILNAME file ``path``, None when there is no such file.
+
+    Regular files only, opened non-blocking (a FIFO never hangs us) and read for at
+    most MAILNAME_READ_LIMIT octets (``/dev/zero`` or a huge line never fills memory).
+    Anything else, or a file that cannot be read, is a ConfigError at ``where`` (the
+    MAILNAME line of dma.conf).  A missing file is not an error: the C dma then uses
+    the system host name, and so do we.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError as error:
+        raise ConfigError(
+            f"MAILNAME file {path} cannot be opened: {error.strerror}",
+            where=where,
+            hint="make it readable by every user who runs dma (e.g. chmod 644),"
+            " or write the name itself after MAILNAME"
+            if isinstance(error, PermissionError)
+            else _MAILNAME_HINT,
+        ) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(
+                f"MAILNAME file {path} is {_kind_of(mode)}, not a regular file",
+                where=where,
+                hint=_MAILNAME_HINT,
+            )
+        data = b""
+        while len(data) < MAILNAME_READ_LIMIT and b"\n" not in data:
+            chunk = os.read(fd, MAILNAME_READ_LIMIT - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as error:
+        raise ConfigError(
+            f"MAILNAME file {path} cannot be read: {error.strerror}",
+            where=where,
+            hint=_MAILNAME_HINT,
+        ) from None
+    finally:
+        os.close(fd)
+    return data.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+
+
+def _resolve_mailname(config: Config, fallback: str, text: str | None, path: str) -> str:
+    """The mail name: MAILNAME, the first line of the file it names, or ``fallback``."""
     name = config.mailname
     if not name:
         return fallback
     if name.startswith("/"):
-        try:
-            with open(name, encoding="utf-8", errors="replace") as handle:
-                first = handle.readline()
-        except OSError:
-            return fallback
-        return mailname_from_file(first) or fallback
+        where = key_line(text, path, "mailname") if text is not None else path
+        first = read_mailname_file(name, where)
+        return (mailname_from_file(first) if first is not None else None) or fallback
     return name
 
 
@@ -169,6 +237,6 @@ def load_settings(config_path: str | None, environ: os._Environ[str] | dict[str,
         config=config,
         config_path=path,
         embedded=embedded,
-        mailname=_resolve_mailname(config, host),
+        mailname=_resolve_mailname(config, host, text, path),
         system_hostname=host,
     )

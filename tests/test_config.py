@@ -11,6 +11,7 @@ from dma.core import sysexits
 from dma.core.config import (
     KEYS,
     Config,
+    key_line,
     mailname_from_file,
     nameserver_address,
     parse_config,
@@ -27,8 +28,12 @@ def parse(text: str, defaults: Config = Config()) -> Config:  # noqa: B008
 
 
 def error_of(text: str) -> ConfigError:
+    return error_of_with(text, Config())
+
+
+def error_of_with(text: str, defaults: Config) -> ConfigError:
     with pytest.raises(ConfigError) as caught:
-        parse(text)
+        parse(text, defaults)
     return caught.value
 
 
@@ -133,9 +138,6 @@ def test_boolean_with_one_trailing_space() -> None:
     ("key", "field"),
     [
         ("SECURETRANSFER", "securetransfer"),
-        ("STARTTLS", "starttls"),
-        ("OPPORTUNISTIC_TLS", "opportunistic_tls"),
-        ("VERIFYCERT", "verifycert"),
         ("NOVERIFYCERT", "noverifycert"),
         ("INSECURE", "insecure"),
         ("DEFER", "defer"),
@@ -147,6 +149,21 @@ def test_each_boolean_key(key: str, field: str) -> None:
     """Each boolean key turns on its own field and nothing else."""
     changes: dict[str, Any] = {field: True}
     assert parse(f"{key}\n") == dataclasses.replace(Config(), **changes)
+
+
+@pytest.mark.parametrize(
+    ("key", "field"),
+    [
+        ("STARTTLS", "starttls"),
+        ("OPPORTUNISTIC_TLS", "opportunistic_tls"),
+        ("VERIFYCERT", "verifycert"),
+    ],
+)
+def test_each_tls_boolean_key(key: str, field: str) -> None:
+    """Each TLS boolean key, given with SECURETRANSFER, turns on its own field and nothing else."""
+    changes: dict[str, Any] = {field: True, "securetransfer": True}
+    assert parse(f"SECURETRANSFER\n{key}\n") == dataclasses.replace(Config(), **changes)
+    assert parse(f"{key}\nSECURETRANS\n") == dataclasses.replace(Config(), **changes)
 
 
 @pytest.mark.parametrize(
@@ -178,8 +195,8 @@ def test_nullclient_with_smarthost() -> None:
 
 def test_fingerprint_is_case_insensitive() -> None:
     """FINGERPRINT reads 64 hex digits in either case into 32 bytes."""
-    assert parse(f"FINGERPRINT {SHA.upper()}\n").fingerprint == bytes.fromhex(SHA)
-    assert parse(f"FINGERPRINT {SHA}\n").fingerprint == bytes.fromhex(SHA)
+    assert parse(f"SECURETRANSFER\nFINGERPRINT {SHA.upper()}\n").fingerprint == bytes.fromhex(SHA)
+    assert parse(f"SECURETRANSFER\nFINGERPRINT {SHA}\n").fingerprint == bytes.fromhex(SHA)
 
 
 # -- deliberate differences, one test each --------------------------------------------
@@ -319,7 +336,7 @@ def test_queuelifetime_errors(value: str) -> None:
 def test_fingerprint_allows_colons() -> None:
     """FINGERPRINT may be written with colons between the hex pairs, as openssl prints it."""
     colons = ":".join(SHA[i : i + 2] for i in range(0, 64, 2)).upper()
-    assert parse(f"FINGERPRINT {colons}\n").fingerprint == bytes.fromhex(SHA)
+    assert parse(f"FINGERPRINT {colons}\nSECURETRANSFER\n").fingerprint == bytes.fromhex(SHA)
 
 
 def test_fingerprint_wrong_length() -> None:
@@ -394,6 +411,65 @@ def test_nullclient_with_localonly() -> None:
     assert error.where == PATH
     assert error.message == "NULLCLIENT and LOCALONLY are both set"
     assert error.hint is not None
+
+
+_TLS_KEYS = ("FINGERPRINT", "VERIFYCERT", "STARTTLS", "OPPORTUNISTIC_TLS")
+
+
+def _tls_line(key: str) -> str:
+    return f"FINGERPRINT {SHA}" if key == "FINGERPRINT" else key
+
+
+@pytest.mark.parametrize("key", _TLS_KEYS)
+def test_tls_key_without_securetransfer_is_an_error(key: str) -> None:
+    """FINGERPRINT, VERIFYCERT, STARTTLS or OPPORTUNISTIC_TLS without SECURETRANSFER is an
+    error (exit 78) at the key's line whose hint says to add SECURETRANSFER or remove the key:
+    without it no TLS is started and mail would go out in plain text."""
+    error = error_of(f"# relay\nSMARTHOST relay\n{_tls_line(key)}\nDEFER\n")
+    assert error.exit_code == sysexits.EX_CONFIG
+    assert error.where == f"{PATH}:3"
+    assert key in error.message and "SECURETRANSFER" in error.message
+    assert "plain text" in error.message
+    assert error.hint is not None
+    assert "add SECURETRANSFER" in error.hint and f"remove {key}" in error.hint
+
+
+def test_tls_keys_without_securetransfer_name_the_first_line_and_every_key() -> None:
+    """Several TLS keys without SECURETRANSFER: the error is at the first one's line and
+    names each of them."""
+    error = error_of(f"DEFER\nVERIFYCERT\nSTARTTLS\nFINGERPRINT {SHA}\nSTARTTLS\n")
+    assert error.where == f"{PATH}:2"
+    for key in ("VERIFYCERT", "STARTTLS", "FINGERPRINT"):
+        assert key in error.message
+    assert "OPPORTUNISTIC_TLS" not in error.message
+
+
+def test_tls_keys_with_securetransfer_anywhere_are_fine() -> None:
+    """SECURETRANSFER (or SECURETRANS) before or after the TLS keys makes them valid."""
+    lines = [_tls_line(key) for key in _TLS_KEYS]
+    for spelling in ("SECURETRANSFER", "SECURETRANS"):
+        for text in ("\n".join([spelling, *lines]), "\n".join([*lines, spelling])):
+            config = parse(text + "\n")
+            assert config.securetransfer and config.starttls and config.verifycert
+            assert config.opportunistic_tls and config.fingerprint == bytes.fromhex(SHA)
+
+
+def test_tls_key_from_defaults_without_securetransfer_names_the_file() -> None:
+    """A TLS flag that comes from the defaults argument, not the file, is an error at the file."""
+    error = error_of_with("DEFER\n", dataclasses.replace(Config(), starttls=True))
+    assert error.where == PATH and "STARTTLS" in error.message
+
+
+def test_cafile_alone_is_fine() -> None:
+    """CAFILE only chooses whom to trust: it needs no SECURETRANSFER."""
+    assert parse("CAFILE /etc/ssl/ca.pem\n") == dataclasses.replace(
+        Config(), cafile="/etc/ssl/ca.pem"
+    )
+
+
+def test_noverifycert_and_insecure_alone_are_fine() -> None:
+    """NOVERIFYCERT and INSECURE weaken nothing further without TLS: no error."""
+    assert parse("NOVERIFYCERT\nINSECURE\n").noverifycert is True
 
 
 def test_errors_exit_78_and_show_where() -> None:
@@ -487,6 +563,10 @@ def test_render_non_default_keys_only() -> None:
         {"fingerprint": b"short"},
         {"nameserver": "host"},
         {"nullclient": True},
+        {"starttls": True},
+        {"opportunistic_tls": True},
+        {"verifycert": True},
+        {"fingerprint": bytes(32)},
     ],
 )
 def test_render_refuses_what_cannot_be_written(changes: dict[str, Any]) -> None:
@@ -496,6 +576,15 @@ def test_render_refuses_what_cannot_be_written(changes: dict[str, Any]) -> None:
 
 
 # -- MAILNAME file --------------------------------------------------------------------
+
+
+def test_key_line_names_the_line_that_counts() -> None:
+    """key_line gives path:line of the last line setting a field (aliases of a key
+    included), and the bare path when no line sets it."""
+    text = "# x\nMAILNAME /a\n\nDEFER\nMAILNAME /b # again\nSECURETRANS\n"
+    assert key_line(text, PATH, "mailname") == f"{PATH}:5"
+    assert key_line(text, PATH, "securetransfer") == f"{PATH}:6"
+    assert key_line(text, PATH, "smarthost") == PATH
 
 
 @pytest.mark.parametrize(

@@ -67,6 +67,35 @@ def test_sender_golden(
     assert sender(option, email, mask) == expected
 
 
+@pytest.mark.parametrize(
+    ("option", "email", "expected_user"),
+    [
+        (None, None, "root"),
+        ("bob@example.com", None, "bob"),
+        ("bob", None, "bob"),
+        ("@other.example", None, "root"),
+        (None, "eve@example.net", "eve"),
+        ("<bob@example.com>", "eve@example.net", "bob"),
+    ],
+)
+def test_masquerade_forms_follow_the_manual(
+    option: str | None, email: str | None, expected_user: str
+) -> None:
+    """MASQUERADE `john@` sends as john at the mail name whatever -f or $EMAIL say (the
+    manual: `john@` on host hamlet sends all mail as john@hamlet); `percolator` and
+    `@percolator` keep the sender's user at percolator; `user@host` is exactly that."""
+    assert sender(option, email, "john@") == "john@test.example"
+    assert sender(option, email, "percolator") == f"{expected_user}@percolator"
+    assert sender(option, email, "@percolator") == f"{expected_user}@percolator"
+    assert sender(option, email, "herb@ert.example") == "herb@ert.example"
+
+
+def test_masquerade_user_uses_the_mail_name_of_hamlet() -> None:
+    """The manual's example: MASQUERADE `john@` on host hamlet, -f naming another domain,
+    gives john@hamlet."""
+    assert envelope_sender("mailer@gnu.example", None, "root", "hamlet", "john@") == "john@hamlet"
+
+
 def test_sender_splits_at_last_at() -> None:
     """A quoted local part holding '@' keeps it: the domain is after the last '@'."""
     assert sender('"a@b"@example.com') == '"a@b"@example.com'
