@@ -14,6 +14,8 @@ import sys
 import syslog
 from collections.abc import Callable, MutableMapping
 
+from dma.core.octets import printable
+
 TYPE_CHECKING = False  # not typing's: a submission need not import typing
 if TYPE_CHECKING:
     from typing import Any
@@ -45,7 +47,7 @@ def redact_secrets(_logger: Any, _method: str, event_dict: EventDict) -> EventDi
 
 
 def _format_value(value: object) -> str:
-    text = str(value).replace("\r", "\\r").replace("\n", "\\n").replace("\0", "\\0")
+    text = printable(value)
     if text == "" or any(c in text for c in ' "='):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
@@ -54,10 +56,10 @@ def _format_value(value: object) -> str:
 def render_line(_logger: Any, _method: str, event_dict: EventDict) -> str:
     """``<id>: event key=value ...``: one line, the queue id first when there is one."""
     fields = dict(event_dict)
-    event = str(fields.pop("event", ""))
+    event = printable(fields.pop("event", ""))
     queue_id = fields.pop("id", None)
-    parts = [f"{queue_id}: {event}" if queue_id else event]
-    parts += [f"{key}={_format_value(value)}" for key, value in fields.items()]
+    parts = [f"{printable(queue_id)}: {event}" if queue_id else event]
+    parts += [f"{printable(key)}={_format_value(value)}" for key, value in fields.items()]
     return " ".join(parts)
 
 
@@ -68,14 +70,26 @@ class SyslogSink:
     """The last step: write a rendered line to syslog and, when asked, to stderr."""
 
     def __init__(self, tag: str, *, stderr: bool) -> None:
-        self.tag = tag
+        self.tag = printable(tag)
         self.stderr = stderr
-        syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
+        try:
+            syslog.openlog(self.tag, syslog.LOG_PID, syslog.LOG_MAIL)
+        except Exception:
+            pass
 
     def _write(self, method: str, line: str) -> None:
-        syslog.syslog(_PRIORITY.get(method, syslog.LOG_INFO), line)
+        """Write ``line``; logging never raises (a line that cannot be written is lost,
+        the work it describes is not)."""
+        line = printable(line)
+        try:
+            syslog.syslog(_PRIORITY.get(method, syslog.LOG_INFO), line)
+        except Exception:
+            pass
         if self.stderr:
-            print(f"{self.tag}: {line}", file=sys.stderr, flush=True)
+            try:
+                print(f"{self.tag}: {line}", file=sys.stderr, flush=True)
+            except Exception:  # stderr closed, a full disk, a reader gone
+                pass
 
     def __getattr__(self, method: str) -> Callable[[str], None]:
         if method not in _PRIORITY:

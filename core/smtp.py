@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from dma.core.errors import DmaError, SoftwareError
+from dma.core.octets import printable, wire_octets
 from dma.core.smtp_auth import (
     CLEARTEXT_MECHANISMS,
     PREFERENCE,
@@ -390,7 +391,7 @@ def _xtext(value: str) -> str:
     """RFC 3461 xtext: printable ASCII except + and = as is, everything else as +XX."""
     return "".join(
         chr(octet) if 0x21 <= octet <= 0x7E and octet not in (0x2B, 0x3D) else f"+{octet:02X}"
-        for octet in value.encode("utf-8")
+        for octet in wire_octets(value)
     )
 
 
@@ -949,7 +950,7 @@ class SmtpClient:
         txn = self._txn
         assert txn is not None
         if not txn.pipelined:
-            self._events.append(Transmit(txn.mail_command, (txn.mail_command[:-2].decode(),)))
+            self._events.append(Transmit(txn.mail_command, (_shown(txn.mail_command),)))
         return State.MAIL
 
     def _reset_refused(self, reply: Reply) -> State:
@@ -978,7 +979,7 @@ class SmtpClient:
 
     def _send_rcpt(self, txn: _Transaction) -> None:
         command = txn.rcpt_commands[txn.next_reply]
-        self._events.append(Transmit(command, (command[:-2].decode("utf-8"),)))
+        self._events.append(Transmit(command, (_shown(command),)))
 
     def _rcpt_answered(self, reply: Reply) -> State:
         txn = self._txn
@@ -1063,5 +1064,15 @@ class SmtpClient:
 
 
 def _line(command: str) -> bytes:
-    """One command on the wire; UTF-8 only ever appears with SMTPUTF8."""
-    return command.encode("utf-8") + CRLF
+    """One command on the wire; UTF-8 only ever appears with SMTPUTF8.
+
+    An address read from a Q file that holds octets that are not UTF-8 (a Latin-1
+    sender written by the C dma) goes out as those very octets: it is not ASCII, so
+    it only ever goes to a server that offers SMTPUTF8, as the C dma would send it.
+    """
+    return wire_octets(command) + CRLF
+
+
+def _shown(line: bytes) -> str:
+    """A command line as the trace shows it (without CRLF, never raising)."""
+    return printable(line[:-2].decode("utf-8", "surrogateescape"))

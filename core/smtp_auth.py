@@ -2,7 +2,8 @@
 
 Pure functions of the login, the password and the server's challenge.  Their
 results are secrets: callers put them on the wire and nowhere else (no events,
-no logs, no reprs).
+no logs, no reprs).  Login and password are sent as the octets auth.conf holds
+(``wire_octets``): a Latin-1 password is sent in Latin-1, as the C dma sends it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 
+from dma.core.octets import wire_octets
 from dma.core.smtp_reply import RemoteProtocolError
 
 PREFERENCE = ("CRAM-MD5", "PLAIN", "LOGIN")
@@ -37,18 +39,18 @@ def cram_md5_response(login: str, password: str, challenge_b64: str) -> str:
             "server sent a CRAM-MD5 challenge that is not base64",
             hint="the server is broken; try another mechanism or host",
         ) from None
-    digest = hmac.new(password.encode("utf-8"), challenge, hashlib.md5).hexdigest()
-    return _b64(f"{login} {digest}".encode())
+    digest = hmac.new(wire_octets(password), challenge, hashlib.md5).hexdigest()
+    return _b64(wire_octets(f"{login} {digest}"))
 
 
 def plain_token(login: str, password: str) -> str:
     """The AUTH PLAIN initial response (RFC 4616): base64 of NUL login NUL password."""
-    return _b64(b"\0" + login.encode("utf-8") + b"\0" + password.encode("utf-8"))
+    return _b64(b"\0" + wire_octets(login) + b"\0" + wire_octets(password))
 
 
 def login_steps(login: str, password: str) -> tuple[str, str]:
     """The two AUTH LOGIN answers: base64 of the login, then of the password."""
-    return _b64(login.encode("utf-8")), _b64(password.encode("utf-8"))
+    return _b64(wire_octets(login)), _b64(wire_octets(password))
 
 
 def choose_mechanism(offered: frozenset[str], *, tls_active: bool, insecure: bool) -> str | None:

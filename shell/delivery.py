@@ -19,6 +19,7 @@ from dma.adapters import system
 from dma.adapters.spool import Spool
 from dma.core.cmdline import Invocation, QueueSelector
 from dma.core.retry import is_due
+from dma.shell.guard import log_crash
 from dma.shell.settings import Settings
 
 TYPE_CHECKING = False
@@ -63,7 +64,8 @@ def after_submission(invocation: Invocation, settings: Settings, item_ids: list[
     if invocation.foreground:
         return deliver_now(invocation, settings, item_ids, stderr=True)
     try:
-        _detach(lambda: deliver_now(invocation, settings, item_ids, stderr=False))
+        _detach(lambda: deliver_now(invocation, settings, item_ids, stderr=False),
+                invocation.syslog_tag)
     except OSError as error:
         # the message is safely queued: the next queue run delivers it; a non-zero
         # exit here would make the caller submit it twice
@@ -71,12 +73,15 @@ def after_submission(invocation: Invocation, settings: Settings, item_ids: list[
     return 0
 
 
-def _detach(work: Any) -> None:
+def _detach(work: Any, tag: str) -> None:
     """Run ``work`` in a grandchild with no terminal and no stdio; return at once."""
     import signal
 
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # the child must not write our buffers again
+        try:
+            stream.flush()
+        except Exception:
+            pass
     first = os.fork()
     if first:
         os.waitpid(first, 0)
@@ -92,18 +97,17 @@ def _detach(work: Any) -> None:
         os.chdir("/")
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         work()
-    except BaseException:
-        os._exit(70)
+    except BaseException as error:  # nobody watches this process: say it in syslog
+        try:
+            log_crash(tag, "background delivery failed; the message stays queued", error)
+        finally:
+            os._exit(70)
     os._exit(0)
 
 
 def _log_failure(invocation: Invocation | None, event: str, error: BaseException) -> None:
     """Say in syslog what went wrong where nobody watches stderr (detached child, runner)."""
-    import syslog
-
-    tag = invocation.syslog_tag if invocation is not None else "dma"
-    syslog.openlog(tag, syslog.LOG_PID, syslog.LOG_MAIL)
-    syslog.syslog(syslog.LOG_ERR, f"{event}: {type(error).__name__}: {error}")
+    log_crash(invocation.syslog_tag if invocation is not None else "dma", event, error)
 
 
 def select_entries(entries: Sequence[QueueEntry], selectors: Sequence[QueueSelector]

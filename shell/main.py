@@ -10,6 +10,12 @@ import sys
 from collections.abc import Sequence
 
 from dma.core.errors import DmaError
+from dma.shell.guard import describe, log_crash, reopen_standard_streams, say
+
+TYPE_CHECKING = False  # not typing's: a submission need not import typing
+if TYPE_CHECKING:
+    from dma.core.cmdline import Invocation
+    from dma.shell.settings import Settings
 
 
 def _program(argv: Sequence[str]) -> str:
@@ -17,17 +23,54 @@ def _program(argv: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run dma as the command line asks; return the sysexits code."""
+    """Run dma as the command line asks; return the sysexits code.
+
+    Nothing escapes as a traceback (SPEC 3.8): our own errors are one line with
+    their code, anything else is logged where it was raised and exits 70.  Once a
+    submission is queued, ``_run`` answers for itself (``_after_queued``).
+    """
+    reopen_standard_streams()
     args = list(sys.argv if argv is None else argv)
     program = _program(args)
     try:
-        return _run(args)
+        code = _run(args)
+        sys.stdout.flush()  # here, not at exit: a full disk or a closed pipe is reported
+        return code
     except DmaError as error:
-        print(f"{program}: {error}", file=sys.stderr)
+        say(program, str(error))
         return error.exit_code
+    except BrokenPipeError:  # `mailq | head`: the reader has all it wanted
+        _drop_output()
+        return 74
     except KeyboardInterrupt:
-        print(f"{program}: interrupted (whatever was queued stays queued)", file=sys.stderr)
+        say(program, "interrupted (whatever was queued stays queued)")
         return 75
+    except Exception as error:
+        _drop_output()
+        what = "input/output error" if isinstance(error, OSError) else "internal error"
+        log_crash(_syslog_tag(args), what, error)
+        say(program, f"{what}: {describe(error)}")
+        return 74 if isinstance(error, OSError) else 70
+
+
+def _drop_output() -> None:
+    """Point fd 1 at /dev/null, so that the flush at exit cannot fail a second time."""
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+    except OSError:
+        pass
+
+
+def _syslog_tag(args: Sequence[str]) -> str:
+    """The -L tag when the command line parses, else ``dma``."""
+    try:
+        from dma.core.cmdline import parse_command_line
+
+        return parse_command_line(list(args)).syslog_tag
+    except Exception:
+        return "dma"
 
 
 def _run(args: list[str]) -> int:
@@ -49,9 +92,7 @@ def _run(args: list[str]) -> int:
             light_logger(invocation.syslog_tag).error(
                 "message refused", reason=str(error), exit=error.exit_code)
             raise
-        from dma.shell.delivery import after_submission
-
-        return after_submission(invocation, settings, ids)
+        return _after_queued(invocation, settings, ids)
     if mode is Mode.LIST_QUEUE:
         from dma.shell.queue_ops import list_queue
 
@@ -79,6 +120,19 @@ def _run(args: list[str]) -> int:
     from dma.shell.queue_ops import bounce_items
 
     return bounce_items(settings, invocation)
+
+
+def _after_queued(invocation: Invocation, settings: Settings, ids: list[str]) -> int:
+    """Start the delivery of a queued message; from here the caller must not see a
+    failure (it would send the message again), unless -D asked for the outcome."""
+    try:
+        from dma.shell.delivery import after_submission
+
+        return after_submission(invocation, settings, ids)
+    except BaseException as error:
+        about = ids[0] if ids else "message"
+        log_crash(invocation.syslog_tag, f"{about}: queued; delivery not started", error)
+        return 75 if invocation.foreground else 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from dma.core.errors import DmaError
 from dma.core.queuefile import QueueItem
 from dma.core.retry import after_temporary_failure, is_expired
 from dma.core.routing import recipient_parts
+from dma.shell.guard import describe
 from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
 
@@ -115,29 +116,35 @@ class QueueRun:
         return self.summary
 
     def _run_batch(self, item_ids: Sequence[str]) -> None:
-        """Deliver the named items (already chosen by the caller); skip locked ones."""
+        """Deliver the named items (already chosen by the caller); skip locked ones.
+
+        Whatever goes wrong with one item (SPEC 5.1), be it our own error or a bug,
+        is that item's alone: it is logged with the item's id, written into its Q
+        file as the last error when we hold it, and the run goes on.
+        """
         local_claims: list[tuple[Claim, str]] = []
         remote_claims: list[Claim] = []
         try:
             for item_id in item_ids:
-                try:
-                    claim = self.spool.claim(item_id)
-                except DmaError as error:  # one broken item must not stop the others
-                    self.log.error("cannot take queue item", id=item_id, error=str(error))
-                    self.summary.errors.append(f"{item_id}: {error}")
-                    self.summary.skipped += 1
-                    continue
+                claim = self._claim(item_id)
                 if claim is None:
-                    self.summary.skipped += 1
                     continue
-                user = is_local(claim.item.recipient, self.settings)
+                try:
+                    user = is_local(claim.item.recipient, self.settings)
+                except Exception as error:
+                    self._finish_safely(claim, self._crashed(claim.item.id, error))
+                    continue
                 if user is not None:
                     local_claims.append((claim, user))
                 else:
                     remote_claims.append(claim)
             for claim, user in local_claims:
                 self.log.info("trying delivery", id=claim.item.id, to=user, via="local")
-                self._finish_safely(claim, self.deliver_local(claim, user))
+                try:
+                    outcome = self.deliver_local(claim, user)
+                except Exception as error:
+                    outcome = self._crashed(claim.item.id, error)
+                self._finish_safely(claim, outcome)
             if remote_claims:
                 self.run_remote(remote_claims)
         finally:
@@ -145,6 +152,30 @@ class QueueRun:
                 claim.release()
             for claim in remote_claims:
                 claim.release()
+
+    def _claim(self, item_id: str) -> Claim | None:
+        """The claim on ``item_id``, or None (counted as skipped) when it cannot be had."""
+        try:
+            claim = self.spool.claim(item_id)
+        except Exception as error:  # one broken item must not stop the others
+            reason = str(error) if isinstance(error, DmaError) else describe(error)
+            self.log.error("cannot take queue item", id=item_id, error=reason)
+            self.summary.errors.append(f"{item_id}: {reason}")
+            self.summary.skipped += 1
+            return None
+        if claim is None:
+            self.summary.skipped += 1
+        return claim
+
+    def _crashed(self, item_id: str, error: Exception) -> Outcome:
+        """The outcome of an item whose handling raised: deferred, with the error as the
+        reason (a DmaError says what it is; anything else is our bug, named with where)."""
+        if isinstance(error, DmaError):
+            return deferred(str(error))
+        reason = f"internal error: {describe(error)}"
+        self.log.error("internal error while delivering; the item stays queued",
+                       id=item_id, error=reason)
+        return deferred(reason)
 
     def run_remote(self, claims: list[Claim]) -> None:
         if self.settings.config.localonly:
@@ -171,11 +202,18 @@ class QueueRun:
                     self._finish_safely(by_id[item_id], outcome, sync=False)
 
         try:
-            outcomes = self.remote(claims, report)
+            try:
+                outcomes = self.remote(claims, report)
+            except Exception as error:  # a bug in remote delivery: every open item keeps it
+                outcomes = {claim.item.id: self._crashed(claim.item.id, error)
+                            for claim in claims}
             for claim in claims:
-                if claim.item.id not in finished:
-                    outcome = outcomes.get(claim.item.id, deferred("no outcome reported"))
-                    self._finish_safely(claim, outcome, sync=False)
+                with lock:
+                    if claim.item.id in finished:
+                        continue
+                    finished.add(claim.item.id)
+                outcome = outcomes.get(claim.item.id, deferred("no outcome reported"))
+                self._finish_safely(claim, outcome, sync=False)
         finally:
             self.spool.sync_directory()
 
@@ -185,14 +223,34 @@ class QueueRun:
         return deliver_local(claim, user, self.settings, self.busy_mailboxes)
 
     def _finish_safely(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
-        """finish(), but a spool error on one item is logged, not raised into the caller
-        (a delivery thread would take it for a lost connection and resend the rest)."""
+        """finish(), but an error on one item is logged, not raised into the caller (a
+        delivery thread would take it for a lost connection and resend the rest).
+
+        When acting on the outcome fails for a bug (a bounce that cannot be built, say),
+        the item stays queued with that error as its last one, so mailq shows it.
+        """
         try:
             self.finish(claim, outcome, sync=sync)
+            return
         except DmaError as error:
-            self.log.error("cannot record outcome; the item stays queued", id=claim.item.id,
-                           outcome=outcome.kind, error=str(error))
-            self.summary.errors.append(f"{claim.item.id}: {error}")
+            reason = str(error)
+        except Exception as error:
+            reason = f"internal error: {describe(error)}"
+        self.log.error("cannot record outcome; the item stays queued", id=claim.item.id,
+                       outcome=outcome.kind, error=reason)
+        self.summary.errors.append(f"{claim.item.id}: {reason}")
+        if outcome.kind != "delivered":
+            self._record_error(claim, reason)
+
+    def _record_error(self, claim: Claim, reason: str) -> None:
+        """Write ``reason`` into the item's Q file as its last error (best effort)."""
+        try:
+            claim.update(after_temporary_failure(
+                claim.item, now=int(system.epoch()), error=reason, jitter=_jitter()))
+            self.summary.deferred += 1
+        except Exception as error:
+            self.log.error("cannot write the last error into the queue file",
+                           id=claim.item.id, error=describe(error))
 
     def finish(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
         """Act on an outcome: delete, reschedule, or bounce."""

@@ -200,7 +200,7 @@ class _Handler:
         """The authenticator for PLAIN and LOGIN: exactly our login and password."""
         self.auth_mechanisms.append(mechanism)
         good = isinstance(auth_data, LoginPassword) and auth_data == (
-            self.login.encode(), self.password.encode())
+            self.login.encode(), self.password.encode("utf-8", "surrogateescape"))
         return AuthResult(success=good, handled=False, auth_data=auth_data)
 
     async def auth_CRAM__MD5(self, server: Any, args: list[str]) -> AuthResult:
