@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dma.core.dsn import envid_problem, notify_problem, ret_problem, xtext
 from dma.core.errors import DmaError, SoftwareError
 from dma.core.octets import printable, wire_octets
 from dma.core.smtp_auth import (
@@ -383,38 +384,40 @@ Event = (
 
 _BAD_ADDRESS = re.compile(r"[\x00-\x1f\x7f<>]")
 _HELO_NAME = re.compile(r"[\x21-\x7e]{1,255}")
-_NOTIFY = re.compile(r"NEVER|(SUCCESS|FAILURE|DELAY)(,(SUCCESS|FAILURE|DELAY))*", re.IGNORECASE)
-_RET = re.compile(r"FULL|HDRS", re.IGNORECASE)
 
 
-def _xtext(value: str) -> str:
-    """RFC 3461 xtext: printable ASCII except + and = as is, everything else as +XX."""
-    return "".join(
-        chr(octet) if 0x21 <= octet <= 0x7E and octet not in (0x2B, 0x3D) else f"+{octet:02X}"
-        for octet in wire_octets(value)
-    )
-
-
-def _check_envelope(envelope: Envelope) -> None:
-    """Refuse an envelope that would break the command syntax: our caller's bug."""
+def _check_call(envelope: Envelope) -> None:
+    """Refuse an envelope no caller may pass (our own bug): LocalProtocolError."""
     if not envelope.recipients:
         raise LocalProtocolError("send_message needs at least one recipient")
-    for address in (envelope.sender, *envelope.recipients):
-        if _BAD_ADDRESS.search(address):
-            raise LocalProtocolError(
-                f"address {address!r} contains a control character or angle bracket",
-                hint="addresses must be validated before they are queued",
-            )
-    if any(not recipient for recipient in envelope.recipients):
-        raise LocalProtocolError("empty recipient address")
     if envelope.size < 0:
         raise LocalProtocolError(f"negative message size {envelope.size}")
-    if envelope.dsn_notify is not None and not _NOTIFY.fullmatch(envelope.dsn_notify):
-        raise LocalProtocolError(f"bad DSN NOTIFY value {envelope.dsn_notify!r}")
-    if envelope.dsn_ret is not None and not _RET.fullmatch(envelope.dsn_ret):
-        raise LocalProtocolError(f"bad DSN RET value {envelope.dsn_ret!r}")
-    if envelope.dsn_envid is not None and not 0 < len(_xtext(envelope.dsn_envid)) <= 100:
-        raise LocalProtocolError("DSN ENVID must be 1 to 100 characters once xtext-encoded")
+
+
+def envelope_problem(envelope: Envelope) -> str | None:
+    """Why ``envelope`` cannot go out as it is (status code and reason), or None.
+
+    Such an envelope comes from a queue file (the C dma's, or one edited by hand): it
+    fails that message alone, never the connection it would have shared (SPEC 5.1).
+    """
+    for address in (envelope.sender, *envelope.recipients):
+        if _BAD_ADDRESS.search(address):
+            kind = "sender" if address is envelope.sender else "recipient"
+            code = "5.1.7" if kind == "sender" else "5.1.3"
+            return (f"{code} {kind} address {printable(address)} holds a control character "
+                    "or an angle bracket")
+    if any(not recipient for recipient in envelope.recipients):
+        return "5.1.3 empty recipient address"
+    checks = (
+        (envelope.dsn_notify, notify_problem),
+        (envelope.dsn_ret, ret_problem),
+        (envelope.dsn_envid, envid_problem),
+    )
+    for value, check in checks:
+        problem = check(value) if value is not None else None
+        if problem is not None:
+            return f"5.5.4 {problem}"
+    return None
 
 
 class _Transaction:
@@ -533,7 +536,7 @@ class SmtpClient:
                 f"send_message while {self._state.value}",
                 hint="wait for Ready or MessageDone (or can_pipeline_next)",
             )
-        _check_envelope(envelope)
+        _check_call(envelope)
         ext = self._extensions
         txn = _Transaction(envelope, ext.pipelining)
         self._refuse_locally(txn)
@@ -575,7 +578,7 @@ class SmtpClient:
         if ext.dsn and envelope.dsn_ret is not None:
             params.append(f"RET={envelope.dsn_ret.upper()}")
         if ext.dsn and envelope.dsn_envid is not None:
-            params.append(f"ENVID={_xtext(envelope.dsn_envid)}")
+            params.append(f"ENVID={xtext(envelope.dsn_envid)}")
         rcpt_params = ""
         if ext.dsn and envelope.dsn_notify is not None:
             rcpt_params = f" NOTIFY={envelope.dsn_notify.upper()}"
@@ -758,22 +761,15 @@ class SmtpClient:
 
     def _refuse_locally(self, txn: _Transaction) -> None:
         """Settle now the recipients this server cannot take, as PERMANENT."""
-        envelope, ext = txn.envelope, self._extensions
-        reason = None
-        if ext.size and envelope.size > ext.size:
-            reason = (
-                f"5.3.4 message of {envelope.size} octets is larger than the server's "
-                f"limit of {ext.size}"
-            )
-        elif not envelope.sender.isascii() and not ext.smtputf8:
-            reason = "5.6.7 non-ASCII sender address and the server does not offer SMTPUTF8"
+        envelope = txn.envelope
+        reason = envelope_problem(envelope) or self._message_problem(envelope)
         if reason is not None:
             for index, recipient in enumerate(envelope.recipients):
                 txn.results[index] = RecipientResult(
                     recipient, Outcome.PERMANENT, Stage.LOCAL, None, reason
                 )
             return
-        if ext.smtputf8:
+        if self._extensions.smtputf8:
             return
         for index, recipient in enumerate(envelope.recipients):
             if not recipient.isascii():
@@ -784,6 +780,16 @@ class SmtpClient:
                     None,
                     "5.6.7 non-ASCII recipient address and the server does not offer SMTPUTF8",
                 )
+
+    def _message_problem(self, envelope: Envelope) -> str | None:
+        """Why this server cannot take the message at all (size, sender), or None."""
+        ext = self._extensions
+        if ext.size and envelope.size > ext.size:
+            return (f"5.3.4 message of {envelope.size} octets is larger than the server's "
+                    f"limit of {ext.size}")
+        if not envelope.sender.isascii() and not ext.smtputf8:
+            return "5.6.7 non-ASCII sender address and the server does not offer SMTPUTF8"
+        return None
 
     def _data_chunks(self, lines: Iterable[bytes]) -> Iterator[bytes]:
         # Works on whole chunks (bytes.replace), not line by line: a 2 KB message is a

@@ -36,6 +36,11 @@ def reopen_standard_streams() -> None:
         sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 (lives as long as we do)
     if sys.stderr is None:
         sys.stderr = open(2, "w", errors="backslashreplace", closefd=False)  # noqa: SIM115
+    # A listing prints what the spool holds: a Latin-1 sender written by the C dma goes
+    # out as its octets (as the C dma's mailq prints it), never as an encoding error.
+    reconfigure = getattr(sys.stdout, "reconfigure", None)
+    if reconfigure is not None:
+        reconfigure(errors="surrogateescape")
 
 
 def say(program: str, message: str) -> None:

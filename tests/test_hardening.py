@@ -270,3 +270,40 @@ def test_an_error_in_one_item_is_recorded_and_the_run_goes_on(site: DmaSite) -> 
     (left,) = site.queue()
     assert left["id"] == poisoned
     assert "ZeroDivisionError: planted" in str(left)
+
+
+def test_mailq_lists_a_latin1_sender_as_its_octets(site: DmaSite) -> None:
+    """mailq prints a C dma item with a Latin-1 sender as the octets the Q file holds
+    (as the C dma's mailq does) instead of failing to encode it; -bj escapes it."""
+    _write_cdma_item(site, "66aa07.0", LATIN1_SENDER, b"bob@example.org")
+    listing = site.run(["-bp"], env={"LC_ALL": "C.UTF-8"})
+    assert listing.returncode == 0, listing.stderr
+    assert LATIN1_SENDER in listing.stdout
+    (item,) = site.queue()
+    assert item["id"] == "66aa07.0"
+
+
+def test_poison_envelopes_fail_alone_and_nothing_is_sent_twice(
+    site: DmaSite, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """Items whose envelope our SMTP client refuses (an ENVID of 34 '+', 102 characters
+    once xtext-encoded; a C dma Q file with a control character in the sender), queued
+    between good items for one pipelining smarthost: over three runs each good message
+    arrives once, and each poison item fails alone instead of ending the connection."""
+    sink = scripted_sink(Script(extensions=("8BITMIME", "PIPELINING", "DSN")))
+    write_remote_config(site, sink.port)
+    _write_cdma_item(site, "66bb01.0", b"one@example.org", b"good1@example.org")
+    _write_cdma_item(site, "66bb02.0", b"two@example.org", b"poison1@example.org")
+    with open(site.spool / "Q66bb02.0", "ab") as q_file:
+        q_file.write(b"X-DSN-Envid: " + b"+" * 34 + b"\n")
+    _write_cdma_item(site, "66bb03.0", b"three@example.org", b"good2@example.org")
+    _write_cdma_item(site, "66bb04.0", b"fo\x01ur@example.org", b"poison2@example.org")
+    for _ in range(3):
+        done = site.run(["-q"])
+        assert b"Traceback" not in done.stderr, done.stderr
+    received = [rcpt for arrival in sink.messages for rcpt in arrival.recipients]
+    assert sorted(r for r in received if r.startswith("good")) == [
+        "good1@example.org", "good2@example.org"]
+    assert not any(r.startswith("poison") for r in received)
+    left = {item["id"] for item in site.queue()}
+    assert "66bb01.0" not in left and "66bb03.0" not in left and "66bb02.0" not in left

@@ -569,13 +569,13 @@ def test_unexpected_reply_kind_fails_the_session() -> None:
 
 def test_mail_parameters_follow_the_extensions() -> None:
     """SIZE, BODY=8BITMIME, RET/ENVID and NOTIFY appear exactly when the server offers them."""
-    env = Envelope("a@h.example", ("b@t.example",), 42, True, "SUCCESS,FAILURE", "HDRS", "id 1+")
+    env = Envelope("a@h.example", ("b@t.example",), 42, True, "SUCCESS,FAILURE", "HDRS", "id=1+")
     offered, _ = drive(
         PLAIN, [GREETING, ehlo("SIZE", "8BITMIME", "DSN"), b"250 ok\r\n", b"451 no\r\n",
                 b"221 bye\r\n"], [(env, BODY)]
     )
     assert offered[1:3] == [
-        b"MAIL FROM:<a@h.example> SIZE=42 BODY=8BITMIME RET=HDRS ENVID=id+201+2B\r\n",
+        b"MAIL FROM:<a@h.example> SIZE=42 BODY=8BITMIME RET=HDRS ENVID=id+3D1+2B\r\n",
         b"RCPT TO:<b@t.example> NOTIFY=SUCCESS,FAILURE\r\n",
     ]
     bare, _ = drive(PLAIN, [GREETING, EHLO_BARE, b"250 ok\r\n", b"451 no\r\n", b"221 bye\r\n"],
@@ -726,21 +726,44 @@ def test_calls_in_the_wrong_state_raise_local_protocol_error() -> None:
 
 
 def test_bad_envelopes_and_helo_names_are_refused() -> None:
-    """CR/LF in an address, no recipients or a bad HELO name raise LocalProtocolError."""
+    """No recipients or a bad HELO name (our own bug) raise LocalProtocolError."""
     client = SmtpClient(PLAIN)
     client.receive_data(GREETING + EHLO_BARE)
     while client.next_event() is not None:
         pass
-    for env in (
-        Envelope("a@h\r\nRCPT TO:<x@y>", ("b@t",), 1, False),
-        Envelope("a@h", (), 1, False),
-        Envelope("a@h", ("<b@t>",), 1, False),
-        Envelope("a@h", ("b@t",), 1, False, dsn_notify="SOMETIMES"),
-    ):
-        with pytest.raises(LocalProtocolError):
-            client.send_message(env)
+    with pytest.raises(LocalProtocolError):
+        client.send_message(Envelope("a@h", (), 1, False))
     with pytest.raises(LocalProtocolError):
         SmtpClient(SessionPolicy("bad name", "no", False))
+
+
+@pytest.mark.parametrize(("envelope", "status"), [
+    (Envelope("a@h\r\nRCPT TO:<x@y>", ("b@t",), 1, False), "5.1.7"),
+    (Envelope("a@h", ("<b@t>",), 1, False), "5.1.3"),
+    (Envelope("a@h", ("b@t",), 1, False, dsn_notify="SOMETIMES"), "5.5.4"),
+    (Envelope("a@h", ("b@t",), 1, False, dsn_envid="+" * 34), "5.5.4"),
+])
+def test_an_envelope_our_checks_refuse_fails_that_message_alone(
+    envelope: Envelope, status: str
+) -> None:
+    """An envelope from a damaged Q file (a control character, an angle bracket, a bad
+    DSN value, an ENVID over 100 characters once xtext-encoded) fails its recipients
+    locally and for good, sends nothing, and the next message goes out on the same
+    connection (SPEC 5.1)."""
+    good = Envelope("a@h", ("ok@t",), 1, False)
+    writes, events = drive(
+        PLAIN,
+        [GREETING, EHLO_BARE, b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 ok\r\n",
+         b"221 bye\r\n"],
+        [(envelope, BODY), (good, BODY)],
+    )
+    done = of_type(events, MessageDone)
+    assert [r.outcome for r in done[0].results] == [Outcome.PERMANENT]
+    assert done[0].results[0].stage is Stage.LOCAL
+    assert done[0].results[0].reason.startswith(status)
+    assert [r.outcome for r in done[1].results] == [Outcome.DELIVERED]
+    assert writes[1] == b"MAIL FROM:<a@h>\r\n"
+    assert not any(b"b@t" in write for write in writes)
 
 
 def test_receive_data_during_the_handshake_is_refused() -> None:
