@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -19,21 +21,45 @@ _LINE = re.compile(r"<(\d+)>(?:\w{3} [ \d]\d \d\d:\d\d:\d\d )?([^\[:]+)\[(\d+)\]
 
 
 class SyslogListener:
-    """Datagrams sent to /dev/log, parsed into (priority, tag, text)."""
+    """Datagrams sent to /dev/log, parsed into (priority, tag, text).
+
+    A thread reads them as they come, as syslogd would: the kernel queues only a few
+    datagrams per socket (net.unix.max_dgram_qlen, often 10), and a sender blocks in
+    syslog() once they are not read.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self._found: list[tuple[int, str, str]] = []
+        self._lock = threading.Lock()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
-    def lines(self) -> list[tuple[int, str, str]]:
-        found = []
+    def _read(self) -> None:
         while True:
             try:
                 data = self.sock.recv(65536)
-            except BlockingIOError:
-                return found
+            except OSError:  # closed: the test is over
+                return
+            if not data:  # shut down: the test is over
+                return
             match = _LINE.match(data.decode(errors="replace"))
             assert match, data
-            found.append((int(match.group(1)), match.group(2), match.group(4).rstrip("\n\0")))
+            with self._lock:
+                self._found.append(
+                    (int(match.group(1)), match.group(2), match.group(4).rstrip("\n\0")))
+
+    def lines(self) -> list[tuple[int, str, str]]:
+        """The lines received since the last call (after a moment for stragglers)."""
+        time.sleep(0.1)
+        with self._lock:
+            found, self._found = self._found, []
+        return found
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+        self._reader.join(timeout=5)
 
 
 @pytest.fixture
@@ -45,11 +71,11 @@ def syslog_listener() -> Iterator[SyslogListener]:
         pytest.skip("a syslog daemon owns /dev/log here; not stealing its socket")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(DEV_LOG)
-    sock.setblocking(False)
+    listener = SyslogListener(sock)
     try:
-        yield SyslogListener(sock)
+        yield listener
     finally:
-        sock.close()
+        listener.close()
         os.unlink(DEV_LOG)
 
 
