@@ -631,6 +631,13 @@ class SmtpClient:
         return _line(f"EHLO {self._policy.helo_name}")
 
     @property
+    def awaits_final_reply(self) -> bool:
+        """True while the reply awaited is the one to the final dot, which RFC 5321
+        4.5.3.2 gives 10 minutes where other replies get 5: the driver's longer wait
+        applies to that reply only, never to MAIL, RCPT or DATA."""
+        return self._state is State.DATA_END
+
+    @property
     def can_send_message(self) -> bool:
         """True when send_message may be called now.
 

@@ -183,7 +183,7 @@ class SmtpDriver:
             while True:
                 event = client.next_event()
                 if event is None:
-                    wait = timeout * FINAL_DOT_FACTOR if inflight else timeout
+                    wait = timeout * FINAL_DOT_FACTOR if client.awaits_final_reply else timeout
                     data = connection.receive(timeout=wait)
                     self._trace("<<<", data)
                     client.receive_data(data)

@@ -293,7 +293,8 @@ class Script:
     ``extensions`` are the EHLO keywords (e.g. PIPELINING); ``reject_ehlo``
     answers EHLO with 502 (HELO works); ``stall`` sends the greeting and then
     never answers; ``drop_in_data`` closes the connection after the first octets
-    of message data; ``data_delay`` waits before answering the end of data;
+    of message data; ``data_delay`` waits before answering the end of data,
+    ``mail_delay`` before answering MAIL;
     ``broken_starttls`` answers STARTTLS with 220, then answers the client's
     hello with plain text and hangs up, so the client's TLS handshake fails (put
     STARTTLS in ``extensions``); ``max_recipients`` answers RCPTs beyond that
@@ -309,6 +310,7 @@ class Script:
     drop_in_data: bool = False
     data_reply: str = "250 2.0.0 queued"
     data_delay: float = 0.0
+    mail_delay: float = 0.0
     broken_starttls: bool = False
     max_recipients: int | None = None
 
@@ -461,6 +463,8 @@ class _Session:
         elif verb == "HELO":
             self._reply("250 sink.test")
         elif verb == "MAIL":
+            if self.script.mail_delay:
+                time.sleep(self.script.mail_delay)
             self.sender = _angle(argument)
             self.recipients = []
             self._reply("250 2.1.0 sender ok")

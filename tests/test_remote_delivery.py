@@ -184,6 +184,32 @@ def test_stall_after_greeting_defers_quickly(
     assert "timed out" in item["last_error"]
 
 
+def test_mail_reply_later_than_timeout_defers(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """A MAIL reply that comes after TIMEOUT (2 s here; the sink waits 3 s) defers: the
+    doubled wait is for the reply to the final dot only (RFC 5321 4.5.3.2)."""
+    sink = scripted_sink(Script(mail_delay=3.0))
+    write_remote_config(site, sink.port, timeout="2s")
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail", timeout=30)
+    assert done.returncode == 75, done.stderr.decode()
+    assert sink.messages == []
+    [item] = site.queue()
+    assert "timed out" in item["last_error"]
+
+
+def test_final_dot_reply_may_take_longer_than_timeout(
+    site: DmaSite, scripted_sink: ScriptedFactory
+) -> None:
+    """The reply to the final dot may take up to twice TIMEOUT (3 s with TIMEOUT 2s) and
+    the message is delivered."""
+    sink = scripted_sink(Script(data_delay=3.0))
+    write_remote_config(site, sink.port, timeout="2s")
+    done = site.run(["-D", "bob@example.org"], MESSAGE, program="sendmail", timeout=30)
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(sink.wait_for(1)) == 1
+
+
 def test_rejected_ehlo_falls_back_to_helo(
     site: DmaSite, scripted_sink: ScriptedFactory
 ) -> None:
