@@ -1,9 +1,11 @@
 """Local delivery into a user's mailbox: an mbox file, or a Maildir directory (SPEC 5.2).
 
-mbox: append one mboxrd record under the locks that mail programs honour (a
-``<mailbox>.lock`` dotlock, an fcntl write lock, and the flock lock that the C dma
-takes), fsync, and on any failure cut the file back to its old length so a reader
-never sees half a message.  Maildir:
+mbox: append one mboxrd record under the locks that mail programs honour (an fcntl
+write lock, the flock lock that the C dma takes, and a ``<mailbox>.lock`` dotlock),
+fsync, and on any failure cut the file back to its old length so a reader never sees
+half a message.  A dotlock whose process is gone is stale at once (older ones after
+``stale_lock_age``); something at the dotlock's name that is no regular file is left
+alone and reported, and the kernel locks guard the mailbox without it.  Maildir:
 write ``tmp/<unique>``, fsync, link it into ``new/``, fsync ``new/``; no locks needed.
 Symlinks are never followed: a mailbox that is a link is refused.
 """
@@ -22,8 +24,9 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
 
+from dma.core.dotlock import LOCK_READ_LIMIT, lock_content, lock_pid
 from dma.core.errors import CantCreateError, DmaError, TempFailure
 from dma.core.maildir import maildir_filename, with_size
 from dma.core.mbox import mbox_record
@@ -32,6 +35,15 @@ MAILBOX_MODE = 0o600
 DOTLOCK_MODE = 0o644
 _CHUNK = 64 * 1024
 _NFS_SUPER_MAGIC = 0x6969  # statfs f_type of NFS (linux/magic.h)
+# File systems other hosts (or their containers) may write too: a bare pid in a
+# dotlock there may be another host's, so only its age can make it stale.
+# linux/magic.h: NFS, SMB, CIFS, SMB2, Coda, AFS (two), Ceph, 9p, FUSE (sshfs and
+# the like), GFS2, OCFS2, NCP; and Lustre, GPFS.
+_SHARED_FILE_SYSTEMS = frozenset({
+    _NFS_SUPER_MAGIC, 0x517B, 0xFF534D42, 0xFE534D42, 0x73757245, 0x5346414F,
+    0x6B414653, 0x00C36400, 0x01021997, 0x65735546, 0x01161970, 0x7461636F, 0x564C,
+    0x0BD00BD0, 0x47504653,
+})
 _POLL_FIRST = 0.005
 _POLL_MAX = 0.1
 # Errors that say "the dotlock cannot be made here at all" (e.g. /var/mail not
@@ -52,11 +64,28 @@ class MailboxLocked(TempFailure):
 
 @dataclass(frozen=True, slots=True)
 class _Dotlock:
-    """A dotlock we created: its path and identity, so we only ever remove our own."""
+    """A dotlock we created: its path, and a descriptor of it kept open while we hold
+    it, so that its inode cannot be reused and we only ever remove our own."""
 
     path: str
-    device: int
-    inode: int
+    fd: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Locks:
+    """One try at the locks: all of them (``held_by`` None; ``dotlock`` None when
+    there was none to take) or none, and who holds what we did not get; ``note``
+    says what was worked around (a stale lock taken over, a dotlock left out)."""
+
+    dotlock: _Dotlock | None = None
+    held_by: str | None = None
+    note: str = ""
+
+
+# What stands at a dotlock's name (_existing_lock): a live lock, nothing any more
+# (try to create it again), or something that keeps the dotlock from being made.
+_Verdict = Literal["held", "again", "without"]
+_KERNEL_LOCKS_ALONE = "delivered under the fcntl and flock locks alone"
 
 
 def deliver(
@@ -76,11 +105,13 @@ def deliver(
     owned by ``owner`` (uid, gid) when given, else by the calling process).  With
     ``owner`` given, an existing mailbox or Maildir of another uid is refused.
     ``moment`` dates the mbox separator line.
-    Returns the file the message went into, for the log.  Raises TempFailure when a
-    retry may work (a full disk, I/O errors; MailboxLocked, a TempFailure, when a
-    lock is held past ``lock_timeout``) and
-    CantCreateError when the mailbox is a symlink or neither a regular file nor a
-    Maildir.  Nothing half-written is left behind either way.
+    Returns the file the message went into, for the log, followed by a note in
+    parentheses when a lock was not taken as usual (a stale dotlock taken over, a
+    dotlock left out because something that is no lock file sits at its name).
+    Raises TempFailure when a retry may work (a full disk, I/O errors; MailboxLocked,
+    a TempFailure, when a lock is held past ``lock_timeout``) and CantCreateError when
+    the mailbox is a symlink or neither a regular file nor a Maildir.  Nothing
+    half-written is left behind either way.
     """
     try:
         info: os.stat_result | None = os.lstat(path)
@@ -120,13 +151,13 @@ def _deliver_mbox(
     while True:
         fd = _open_mbox(path, owner)
         try:
-            dotlock = _lock(fd, path, deadline, stale_lock_age)
+            locks = _lock(fd, path, deadline, stale_lock_age)
             try:
                 if _still_at(fd, path):
                     _append(fd, path, mbox_record(message, sender, moment))
-                    return path
+                    return f"{path} ({locks.note})" if locks.note else path
             finally:
-                _unlock(fd, dotlock)
+                _unlock(fd, locks.dotlock)
         finally:
             os.close(fd)
         if time.monotonic() >= deadline:
@@ -227,26 +258,29 @@ def _check_owner(info: os.stat_result, path: str, owner: tuple[int, int] | None)
     )
 
 
-def _lock(fd: int, path: str, deadline: float, stale_lock_age: float) -> _Dotlock | None:
-    """Take the dotlock, the fcntl lock and the flock lock, waiting until ``deadline``.
+def _lock(fd: int, path: str, deadline: float, stale_lock_age: float) -> _Locks:
+    """Take the fcntl lock, the flock lock and the dotlock, waiting until ``deadline``.
 
     All or nothing on each try, and never holding one while waiting for another:
     readers take them in any order (mutt fcntl first, procmail the dotlock first, the
     C dma flock alone), so hold-and-wait could deadlock.  flock is needed as well as
     fcntl because on Linux the two kinds do not see each other (except on NFS, where
     flock is an fcntl lock in disguise: there fcntl alone excludes the C dma).
-    Returns our dotlock, or None when the directory does not allow one.
+    Returns what was taken: our dotlock (None when the directory does not allow one,
+    or a non-regular file sits at its name) and a note on what was worked around.
     """
     delay = _POLL_FIRST
-    use_flock = not _on_nfs(fd)
+    file_system = file_system_type(fd)
+    use_flock = file_system != _NFS_SUPER_MAGIC
+    shared = file_system is None or file_system in _SHARED_FILE_SYSTEMS
     while True:
-        dotlock, held = _try_all_locks(fd, path, stale_lock_age, use_flock=use_flock)
-        if held is None:
-            return dotlock
+        got = _try_all_locks(fd, path, stale_lock_age, use_flock=use_flock, shared=shared)
+        if got.held_by is None:
+            return got
         now = time.monotonic()
         if now >= deadline:
             raise MailboxLocked(
-                f"mailbox {path} is locked by another program ({held})",
+                f"mailbox {path} is locked by another program ({got.held_by})",
                 hint="delivery will be retried; remove a lock file no program holds",
             )
         time.sleep(min(delay, deadline - now))
@@ -293,93 +327,222 @@ def _libc() -> Any:
 
 
 def _try_all_locks(
-    fd: int, path: str, stale_lock_age: float, *, use_flock: bool = True
-) -> tuple[_Dotlock | None, str | None]:
-    """Try each lock once; returns (our dotlock, None) holding all of them, or
-    (None, what is held by someone else) holding none."""
-    available, dotlock = _try_dotlock(path, stale_lock_age)
-    if not available:
-        return None, f"{path}.lock"
-    fcntl_held = False
+    fd: int, path: str, stale_lock_age: float, *, use_flock: bool = True, shared: bool = True
+) -> _Locks:
+    """Try each lock once: all of them, or none and what is held by someone else.
+
+    The kernel locks come first (as mutt takes them), the dotlock last: so only a
+    process holding the mailbox's fcntl and flock locks ever judges a dotlock stale
+    and takes it over, and two of our deliverers can never both take over one.
+    """
+    if not _try_kernel_lock(fd, path, fcntl.lockf):
+        return _Locks(held_by="an fcntl lock on it")
     try:
-        if not _try_kernel_lock(fd, path, fcntl.lockf):
-            _remove_dotlock(dotlock)
-            return None, "an fcntl lock on it"
-        fcntl_held = True
         if use_flock and not _try_kernel_lock(fd, path, fcntl.flock):
-            _release(fd, dotlock, fcntl_held=True)
-            return None, "a flock lock on it"
+            _release_kernel_locks(fd)
+            return _Locks(held_by="a flock lock on it")
+        got = _try_dotlock(path, stale_lock_age, shared)
     except BaseException:
-        _release(fd, dotlock, fcntl_held=fcntl_held)
+        _release_kernel_locks(fd)
         raise
-    return dotlock, None
+    if got.held_by is not None:
+        _release_kernel_locks(fd)
+    return got
 
 
-def _try_dotlock(path: str, stale_lock_age: float) -> tuple[bool, _Dotlock | None]:
+def _try_dotlock(path: str, stale_lock_age: float, shared: bool = True) -> _Locks:
     """Try once to create ``<path>.lock`` holding our pid; take over a stale one.
 
-    Returns (True, lock) when we hold it, (False, None) when someone else does, and
-    (True, None) when no dotlock can be made in this directory at all.
+    Returns our lock; or no lock and who holds it; or no lock and nobody waited for:
+    when no dotlock can be made in this directory at all (the fcntl and flock locks
+    then guard the mailbox alone, as with mutt's fallback, rather than deferring the
+    mail forever), or when something that is no lock file sits at its name, or a
+    stale lock cannot be removed (the note says which).  ``shared``: the directory
+    is on a file system other hosts write too, where a bare pid may be theirs.
     """
     lock_path = path + ".lock"
-    for _attempt in range(2):
+    notes: list[str] = []
+    for _attempt in range(3):
         try:
-            fd = os.open(
+            lock_fd = os.open(
                 lock_path,
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                 DOTLOCK_MODE,
             )
         except FileExistsError:
-            if _remove_if_stale(lock_path, stale_lock_age):
-                continue
-            return False, None
+            state, text = _existing_lock(lock_path, stale_lock_age, shared)
+            if state == "held":
+                return _Locks(held_by=text)
+            notes.append(text)
+            if state == "without":
+                return _Locks(note="; ".join(filter(None, notes)))
+            continue
         except OSError as exc:
             if exc.errno in _NO_DOTLOCK_ERRNOS:
-                return True, None
+                return _Locks(note="; ".join(filter(None, notes)))
             raise _failure(exc, lock_path, "cannot create lock file") from exc
+        dotlock = _Dotlock(lock_path, lock_fd)
         try:
-            os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-            info = os.fstat(fd)
+            _write_all(lock_fd, lock_content(os.getpid(), socket.gethostname()))
         except OSError as exc:
-            os.close(fd)
-            _unlink_quietly(lock_path)
+            _remove_dotlock(dotlock)
             raise _failure(exc, lock_path, "cannot write lock file") from exc
-        os.close(fd)
-        return True, _Dotlock(lock_path, info.st_dev, info.st_ino)
-    return False, None
+        except BaseException:
+            _remove_dotlock(dotlock)
+            raise
+        return _Locks(dotlock=dotlock, note="; ".join(filter(None, notes)))
+    return _Locks(held_by=f"{lock_path}, made again each time it was taken over")
 
 
-def _remove_if_stale(lock_path: str, stale_lock_age: float) -> bool:
-    """Remove a dotlock untouched for longer than ``stale_lock_age``; say if we did.
+def _existing_lock(
+    lock_path: str, stale_lock_age: float, shared: bool
+) -> tuple[_Verdict, str]:
+    """Judge what stopped us creating ``lock_path``: ("held", by whom), ("again", note)
+    when it is gone now (its holder let go, or we removed it as stale), or
+    ("without", note) when no dotlock can be had while it is there.
 
-    Its holder died without cleaning up.  The lock is looked at again just before
-    removal so that a fresh lock made in between by another taker survives.
+    Something other than a regular file (a directory, FIFO, socket, symlink) is no
+    dotlock of any mail program, and no dotlock program can take the lock while it
+    sits there, so leaving the dotlock out excludes nobody: it is reported, never
+    followed, opened or removed (it may be another program's, e.g. a mkdir lock,
+    and removing things in a world-writable MAILDIR is how attacks start).  A
+    regular file is stale when the process it names (of this host: see
+    ``dma.core.dotlock``) is gone, else once untouched for ``stale_lock_age``.
     """
     try:
-        first = os.lstat(lock_path)
-        if time.time() - first.st_mtime <= stale_lock_age:
-            return False
-        again = os.lstat(lock_path)
-        if (again.st_ino, again.st_mtime_ns) != (first.st_ino, first.st_mtime_ns):
-            return False
+        seen = os.lstat(lock_path)
+    except FileNotFoundError:
+        return "again", ""
+    except OSError as exc:
+        raise _failure(exc, lock_path, "cannot look at lock file") from exc
+    if not stat.S_ISREG(seen.st_mode):
+        return "without", (
+            f"no dotlock: {lock_path} is {_file_kind(seen.st_mode)}, not a lock file"
+            f" (left alone; remove it); {_KERNEL_LOCKS_ALONE}"
+        )
+    pinned = _open_lock(lock_path)
+    try:
+        if pinned is None:  # unreadable for us: its age alone decides
+            info, content = seen, b""
+        else:
+            info = os.fstat(pinned)
+            if (info.st_dev, info.st_ino) != (seen.st_dev, seen.st_ino):
+                return "again", ""  # replaced between our looks: look again
+            content = os.pread(pinned, LOCK_READ_LIMIT + 1, 0)
+        pid = lock_pid(content, socket.gethostname(), shared=shared)
+        age = time.time() - info.st_mtime
+        if pid is not None and not _process_alive(pid):
+            why = f"process {pid} is gone"
+        elif age > stale_lock_age:
+            why = f"untouched for {int(age)} s"
+        else:
+            return "held", lock_path if pid is None else f"{lock_path} of process {pid}"
+        return _remove_stale(lock_path, info, why)
+    except OSError as exc:
+        raise _failure(exc, lock_path, "cannot read lock file") from exc
+    finally:
+        if pinned is not None:
+            os.close(pinned)
+
+
+def _open_lock(lock_path: str) -> int | None:
+    """Open someone's lock file to read it (and so that its inode stays ours to compare:
+    it cannot be reused while open); None when we may not read it."""
+    try:
+        return os.open(
+            lock_path,
+            os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+        )
+    except OSError:
+        return None
+
+
+def _remove_stale(lock_path: str, judged: os.stat_result, why: str) -> tuple[_Verdict, str]:
+    """Remove the stale lock ``judged`` if ``lock_path`` still names that very file,
+    untouched since; ("again", note) when it is gone, ("without", note) when we may not
+    remove it (a sticky MAILDIR, another user's file): a stale lock guards nothing."""
+    try:
+        now = os.lstat(lock_path)
+    except FileNotFoundError:
+        return "again", ""
+    same = (now.st_dev, now.st_ino, now.st_mtime_ns, now.st_ctime_ns) == (
+        judged.st_dev, judged.st_ino, judged.st_mtime_ns, judged.st_ctime_ns
+    )
+    if not same:
+        return "again", ""
+    try:
         os.unlink(lock_path)
     except FileNotFoundError:
+        return "again", ""
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        return "without", (
+            f"no dotlock: {lock_path} is stale ({why}) but cannot be removed ({reason});"
+            f" {_KERNEL_LOCKS_ALONE}"
+        )
+    return "again", f"took over the stale lock {lock_path} ({why})"
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host may still hold a lock.
+
+    kill(pid, 0): ESRCH says it is gone, EPERM that it lives under another uid.  A
+    zombie (exited, not yet reaped) is gone too: it will never remove its lock.
+    Anything we cannot tell counts as alive, and the lock's age decides.
+    """
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
         return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether /proc says ``pid`` has exited (state Z or X); False when it cannot say."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            line = stat_file.read(1024)
     except OSError:
         return False
-    return True
+    fields = line.rpartition(b")")[2].split()  # the command name may hold anything
+    return bool(fields) and fields[0] in (b"Z", b"X")
+
+
+def _file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a directory", "a FIFO", ..."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "no regular file"
 
 
 def _remove_dotlock(dotlock: _Dotlock | None) -> None:
-    """Remove our dotlock, unless it was taken over as stale and is someone else's now."""
+    """Remove our dotlock, unless it was taken over as stale and is someone else's now.
+
+    Its descriptor was kept open, so an inode number equal to ours is ours.
+    """
     if dotlock is None:
         return
     try:
-        info = os.lstat(dotlock.path)
+        here = os.lstat(dotlock.path)
+        ours = os.fstat(dotlock.fd)
+        if (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino):
+            _unlink_quietly(dotlock.path)
     except OSError:
-        return
-    if (info.st_dev, info.st_ino) == (dotlock.device, dotlock.inode):
-        _unlink_quietly(dotlock.path)
+        pass
+    finally:
+        os.close(dotlock.fd)
 
 
 def _try_kernel_lock(fd: int, path: str, take: Callable[[int, int], Any]) -> bool:
@@ -395,22 +558,19 @@ def _try_kernel_lock(fd: int, path: str, take: Callable[[int, int], Any]) -> boo
 
 
 def _unlock(fd: int, dotlock: _Dotlock | None) -> None:
-    """Release the flock and fcntl locks, then our dotlock (the reverse of taking them)."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    except OSError:
-        pass  # closing the descriptor releases it anyway
-    _release(fd, dotlock, fcntl_held=True)
+    """Remove our dotlock, then release the flock and fcntl locks (the reverse of
+    taking them)."""
+    _remove_dotlock(dotlock)
+    _release_kernel_locks(fd)
 
 
-def _release(fd: int, dotlock: _Dotlock | None, *, fcntl_held: bool) -> None:
-    """Release the fcntl lock when we hold it, then our dotlock."""
-    if fcntl_held:
+def _release_kernel_locks(fd: int) -> None:
+    """Release the flock and fcntl locks (either may not be held: unlocking is harmless)."""
+    for release in (fcntl.flock, fcntl.lockf):
         try:
-            fcntl.lockf(fd, fcntl.LOCK_UN)
+            release(fd, fcntl.LOCK_UN)
         except OSError:
             pass  # closing the descriptor releases it anyway
-    _remove_dotlock(dotlock)
 
 
 def _still_at(fd: int, path: str) -> bool:
