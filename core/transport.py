@@ -29,8 +29,8 @@ def security_for(config: Config, hop_kind: str) -> Security:
     certificates are verified unless NOVERIFYCERT.  VERIFYCERT asks for verification
     even in opportunistic mode.  FINGERPRINT pins the certificate instead.
     """
-    if not config.securetransfer:
-        return Security(False, "no", False, config.fingerprint)
+    if not config.securetransfer:  # no TLS: nothing to pin (the TLS keys need it, SPEC 2.1)
+        return Security(False, "no", False, None)
     implicit = hop_kind == "smarthost" and not config.starttls
     if implicit:
         mode: Literal["no", "required", "opportunistic"] = "no"
@@ -83,10 +83,7 @@ def plan_transactions(items: Sequence[QueuedRecipient]) -> tuple[Transaction, ..
         groups.setdefault((message_id_of(item.item_id), item.sender), []).append(item)
     plans = []
     for (message_id, sender), members in groups.items():
-        recipients: list[str] = []
-        for member in members:
-            if member.recipient not in recipients:
-                recipients.append(member.recipient)
+        recipients = dict.fromkeys(member.recipient for member in members)  # linear, ordered
         plans.append(Transaction(
             message_id, sender, tuple(m.item_id for m in members), tuple(recipients),
             tuple(m.recipient for m in members),
