@@ -6,7 +6,10 @@ its Q text written to ``tmp_q<random>``, fsynced and put in place as ``Q<id>``;
 then the directory is fsynced and the temp name dropped.  So a ``Q`` file exists
 only when its ``M`` does, and a crash leaves at worst temp files and orphans,
 which ``clean`` removes after an hour.  Whoever delivers an item holds an
-exclusive ``flock`` on its Q file, as the C dma does.
+exclusive ``flock`` on its Q file, as the C dma does.  An item found damaged (its
+Q names another item or is no queue file, its Q or M is not a regular file) is
+moved to ``SPOOLDIR/quarantine/`` (adapters/quarantine.py), never skipped in
+silence, deleted or delivered as something else (SPEC 4).
 """
 
 from __future__ import annotations
@@ -16,17 +19,17 @@ import fcntl
 import os
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
-from dma.core.errors import CantCreateError, DmaError, IOFailure, SoftwareError
+from dma.core.errors import CantCreateError, DataError, DmaError, IOFailure, SoftwareError
 from dma.core.queuefile import (
     MAX_QUEUE_FILE_OCTETS,
     QueueItem,
     item_id_from_filename,
     padded,
-    parse_queue_file,
+    parse_queue_item,
     render_queue_file,
 )
 
@@ -34,6 +37,7 @@ TYPE_CHECKING = False  # not typing's: submission does not import typing (issue 
 if TYPE_CHECKING:
     from typing import BinaryIO
 
+    from dma.adapters.quarantine import Quarantine, Quarantined
     from dma.core.mailq import QueueEntry
 
 FILE_MODE = 0o660
@@ -45,7 +49,7 @@ _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 @dataclass(frozen=True, slots=True)
 class SpoolProblem:
-    """A Q file that could not be read or parsed; it is left in place for a human."""
+    """A Q file that could not be read, or a damaged item that could not be moved aside."""
 
     name: str
     error: DmaError
@@ -217,11 +221,106 @@ class Claim:
             ) from error
 
 
-class Spool:
-    """One spool directory, shared with other dma processes and possibly the C dma."""
+class _Made:
+    """What a commit made so far, to undo on failure (Q files first: never a lone Q)."""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self) -> None:
+        self.queues: list[str] = []
+        self.messages: list[str] = []
+        self.temps: set[str] = set()
+
+    def undo(self) -> None:
+        for path in [*self.queues, *self.temps, *self.messages]:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+
+def _copy_file(source: str, out_fd: int) -> None:
+    """Copy the file at ``source`` into ``out_fd`` (a fresh file) in bounded chunks."""
+    in_fd = os.open(source, os.O_RDONLY | _NOFOLLOW | _CLOEXEC)
+    try:
+        while chunk := os.read(in_fd, 1 << 20):
+            _write_all(out_fd, chunk)
+    finally:
+        os.close(in_fd)
+
+
+class _MessageSources:
+    """The files one commit makes its M hard links from: the written message, then copies.
+
+    A file system caps the links of one inode (ext4 65 000, ext2 32 000, others
+    fewer or more).  When a link is refused with EMLINK, or ``max_links`` M files
+    already share the current file, the message is copied once to a new temp file,
+    locked like the first one and fsynced before its first link, and the links go
+    on from the copy.  Copies are removed with ``close``.
+    """
+
+    def __init__(self, spool: Spool, path: str, max_links: int | None) -> None:
+        self._spool = spool
+        self._original = path
+        self._max = max_links
+        self._links = 0
+        self._copies: list[tuple[str, int]] = []
+        self.path = path
+
+    def link(self, target: str) -> None:
+        """Make ``target`` a hard link of the message."""
+        if self._max is not None and self._links >= self._max:
+            self._start_copy()
+        try:
+            os.link(self.path, target)
+        except OSError as error:
+            if error.errno != errno.EMLINK or self._links == 0:
+                raise
+            self._start_copy()
+            os.link(self.path, target)
+        self._links += 1
+
+    def _start_copy(self) -> None:
+        path, fd = self._spool._create_temp(TEMP_PREFIX)
+        self._copies.append((path, fd))
+        try:  # as begin(): clean() leaves a locked temp file alone
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            pass
+        _copy_file(self._original, fd)
+        os.fsync(fd)
+        self.path = path
+        self._links = 0
+
+    @property
+    def copies(self) -> int:
+        """How many copies of the message this commit needed."""
+        return len(self._copies)
+
+    def close(self) -> None:
+        """Drop the copies' temp names (their M links stay) and their locks."""
+        for path, fd in self._copies:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+        self._copies = []
+
+
+class Spool:
+    """One spool directory, shared with other dma processes and possibly the C dma.
+
+    ``on_quarantine`` hears of each damaged item that ``scan`` or ``clean`` moves to
+    ``SPOOLDIR/quarantine/`` (to log it, once); ``claim`` raises DamagedItem instead.
+    """
+
+    def __init__(
+        self, directory: str, on_quarantine: Callable[[Quarantined], None] | None = None
+    ) -> None:
         self.directory = directory
+        self.on_quarantine = on_quarantine
 
     def path(self, name: str) -> str:
         """The full path of ``name`` in the spool directory."""
@@ -302,50 +401,59 @@ class Spool:
         finally:
             os.close(fd)
 
-    def commit(self, writer: SpoolWriter, message_id: str, items: Sequence[QueueItem]) -> None:
+    def commit(
+        self,
+        writer: SpoolWriter,
+        message_id: str,
+        items: Sequence[QueueItem],
+        *,
+        max_links: int | None = None,
+    ) -> None:
         """Queue the written message for ``items`` (ids ``<message_id>.<hex>``), crash safely.
 
-        On any failure everything made so far is removed and CantCreateError (or
-        IOFailure) is raised; the writer's temp file is left to the writer.
+        Per item: its M is a hard link of a fsynced file (the written message, or a
+        copy of it once the file system refuses more links, or after ``max_links`` of
+        them: see ``_MessageSources``), then its Q text is written to a temp file,
+        fsynced and linked into place.  The cost is linear in the number of items
+        (100 000 recipients: 16 s on a RAM-backed ext4, the rest is fsync).  On any
+        failure everything made so far is removed and CantCreateError (or IOFailure)
+        is raised; the writer's temp file is left to the writer.
         """
         if writer.committed or writer.file.closed:
             raise SoftwareError(
                 f"message file {writer.path} is already committed or closed", hint="this is a bug"
             )
+        if max_links is not None and max_links < 1:
+            raise SoftwareError(f"max_links must be positive, not {max_links}",
+                                hint="this is a bug")
         texts = self._check_items(message_id, items)
-        made: list[str] = []
+        made = _Made()
+        sources = _MessageSources(self, writer.path, max_links)
         try:
             writer.file.flush()
             os.fsync(writer.file.fileno())
             for item, text in zip(items, texts, strict=True):
                 message_path = self.path("M" + item.id)
-                os.link(writer.path, message_path)
-                made.append(message_path)
-                temp_path, fd = self._create_temp(TEMP_PREFIX + "q")
-                made.append(temp_path)
-                try:
-                    _write_all(fd, text)
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                sources.link(message_path)
+                made.messages.append(message_path)
+                temp_path = self._write_queue_text(text, made)
                 # link, not rename: never replace a Q file that already exists
                 queue_path = self.path("Q" + item.id)
                 os.link(temp_path, queue_path)
-                made.insert(0, queue_path)
+                made.queues.append(queue_path)
                 os.unlink(temp_path)
-                made.remove(temp_path)
+                made.temps.discard(temp_path)
             self.sync_directory()
-        except OSError as error:
-            for path in made:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
+        except BaseException as error:
+            made.undo()
+            sources.close()
             try:
                 self.sync_directory()
             except OSError:
                 pass
-            raise self._cant(f"queue message {message_id}", error) from error
+            if isinstance(error, OSError):
+                raise self._cant(f"queue message {message_id}", error) from error
+            raise
         # Queued and durable: from here on a failure only leaves a temp file for clean().
         # No directory fsync after the unlink: if a crash undoes it, clean() removes
         # the stale temp file an hour later, and submission saves one fsync.
@@ -355,6 +463,18 @@ class Spool:
             os.unlink(writer.path)
         except OSError:
             pass
+        sources.close()
+
+    def _write_queue_text(self, text: bytes, made: _Made) -> str:
+        """Write ``text`` to a new ``tmp_q`` file and fsync it; return its path."""
+        path, fd = self._create_temp(TEMP_PREFIX + "q")
+        made.temps.add(path)
+        try:
+            _write_all(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return path
 
     @staticmethod
     def _check_items(message_id: str, items: Sequence[QueueItem]) -> list[bytes]:
@@ -389,13 +509,62 @@ class Spool:
             raise OSError(errno.EINVAL, "not a regular file", name)
         return fd
 
-    def _message_size(self, item_id: str) -> int | None:
-        """Octets of ``M<id>``, or None when it does not exist (or is not a plain file)."""
+    def _message_state(self, item_id: str) -> int | str | None:
+        """Octets of ``M<id>`` when it is a regular file, what it is instead (``a FIFO``...)
+        when it is not, None when it does not exist."""
+        from dma.adapters.quarantine import file_kind
+
         try:
             info = os.lstat(self.path("M" + item_id))
         except FileNotFoundError:
             return None
-        return info.st_size if stat.S_ISREG(info.st_mode) else None
+        kind = file_kind(info.st_mode)
+        return info.st_size if kind is None else kind
+
+    def _judge(
+        self, item_id: str, data: bytes, message: int | str
+    ) -> tuple[QueueItem | None, str | None]:
+        """The item a Q file's ``data`` holds, or why the item is damaged (SPEC 4)."""
+        name = "Q" + item_id
+        try:
+            item = parse_queue_item(data, item_id, self.path(name))
+        except DmaError as error:
+            where = f" at {os.path.basename(error.where)}" if error.where else ""
+            return None, f"{error.message}{where}"
+        if isinstance(message, str):
+            return None, f"its message file M{item_id} is {message}"
+        return item, None
+
+    def quarantine(self) -> Quarantine:
+        """``SPOOLDIR/quarantine/``: list, release and delete damaged items."""
+        from dma.adapters.quarantine import Quarantine
+
+        return Quarantine(self.directory)
+
+    def _quarantine(self, item_id: str, reason: str) -> Quarantined | None:
+        """Move a damaged item aside (the caller holds its Q lock when Q is a regular file).
+
+        None when its files vanished meanwhile; IOFailure when it cannot be moved.
+        """
+        quarantine = self.quarantine()
+        try:
+            return quarantine.move(item_id, reason)
+        except OSError as error:
+            raise IOFailure(
+                f"queue item {item_id} is damaged ({reason}) and cannot be moved to "
+                f"{quarantine.directory}: {_reason(error)}",
+                hint="check the spool directory's owner and permissions",
+            ) from error
+
+    def _set_aside(self, item_id: str, reason: str) -> SpoolProblem | None:
+        """Quarantine what a listing or clean-up found damaged and tell ``on_quarantine``."""
+        try:
+            moved = self._quarantine(item_id, reason)
+        except DmaError as error:
+            return SpoolProblem("Q" + item_id, error)
+        if moved is not None and self.on_quarantine is not None:
+            self.on_quarantine(moved)
+        return None
 
     def item_ids(self) -> list[str]:
         """The ids of every item with its Q and M files, oldest first (Q mtime).
@@ -427,11 +596,14 @@ class Spool:
         return [item_id for _mtime, item_id in found]
 
     def scan(self, *, probe_locks: bool = True) -> SpoolScan:
-        """Every complete item (Q parses, M exists), oldest first, and the Q files that failed.
+        """Every complete item (Q parses, M exists), oldest first, and what could not be read.
 
-        ``probe_locks`` asks each Q file for a shared lock to tell whether it is
-        being delivered; that costs an open per item and, for an instant, makes a
-        concurrent claim of that item fail, so queue runners pass False.
+        A damaged item is moved to the quarantine (see ``on_quarantine``), judged
+        again under its Q file's lock first: a listing must not take a Q file that
+        its deliverer is rewriting for damaged.  ``probe_locks`` asks each Q file
+        for a shared lock to tell whether it is being delivered; that costs an open
+        per item and, for an instant, makes a concurrent claim of that item fail, so
+        queue runners pass False.
         """
         try:
             names = sorted(entry.name for entry in os.scandir(self.directory))
@@ -448,33 +620,72 @@ class Spool:
             item_id = item_id_from_filename(name)
             if item_id is None:
                 continue
-            size = self._message_size(item_id)
-            if size is None:
-                continue  # not complete (yet): the C dma writes Q before linking M
-            try:
-                fd = self._open_queue_file(name, os.O_RDONLY)
-            except FileNotFoundError:
-                continue  # delivered while we looked
-            except OSError as error:
-                problems.append(SpoolProblem(name, self._read_error(name, error)))
-                continue
-            try:
-                data = _read_limited(fd)
-                mtime = os.fstat(fd).st_mtime
-                locked = probe_locks and not self._try_lock(fd, fcntl.LOCK_SH)
-            except OSError as error:
-                problems.append(SpoolProblem(name, self._read_error(name, error)))
-                continue
-            finally:
-                os.close(fd)
-            try:
-                item = parse_queue_file(data, self.path(name))
-            except DmaError as error:
-                problems.append(SpoolProblem(name, error))
-                continue
-            entries.append(QueueEntry(item=item, arrival=mtime, size=size, locked=locked))
+            found = self._look(name, item_id, probe_locks=probe_locks)
+            if isinstance(found, QueueEntry):
+                entries.append(found)
+            elif found is not None:
+                problems.append(found)
         entries.sort(key=lambda e: (e.arrival, e.item.id))
         return SpoolScan(tuple(entries), tuple(problems))
+
+    def _look(self, name: str, item_id: str, *, probe_locks: bool
+              ) -> QueueEntry | SpoolProblem | None:
+        """One Q file of a listing: its entry, a problem, or None (incomplete, gone, or
+        damaged and moved aside)."""
+        from dma.adapters.quarantine import file_kind
+        from dma.core.mailq import QueueEntry
+
+        message = self._message_state(item_id)
+        if message is None:
+            return None  # not complete (yet): the C dma writes Q before linking M
+        try:
+            info = os.lstat(self.path(name))
+        except FileNotFoundError:
+            return None  # delivered while we looked
+        except OSError as error:
+            return SpoolProblem(name, self._read_error(name, error))
+        kind = file_kind(info.st_mode)
+        if kind is not None:
+            return self._set_aside(item_id, f"its queue file {name} is {kind}")
+        try:
+            fd = self._open_queue_file(name, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            return SpoolProblem(name, self._read_error(name, error))
+        try:
+            item, reason = self._judge(item_id, _read_limited(fd), message)
+            if reason is not None:
+                return self._set_aside_locked(name, item_id, fd)
+            assert item is not None and isinstance(message, int)
+            mtime = os.fstat(fd).st_mtime
+            locked = probe_locks and not self._try_lock(fd, fcntl.LOCK_SH)
+        except OSError as error:
+            return SpoolProblem(name, self._read_error(name, error))
+        finally:
+            os.close(fd)
+        return QueueEntry(item=item, arrival=mtime, size=message, locked=locked)
+
+    def _set_aside_locked(self, name: str, item_id: str, fd: int) -> SpoolProblem | None:
+        """Judge a Q file that read as damaged again under its exclusive lock; move it aside
+        if it still is.  An item someone holds is left to them."""
+        if not self._try_lock(fd, fcntl.LOCK_EX):
+            return SpoolProblem(name, DataError(
+                f"queue item {item_id} reads as damaged while it is being delivered",
+                where=self.path(name), hint="the next queue run looks at it again",
+            ))
+        held = os.fstat(fd)
+        try:
+            now_there = os.lstat(self.path(name))
+        except FileNotFoundError:
+            return None
+        message = self._message_state(item_id)
+        if (now_there.st_dev, now_there.st_ino) != (held.st_dev, held.st_ino) or message is None:
+            return None  # finished or replaced meanwhile
+        _item, reason = self._judge(item_id, _read_limited(fd), message)
+        if reason is None:
+            return None  # it was being rewritten; the next listing shows it
+        return self._set_aside(item_id, reason)
 
     def _read_error(self, name: str, error: OSError) -> DmaError:
         return IOFailure(
@@ -494,11 +705,12 @@ class Spool:
         return True
 
     def entries(self, *, probe_locks: bool = True) -> list[QueueEntry]:
-        """Complete items, oldest first; malformed Q files are skipped (see ``problems``)."""
+        """Complete items, oldest first; damaged ones go to the quarantine (see ``scan``)."""
         return list(self.scan(probe_locks=probe_locks).entries)
 
     def problems(self) -> list[SpoolProblem]:
-        """Q files (with their M) that cannot be read or parsed, for logging."""
+        """Q files (with their M) that cannot be read, or are damaged and could not be
+        moved aside, for logging."""
         return list(self.scan(probe_locks=False).problems)
 
     def claim(self, item_id: str) -> Claim | None:
@@ -506,11 +718,28 @@ class Spool:
 
         After the lock is taken the Q name must still be this file and M must
         still exist: otherwise whoever held the lock before us has finished it.
-        A Q file that no longer parses raises DataError.
+        A damaged item (SPEC 4: its Q does not parse or names another item, its Q
+        or M is not a regular file) is moved to the quarantine under the lock and
+        DamagedItem (a DataError) is raised; IOFailure when it cannot be moved.
         """
+        from dma.adapters.quarantine import DamagedItem, file_kind
+
         name = "Q" + item_id
         if item_id_from_filename(name) != item_id:
             raise SoftwareError(f"bad queue item id {item_id!r}", hint="this is a bug")
+        try:
+            kind = file_kind(os.lstat(self.path(name)).st_mode)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise self._claim_error(item_id, error) from error
+        if kind is not None:
+            if self._message_state(item_id) is None:
+                return None  # not an item: clean() looks at old lone files
+            moved = self._quarantine(item_id, f"its queue file {name} is {kind}")
+            if moved is None:
+                return None
+            raise DamagedItem(moved)
         try:
             fd = self._open_queue_file(name, os.O_RDWR)
         except FileNotFoundError:
@@ -526,20 +755,27 @@ class Spool:
                 now_there = os.lstat(self.path(name))
             except FileNotFoundError:
                 now_there = None
+            message = self._message_state(item_id)
             if (
                 now_there is None
                 or (now_there.st_dev, now_there.st_ino) != (held.st_dev, held.st_ino)
-                or self._message_size(item_id) is None
+                or message is None
             ):
                 os.close(fd)
                 return None
-            item = parse_queue_file(_read_limited(fd), self.path(name))
+            item, reason = self._judge(item_id, _read_limited(fd), message)
+            moved = None if reason is None else self._quarantine(item_id, reason)
         except OSError as error:
             os.close(fd)
             raise self._claim_error(item_id, error) from error
         except BaseException:
             os.close(fd)
             raise
+        if item is None:  # damaged: moved aside under the lock, which ends here
+            os.close(fd)
+            if moved is None:
+                return None
+            raise DamagedItem(moved)
         return Claim(self, item_id, item, fd, (held.st_atime_ns, held.st_mtime_ns))
 
     def _claim_error(self, item_id: str, error: OSError) -> DmaError:
@@ -552,7 +788,9 @@ class Spool:
         """Remove what a crash left, older than ``grace`` seconds; return the names removed.
 
         That is ``tmp_*`` files, a Q without its M (never one that is locked) and
-        an M without its Q.  Malformed Q files stay for a human to look at.
+        an M without its Q.  Such a lone file that is not a regular file (a
+        directory, a FIFO, a link) is moved to the quarantine instead, and
+        ``on_quarantine`` hears of it.
         """
         try:
             names = sorted(entry.name for entry in os.scandir(self.directory))
@@ -568,31 +806,50 @@ class Spool:
             if name.startswith(TEMP_PREFIX):
                 if self._older(name, cutoff) and self._remove_unlocked_temp(name):
                     removed.append(name)
-                continue
             elif name.startswith("M") and item_id_from_filename("Q" + name[1:]) == name[1:]:
-                stale = "Q" + name[1:] not in present and self._older(name, cutoff)
-                if stale and os.path.lexists(self.path("Q" + name[1:])):
-                    stale = False  # queued since we listed
+                lone = "Q" + name[1:] not in present and self._older(name, cutoff)
+                if lone and self._remove_lone_message(name):
+                    removed.append(name)
             elif item_id_from_filename(name) is not None:
                 if "M" + name[1:] in present or not self._older(name, cutoff):
                     continue
-                if self._remove_unlocked_orphan(name):
+                kind = self._odd_kind(name)
+                if kind is not None:
+                    self._set_aside(name[1:], f"its queue file {name} is {kind} "
+                                    "and it has no message file")
+                elif self._remove_unlocked_orphan(name):
                     removed.append(name)
-                continue
-            else:
-                continue
-            if stale:
-                try:
-                    os.unlink(self.path(name))
-                except FileNotFoundError:
-                    continue
-                removed.append(name)
         if removed:
             try:
                 self.sync_directory()
             except OSError:
                 pass
         return removed
+
+    def _odd_kind(self, name: str) -> str | None:
+        """What ``name`` is when it is there and not a regular file."""
+        from dma.adapters.quarantine import file_kind
+
+        try:
+            return file_kind(os.lstat(self.path(name)).st_mode)
+        except OSError:
+            return None
+
+    def _remove_lone_message(self, name: str) -> bool:
+        """Remove an old M that no Q names; one that is not a regular file goes to the
+        quarantine instead."""
+        if os.path.lexists(self.path("Q" + name[1:])):
+            return False  # queued since we listed
+        kind = self._odd_kind(name)
+        if kind is not None:
+            self._set_aside(name[1:], f"its message file {name} is {kind} "
+                            "and no queue file names it")
+            return False
+        try:
+            os.unlink(self.path(name))
+        except OSError:
+            return False
+        return True
 
     def _older(self, name: str, cutoff: float) -> bool:
         """True when ``name`` was last modified before ``cutoff`` (False if it is gone)."""

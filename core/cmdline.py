@@ -45,14 +45,17 @@ class Mode(enum.Enum):
     NEWALIASES = "newaliases"
     DELETE = "delete"
     BOUNCE = "bounce"
+    RELEASE = "release"
 
 
 @dataclass(frozen=True, slots=True)
 class QueueSelector:
-    """Restricts a queue run to items whose id, recipient or sender contains ``text``."""
+    """Restricts a queue run to items whose id, recipient or sender contains ``text``
+    (does not contain it, with ``negate``: sendmail's ``-q!R text``)."""
 
     kind: SelectorKind
     text: str
+    negate: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +89,16 @@ DELETE_ALL = "ALL"
 # A queue run interval longer than this is surely a typo (and would overflow sleep()).
 MAX_QUEUE_INTERVAL = 30 * 86400
 
+# -qp without a time.  sendmail's persistent runner sleeps 1 second between runs; ours
+# lists and reads every Q file each pass and honours each item's next-try time, so a
+# minute is precise enough and keeps an idle runner idle.
+DEFAULT_PERSISTENT_INTERVAL = 60
+
 _HINT = "see 'man dma'; sendmail options -t -i -f ... are accepted"
 _MAILQ_HINT = "mailq accepts only -j (JSON lines), -v and -C FILE"
-_QUEUE_OPERATIONS = frozenset({Mode.LIST_QUEUE, Mode.RUN_QUEUE, Mode.DELETE, Mode.BOUNCE})
+_QUEUE_OPERATIONS = frozenset(
+    {Mode.LIST_QUEUE, Mode.RUN_QUEUE, Mode.DELETE, Mode.BOUNCE, Mode.RELEASE}
+)
 _SELECTOR_KINDS: Mapping[str, SelectorKind] = {"I": "id", "R": "recipient", "S": "sender"}
 
 # -b letter -> (mode, json, queue_only)
@@ -101,7 +111,7 @@ _B_MODES: Mapping[str, tuple[Mode, bool, bool]] = {
     "m": (Mode.SEND, False, False),
     "i": (Mode.NEWALIASES, False, False),
 }
-_Q_MODES: Mapping[str, Mode] = {"d": Mode.DELETE, "b": Mode.BOUNCE}
+_Q_MODES: Mapping[str, Mode] = {"d": Mode.DELETE, "b": Mode.BOUNCE, "r": Mode.RELEASE}
 
 _DSN_NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 _DSN_RET_WORDS = ("FULL", "HDRS")
@@ -118,7 +128,7 @@ class _Arity(enum.Enum):
 
     FLAG = "flag"
     REQUIRED = "required"
-    QUEUE = "queue"  # -q: attached time, or I/R/S then a selector attached or separate
+    QUEUE = "queue"  # -q: attached time, f, p[TIME], or [!]I/R/S then a selector
 
 
 _FULL_TABLE: Mapping[str, _Arity] = {
@@ -190,13 +200,19 @@ def _scan(
                 continue
             attached = word[position:]
             if arity is _Arity.QUEUE:
-                kind = attached[:1]
+                negate = attached[:1] == "!"
+                kind = attached[1:2] if negate else attached[:1]
                 if kind not in _SELECTOR_KINDS:
+                    if negate:
+                        raise UsageError(
+                            f"-q{_show(attached)}: ! goes only before I, R or S",
+                            hint="-q!I S, -q!R S, -q!S S skip the items that contain S",
+                        )
                     # -q never takes the next word: only an attached interval.
                     yield _Option(letter, _checked(attached, "-q") if attached else None, "-q")
                     break
-                spelled = f"-q{kind}"
-                attached = attached[1:]
+                spelled = f"-q{'!' if negate else ''}{kind}"
+                attached = attached[1 + negate:]
             else:
                 spelled = f"-{letter}"
             if attached:
@@ -311,7 +327,7 @@ class _Draft:
         if self.mode in _QUEUE_OPERATIONS and mode in _QUEUE_OPERATIONS:
             raise UsageError(
                 f"conflicting queue operations: {pair}",
-                hint="give one of -bp, -bj, -q, -Qd, -Qb per run",
+                hint="give one of -bp, -bj, -q, -Qd, -Qb, -Qr per run",
             )
         if self.mode in _QUEUE_OPERATIONS or mode in _QUEUE_OPERATIONS:
             raise UsageError(
@@ -388,7 +404,8 @@ def _apply(draft: _Draft, option: _Option) -> None:
             if queue_mode is None:
                 raise UsageError(
                     f"unknown queue operation -Q{_show(value)}",
-                    hint="-Qd ID... deletes items, -Qd ALL deletes all, -Qb ID... bounces them",
+                    hint="-Qd ID... deletes items, -Qd ALL deletes all, -Qb ID... bounces "
+                    "them, -Qr ID... puts quarantined ones back",
                 )
             draft.request(queue_mode, f"-Q{value}")
         case "q":
@@ -433,7 +450,13 @@ def _apply_b(draft: _Draft, value: str) -> None:
 
 
 def _apply_q(draft: _Draft, option: _Option) -> None:
-    """``-q``, ``-qTIME``, ``-qI S``, ``-qR S``, ``-qS S``: all ask for a queue run."""
+    """``-q``, ``-qTIME``, ``-qf``, ``-qp[TIME]``, ``-q[!]I S``, ``-q[!]R S``, ``-q[!]S S``:
+    all ask for a queue run.
+
+    ``-qf`` (sendmail: once, in the foreground) is ``-q``, which never detaches;
+    ``-qp`` (sendmail's persistent runner) is ``-qTIME``, every
+    DEFAULT_PERSISTENT_INTERVAL seconds without a time.
+    """
     draft.request(Mode.RUN_QUEUE, "-q")
     value = option.value
     if option.spelled != "-q":
@@ -442,28 +465,32 @@ def _apply_q(draft: _Draft, option: _Option) -> None:
                 f"option {option.spelled} needs a non-empty argument",
                 hint=f"{option.spelled} S runs only items that contain S",
             )
-        kind = _SELECTOR_KINDS[option.spelled[2]]
-        draft.selectors.append(QueueSelector(kind, value))
+        kind = _SELECTOR_KINDS[option.spelled[-1]]
+        draft.selectors.append(QueueSelector(kind, value, negate="!" in option.spelled))
+    elif value == "f":
+        draft.foreground = True
+    elif value is not None and value[:1] == "p":
+        rest = value[1:]
+        draft.queue_interval = (
+            _queue_interval(rest, "-qp") if rest else DEFAULT_PERSISTENT_INTERVAL
+        )
     elif value is not None:
         draft.queue_interval = _queue_interval(value)
 
 
-def _queue_interval(text: str) -> int:
-    """Seconds for ``-q30m``; DataError from durations becomes our UsageError."""
-    hint = "write e.g. -q30m or -q1h; -q alone runs the queue once"
+def _queue_interval(text: str, spelled: str = "-q") -> int:
+    """Seconds for ``-q30m`` (``-qp30m``); DataError from durations becomes our UsageError."""
+    hint = "write e.g. -q30m or -q1h; -q or -qf alone runs the queue once"
+    shown = f"{spelled}{_show(text)}"
     # Guard what parse_duration does not: non-ASCII digits and int()'s digit limit.
     if not text.isascii() or len(text) > 32:
-        raise UsageError(f"invalid queue interval -q{_show(text)}", hint=hint)
+        raise UsageError(f"invalid queue interval {shown}", hint=hint)
     try:
         seconds = parse_duration(text)
     except DataError as error:
-        raise UsageError(
-            f"invalid queue interval -q{_show(text)}: {error.message}", hint=hint
-        ) from None
+        raise UsageError(f"invalid queue interval {shown}: {error.message}", hint=hint) from None
     if seconds > MAX_QUEUE_INTERVAL:
-        raise UsageError(
-            f"queue interval -q{_show(text)} is longer than 30 days", hint=hint
-        )
+        raise UsageError(f"queue interval {shown} is longer than 30 days", hint=hint)
     return seconds
 
 
@@ -484,7 +511,7 @@ def _positional(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, 
         )
     if mode is Mode.VERIFY and not words:
         raise UsageError("-bv needs at least one address", hint="write dma -bv user@example.org")
-    if mode in (Mode.DELETE, Mode.BOUNCE):
+    if mode in (Mode.DELETE, Mode.BOUNCE, Mode.RELEASE):
         return _queue_ids(mode, spelled, words)
     return words
 
@@ -497,8 +524,8 @@ def _queue_ids(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, .
     if not words:
         raise UsageError(f"{spelled} needs at least one queue id", hint=hint)
     if DELETE_ALL in words:
-        if mode is Mode.BOUNCE:
-            raise UsageError("-Qb ALL is not supported", hint="bounce items one id at a time")
+        if mode is not Mode.DELETE:
+            raise UsageError(f"{spelled} ALL is not supported", hint="name the items one by one")
         if len(words) > 1:
             raise UsageError(f"{spelled} ALL takes no other ids", hint=hint)
         return words

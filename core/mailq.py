@@ -2,7 +2,9 @@
 
 The text keeps the C dma's ``ID``/``From``/``To`` blocks and ``--`` separators so
 scripts that read it keep working; what we add (age, size, tries, next try, last
-error, lock status, a summary) comes after each block's C lines.  Values that
+error, lock status, a summary) comes after each block's C lines.  Damaged items
+that the spool moved to ``SPOOLDIR/quarantine/`` follow the queued ones, one block
+each with the reason, until an administrator releases or deletes them.  Values that
 came from files are made printable: a Q file or a server's reply must not be able
 to drive the reader's terminal.
 """
@@ -26,6 +28,27 @@ class QueueEntry:
     arrival: float  # epoch seconds (the Q file's mtime)
     size: int  # octets of the M file
     locked: bool = False  # someone is delivering it right now
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedEntry:
+    """A damaged item moved aside (SPEC 4): what its files still tell, and why it was moved.
+
+    ``name`` is its name in the quarantine (the item id, or ``<id>-<n>`` when that
+    name was taken), the word ``dma -Qr`` and ``dma -Qd`` take.
+    """
+
+    name: str
+    item_id: str
+    reason: str
+    since: float  # epoch seconds it was moved aside
+    item: QueueItem | None = None  # the Q file's content, when it still parses
+    arrival: float | None = None  # the Q file's mtime, when there is one
+    size: int | None = None  # octets of the M file, when it is a regular file
+
+
+UNREADABLE = "(unreadable)"
+RELEASE_HINT = "dma -Qr ID puts one back after a fix, dma -Qd ID deletes it"
 
 
 def _printable(text: str) -> str:
@@ -83,23 +106,57 @@ def _block(entry: QueueEntry, now: float) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def render_mailq(entries: Sequence[QueueEntry], now: float) -> str:
-    """The ``mailq`` text: blocks separated by ``--``, oldest first, then a summary line."""
-    if not entries:
+def _quarantined_block(entry: QuarantinedEntry, now: float) -> str:
+    """One quarantined item: the C dma's three lines (as far as known), then why."""
+    item = entry.item
+    if item is None:
+        sender = recipient = UNREADABLE
+    else:
+        sender = _printable(item.sender) if item.sender else "<>"
+        recipient = _printable(item.recipient)
+    lines = [f"ID\t: {_printable(entry.name)}", f"From\t: {sender}", f"To\t: {recipient}"]
+    if entry.arrival is not None:
+        lines.append(f"Age\t: {format_duration(_seconds(now - entry.arrival))}")
+    if entry.size is not None:
+        lines.append(f"Size\t: {entry.size}")
+    lines.append(
+        f"Status\t: quarantined {format_duration(_seconds(now - entry.since))} ago: "
+        f"{_printable(entry.reason)}"
+    )
+    return "".join(line + "\n" for line in lines)
+
+
+def _quarantine_order(entries: Sequence[QuarantinedEntry]) -> list[QuarantinedEntry]:
+    """Earliest moved first; ties by name."""
+    return sorted(entries, key=lambda e: (e.since if math.isfinite(e.since) else 0.0, e.name))
+
+
+def render_mailq(
+    entries: Sequence[QueueEntry], now: float, quarantined: Sequence[QuarantinedEntry] = ()
+) -> str:
+    """The ``mailq`` text: blocks separated by ``--``, oldest first, the quarantined items
+    after them, then a summary line."""
+    if not entries and not quarantined:
         return "Mail queue is empty\n"
     ordered = _ordered(entries)
     total = sum(entry.size for entry in ordered)
-    oldest = max(_seconds(now - entry.arrival) for entry in ordered)
     count = len(ordered)
-    summary = (
-        f"-- {count} item{'' if count == 1 else 's'}, {total} octets, "
-        f"oldest {format_duration(oldest)}\n"
-    )
-    return "--\n".join(_block(entry, now) for entry in ordered) + summary
+    summary = f"-- {count} item{'' if count == 1 else 's'}, {total} octets"
+    if ordered:
+        oldest = max(_seconds(now - entry.arrival) for entry in ordered)
+        summary += f", oldest {format_duration(oldest)}"
+    if quarantined:
+        summary += f"; {len(quarantined)} quarantined ({RELEASE_HINT})"
+    blocks = [_block(entry, now) for entry in ordered]
+    blocks += [_quarantined_block(entry, now) for entry in _quarantine_order(quarantined)]
+    return "--\n".join(blocks) + summary + "\n"
 
 
-def render_mailq_json(entries: Sequence[QueueEntry], now: float) -> str:
-    """One JSON object per item and line, oldest first; ``""`` for an empty queue."""
+def render_mailq_json(
+    entries: Sequence[QueueEntry], now: float, quarantined: Sequence[QuarantinedEntry] = ()
+) -> str:
+    """One JSON object per item and line, oldest first, then the quarantined items (with
+    ``quarantined`` true and the reason in ``damage``); ``""`` for an empty queue."""
     import json  # only -j needs it; delivery imports this module (issue 2)
 
     lines = []
@@ -117,6 +174,36 @@ def render_mailq_json(entries: Sequence[QueueEntry], now: float) -> str:
             "next_try": item.next_try,
             "last_error": None if item.last_error is None else _clean(item.last_error),
             "locked": entry.locked,
+            "quarantined": False,
+            "damage": None,
+            "quarantined_at": None,
         }
         lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+    for moved in _quarantine_order(quarantined):
+        lines.append(json.dumps(_quarantined_record(moved, now), sort_keys=True,
+                                ensure_ascii=False) + "\n")
     return "".join(lines)
+
+
+def _quarantined_record(entry: QuarantinedEntry, now: float) -> dict[str, object]:
+    """The JSON facts of a quarantined item: the same keys, None where nothing is known."""
+    item = entry.item
+    arrival = entry.arrival
+    known = arrival is not None and math.isfinite(arrival)
+    return {
+        "id": _clean(entry.name),
+        "message_id": _clean(message_id_of(entry.item_id)),
+        "sender": None if item is None else _clean(item.sender),
+        "recipient": None if item is None else _clean(item.recipient),
+        "arrival": arrival if known else None,
+        "age": _seconds(now - arrival) if arrival is not None else None,
+        "size": entry.size,
+        "attempts": None if item is None else item.attempts,
+        "next_try": None if item is None else item.next_try,
+        "last_error": None if item is None or item.last_error is None
+        else _clean(item.last_error),
+        "locked": False,
+        "quarantined": True,
+        "damage": _clean(entry.reason),
+        "quarantined_at": entry.since if math.isfinite(entry.since) else None,
+    }

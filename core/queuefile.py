@@ -248,3 +248,26 @@ def parse_queue_file(data: bytes, name: str) -> QueueItem:
         dsn_ret=fields.get("X-DSN-Ret") or None,
         dsn_envid=fields.get("X-DSN-Envid") or None,
     )
+
+
+def parse_queue_item(data: bytes, item_id: str, name: str) -> QueueItem:
+    """``parse_queue_file``, and the ``ID`` line must name the item the file is named for.
+
+    The file name is the item's identity (SPEC 4): paths, locks and deletion follow
+    it.  A Q file whose ``ID:`` names another item would be grouped, logged and
+    finished as that item, so it is damaged: DataError, like any other damage.
+    """
+    item = parse_queue_file(data, name)
+    if item.id != item_id:
+        raise DataError(
+            f"queue file says ID {_shown(item.id)} but is named for item {_shown(item_id)}",
+            where=name,
+            hint="the file is damaged or was copied from another item; fix the ID line",
+        )
+    return item
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """``text`` quoted for a one-line message: controls escaped, shortened."""
+    shown = replace_controls(text, "?")
+    return repr(shown if len(shown) <= limit else shown[: limit - 3] + "...")

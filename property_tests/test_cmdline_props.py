@@ -7,7 +7,15 @@ from dataclasses import fields
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dma.core.cmdline import Invocation, Mode, parse_command_line
+from dma.core.cmdline import (
+    DEFAULT_PERSISTENT_INTERVAL,
+    MAX_QUEUE_INTERVAL,
+    Invocation,
+    Mode,
+    QueueSelector,
+    parse_command_line,
+)
+from dma.core.durations import format_duration
 from dma.core.errors import DmaError
 
 _FORBIDDEN = ("\r", "\n", "\0")
@@ -19,6 +27,7 @@ _OPTION_WORDS = st.sampled_from(
         "-bm", "-bi", "-bd", "-b", "-q", "-q30m", "-qI", "-qR", "-qS", "-qIab", "-Qd",
         "-Qb", "-Q", "-A", "-Ac", "-N", "-R", "-V", "-B", "-L", "-C", "-D", "-v", "-j",
         "--", "-", "ALL", "abc.1", "a@b", "<>", "never", "full", "8bitmime", "-tif",
+        "-qf", "-qp", "-qp5m", "-qpx", "-q!", "-q!I", "-q!Rab", "-q!S", "-Qr", "-vqf",
     ]
 )  # fmt: skip
 _DASH_TEXT = st.text(max_size=8).map(lambda text: "-" + text)
@@ -46,8 +55,10 @@ def test_any_argv_parses_or_raises_dma_error(argv0: str, words: list[str]) -> No
                 assert not any(bad in text for bad in _FORBIDDEN)
     if inv.mode in (Mode.LIST_QUEUE, Mode.RUN_QUEUE, Mode.SMTP_SESSION, Mode.NEWALIASES):
         assert inv.recipients == ()
-    if inv.mode in (Mode.DELETE, Mode.BOUNCE, Mode.VERIFY):
+    if inv.mode in (Mode.DELETE, Mode.BOUNCE, Mode.RELEASE, Mode.VERIFY):
         assert inv.recipients != ()
+    if inv.mode is not Mode.RUN_QUEUE:
+        assert inv.selectors == () and inv.queue_interval is None
 
 
 @settings(max_examples=100, deadline=None)
@@ -166,3 +177,45 @@ def test_send_invocation_round_trips(data: st.DataObject) -> None:
     inv = data.draw(send_invocations())
     argv = render(inv, data.draw)
     assert parse_command_line(argv) == inv
+
+
+_SELECTORS = st.builds(
+    QueueSelector,
+    kind=st.sampled_from(["id", "recipient", "sender"]),
+    text=_NON_EMPTY,
+    negate=st.booleans(),
+)
+_LETTER = {"id": "I", "recipient": "R", "sender": "S"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_queue_run_round_trips(data: st.DataObject) -> None:
+    """A queue run with selectors (plain or negated, attached or separate), an interval
+    (-qTIME, -qpTIME, or -qp alone for the default) and -qf, in any order, parses back."""
+    selectors = data.draw(st.lists(_SELECTORS, max_size=4))
+    interval = data.draw(st.none() | st.integers(1, MAX_QUEUE_INTERVAL))
+    foreground = data.draw(st.booleans())
+    units: list[list[str]] = []
+    for selector in selectors:
+        spelled = f"-q{'!' if selector.negate else ''}{_LETTER[selector.kind]}"
+        attached = data.draw(st.booleans())
+        units.append([spelled + selector.text] if attached else [spelled, selector.text])
+    extras: list[list[str]] = []
+    if interval is not None:
+        if interval == DEFAULT_PERSISTENT_INTERVAL and data.draw(st.booleans()):
+            extras.append(["-qp"])
+        else:
+            prefix = data.draw(st.sampled_from(["-q", "-qp"]))
+            extras.append([prefix + format_duration(interval)])
+    if foreground:
+        extras.append(["-qf"])
+    if not units and not extras:
+        extras.append(["-q"])
+    for extra in extras:
+        units.insert(data.draw(st.integers(0, len(units))), extra)
+    argv = ["sendmail", *(word for unit in units for word in unit)]
+    assert parse_command_line(argv) == Invocation(
+        program="sendmail", mode=Mode.RUN_QUEUE, queue_interval=interval,
+        selectors=tuple(selectors), foreground=foreground,
+    )

@@ -7,13 +7,14 @@ import dataclasses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dma.core.errors import DmaError, SoftwareError
+from dma.core.errors import DataError, DmaError, SoftwareError
 from dma.core.queuefile import (
     MAX_ERROR_OCTETS,
     QueueItem,
     one_line_error,
     padded,
     parse_queue_file,
+    parse_queue_item,
     render_queue_file,
 )
 
@@ -109,3 +110,32 @@ def test_padding_keeps_the_item_and_never_shrinks(item: QueueItem, length: int) 
     assert grown.startswith(data)
     assert len(grown) == len(data) or len(grown) < max(length, len(data)) + 8
     assert all(len(line) < 1000 for line in grown.split(b"\n"))  # the C dma's fgets
+
+
+@settings(max_examples=200, deadline=None)
+@given(_items, _ids)
+def test_an_item_is_only_read_under_its_own_name(item: QueueItem, name_id: str) -> None:
+    """parse_queue_item gives the item back when the file is named for its ID, and raises
+    DataError naming both ids when it is named for any other item (SPEC 4)."""
+    data = render_queue_file(item)
+    if name_id == item.id:
+        assert parse_queue_item(data, name_id, "Q" + name_id).id == item.id
+        return
+    try:
+        parse_queue_item(data, name_id, "Q" + name_id)
+    except DataError as error:
+        assert repr(item.id) in error.message and repr(name_id) in error.message
+        assert error.where == "Q" + name_id
+    else:
+        raise AssertionError("an item read under another name")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300) | st.lists(_lines, max_size=8).map(b"".join), _ids)
+def test_parse_item_returns_its_own_item_or_raises_our_error(data: bytes, name_id: str) -> None:
+    """Any octets under any name give an item with exactly that id, or a DmaError."""
+    try:
+        item = parse_queue_item(data, name_id, "Q" + name_id)
+    except DmaError:
+        return
+    assert item.id == name_id

@@ -112,28 +112,43 @@ def _log_failure(invocation: Invocation | None, event: str, error: BaseException
 
 def select_entries(entries: Sequence[QueueEntry], selectors: Sequence[QueueSelector]
                    ) -> list[QueueEntry]:
-    """-qI/-qR/-qS: keep items whose id, recipient or sender contains the text."""
+    """-qI/-qR/-qS (and -q!I...): keep the items the selectors pick, as sendmail does.
+
+    Per kind (id, recipient, sender) an item must match at least one of that kind's
+    selectors; every kind given must match.  A selector matches when its text is in
+    the field (case-insensitive), or, negated (``-q!R text``), when it is not.
+    """
     if not selectors:
         return list(entries)
+    kinds = {selector.kind for selector in selectors}
 
     def matches(entry: QueueEntry) -> bool:
         item = entry.item
-        for selector in selectors:
-            field = {"id": item.id, "recipient": item.recipient,
-                     "sender": item.sender}[selector.kind]
-            if selector.text.lower() in field.lower():
-                return True
-        return False
+        fields = {"id": item.id, "recipient": item.recipient, "sender": item.sender}
+        return all(
+            any((selector.text.lower() in fields[kind].lower()) != selector.negate
+                for selector in selectors if selector.kind == kind)
+            for kind in kinds
+        )
 
     return [entry for entry in entries if matches(entry)]
 
 
 def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
-    spool = Spool(settings.config.spooldir)
+    from dma.shell.queue_ops import report_quarantined
+
+    log = None
+
+    def moved_aside(moved: Any) -> None:  # damaged items clean() or scan() set aside
+        nonlocal log
+        log = log or _logger(invocation, stderr=invocation.verbose)
+        report_quarantined(log, moved)
+
+    spool = Spool(settings.config.spooldir, on_quarantine=moved_aside)
     spool.prepare()
     spool.clean(system.epoch())
     if not invocation.selectors and not honour_next_try:  # plain -q: every item, now
-        ids = spool.item_ids()
+        ids = spool.item_ids()  # a damaged one is set aside (and logged) by its claim
         if not ids:
             return 0
         return deliver_now(invocation, settings, ids, stderr=invocation.verbose)

@@ -117,6 +117,10 @@ def _run(args: list[str]) -> int:
         from dma.shell.smtp_session import run_session
 
         return run_session(invocation, settings)
+    if mode is Mode.RELEASE:
+        from dma.shell.queue_ops import release_items
+
+        return release_items(settings, invocation)
     from dma.shell.queue_ops import bounce_items
 
     return bounce_items(settings, invocation)

@@ -1,67 +1,127 @@
-"""Queue management and checks: mailq, deletion, newaliases, -bv."""
+"""Queue management and checks: mailq, deletion, bounces, the quarantine, newaliases, -bv."""
 
 from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 from dma.adapters import system
 from dma.adapters.spool import Spool
-from dma.core.cmdline import Invocation
+from dma.core.cmdline import DELETE_ALL, Invocation
 from dma.core.envelope import Recipient
-from dma.core.errors import NoInputError
+from dma.core.errors import DmaError, NoInputError
+from dma.core.queuefile import message_id_of
 from dma.shell.settings import Settings
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-def list_queue(settings: Settings, *, json_lines: bool) -> int:
-    """Print the queue, in the C dma's text form plus ours, or as JSON lines."""
+    from dma.adapters.quarantine import Quarantined
+
+
+def report_quarantined(log: Any, moved: Quarantined) -> None:
+    """The one log line for a damaged item moved to the quarantine (SPEC 4)."""
+    log.error("damaged; moved to the quarantine", id=moved.item_id, reason=moved.reason,
+              path=moved.path, release=f"dma -Qr {moved.name}")
+
+
+def _spool(settings: Settings, tag: str) -> Spool:
+    """The spool, logging each damaged item a listing moves aside (syslog and stderr)."""
+    from dma.adapters.log import light_logger
+
+    def moved_aside(moved: Quarantined) -> None:
+        report_quarantined(light_logger(tag, stderr=True), moved)
+
+    return Spool(settings.config.spooldir, on_quarantine=moved_aside)
+
+
+def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma") -> int:
+    """Print the queue, in the C dma's text form plus ours, or as JSON lines.
+
+    Damaged items found on the way are moved to the quarantine (when we may) and
+    listed from there, with the reason, like every item already quarantined.
+    """
     from dma.core.mailq import render_mailq, render_mailq_json
 
-    spool = Spool(settings.config.spooldir)
+    spool = _spool(settings, syslog_tag)
     if os.path.isdir(settings.config.spooldir):
         scan = spool.scan()
         entries, problems = list(scan.entries), list(scan.problems)
+        held = spool.quarantine().entries()
     else:
-        entries, problems = [], []
+        entries, problems, held = [], [], []
     now = system.epoch()
     render = render_mailq_json if json_lines else render_mailq
-    sys.stdout.write(render(entries, now))
+    sys.stdout.write(render(entries, now, held))
     for problem in problems:  # a damaged Q file must never be silently invisible
-        print(f"mailq: damaged queue item {problem.name}: {problem.error} "
-              "(move it out of the spool to look at it)", file=sys.stderr)
+        print(f"mailq: damaged queue item {problem.name}: {problem.error}", file=sys.stderr)
     return 0
 
 
-def _chosen_items(settings: Settings, invocation: Invocation) -> list[str]:
-    """The item ids that -Qd/-Qb name: item ids, message ids, or ALL (-Qd only)."""
-    spool = Spool(settings.config.spooldir)
-    entries = spool.entries() if os.path.isdir(settings.config.spooldir) else []
+@dataclass(frozen=True)
+class _Chosen:
+    """What -Qd, -Qb or -Qr name: queued item ids and quarantine names."""
+
+    queued: list[str]
+    quarantined: list[str]
+
+
+def _chosen_items(settings: Settings, invocation: Invocation, *, with_queued: bool = True
+                  ) -> _Chosen:
+    """The items that -Qd/-Qb/-Qr name: item ids, message ids, quarantine names, or ALL
+    (-Qd only); with ``with_queued`` False only quarantined items count."""
+    spool = _spool(settings, invocation.syslog_tag)
+    there = os.path.isdir(settings.config.spooldir)
+    entries = spool.entries() if there and with_queued else []
+    held = spool.quarantine().entries() if there else []
     targets = set(invocation.recipients)
-    every = "ALL" in targets
-    chosen = [
-        entry.item.id for entry in entries
-        if every or entry.item.id in targets or entry.item.id.rsplit(".", 1)[0] in targets
-    ]
-    unknown = sorted(
-        t for t in targets - {"ALL"}
-        if not any(i == t or i.rsplit(".", 1)[0] == t for i in chosen)
-    )
+    every = DELETE_ALL in targets
+
+    def named(*words: str) -> set[str]:
+        return {word for word in words if every or word in targets}
+
+    found: set[str] = set()
+    queued = []
+    for entry in entries:
+        hits = named(entry.item.id, message_id_of(entry.item.id))
+        if hits:
+            queued.append(entry.item.id)
+            found |= hits
+    quarantined = []
+    for moved in held:
+        hits = named(moved.name, moved.item_id, message_id_of(moved.item_id))
+        if hits:
+            quarantined.append(moved.name)
+            found |= hits
+    unknown = sorted(targets - found - {DELETE_ALL})
     if unknown:
+        what = "queue item" if with_queued else "quarantined item"
         raise NoInputError(
-            f"no such queue item: {', '.join(unknown)}", hint="list the queue with mailq"
+            f"no such {what}: {', '.join(unknown)}", hint="list the queue with mailq"
         )
-    return chosen
+    return _Chosen(queued, quarantined)
 
 
 def delete_items(settings: Settings, invocation: Invocation) -> int:
-    """-Qd: delete the named items; items being delivered right now are skipped (exit 75)."""
+    """-Qd: delete the named items, quarantined ones too; items being delivered right now
+    are skipped (exit 75)."""
     from dma.adapters.log import light_logger
+    from dma.adapters.quarantine import DamagedItem
 
     log = light_logger(invocation.syslog_tag, stderr=True)
+    chosen = _chosen_items(settings, invocation)
     spool = Spool(settings.config.spooldir)
+    quarantine = spool.quarantine()
     busy = 0
-    for item_id in _chosen_items(settings, invocation):
-        claim = spool.claim(item_id)
+    for item_id in chosen.queued:
+        try:
+            claim = spool.claim(item_id)
+        except DamagedItem as damaged:  # found damaged just now: delete it from there
+            report_quarantined(log, damaged.moved)
+            chosen.quarantined.append(damaged.moved.name)
+            continue
         if claim is None:
             busy += 1
             print(f"{item_id}: being delivered right now; not deleted", file=sys.stderr)
@@ -70,12 +130,52 @@ def delete_items(settings: Settings, invocation: Invocation) -> int:
             claim.delete()
         log.info("deleted by request", id=item_id, uid=os.getuid())
         print(f"{item_id}: deleted")
+    for name in chosen.quarantined:
+        item_id = quarantine.delete(name)
+        log.info("deleted from the quarantine by request", id=item_id, uid=os.getuid())
+        print(f"{name}: deleted from the quarantine")
     return 75 if busy else 0
 
 
+def release_items(settings: Settings, invocation: Invocation) -> int:
+    """-Qr: put quarantined items back into the queue once they are whole again.
+
+    Each is checked as a claim checks it (its Q parses and names it, Q and M are
+    regular files); one still damaged stays where it is, with a message saying why
+    (exit 65).  Released items are then delivered as new mail is: in the background,
+    or at the next queue run with DEFER or -bq.
+    """
+    from dma.adapters.log import light_logger
+    from dma.shell.delivery import after_submission
+
+    log = light_logger(invocation.syslog_tag, stderr=True)
+    chosen = _chosen_items(settings, invocation, with_queued=False)
+    quarantine = Spool(settings.config.spooldir).quarantine()
+    released: list[str] = []
+    code = 0
+    for name in chosen.quarantined:
+        try:
+            item_id = quarantine.release(name)
+        except DmaError as error:
+            code = code or error.exit_code
+            print(f"{name}: {error}", file=sys.stderr)
+            continue
+        released.append(item_id)
+        log.info("released from the quarantine by request", id=item_id, uid=os.getuid())
+        print(f"{name}: released as {item_id}")
+    if released:
+        after_submission(invocation, settings, released)
+    return code
+
+
 def bounce_items(settings: Settings, invocation: Invocation) -> int:
-    """-Qb: bounce the named items to their senders now (RFC 3464), as if they had failed."""
+    """-Qb: bounce the named items to their senders now (RFC 3464), as if they had failed.
+
+    Quarantined items are refused (exit 65): what they hold cannot be trusted; release
+    them first.
+    """
     from dma.adapters.log import configure_structlog, structlog_logger
+    from dma.adapters.quarantine import DamagedItem
     from dma.shell.delivery import remote_delivery
     from dma.shell.outcomes import failed
     from dma.shell.queue_run import QueueRun
@@ -86,8 +186,19 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
     run = QueueRun(settings, log, remote=remote_delivery(settings, log, invocation))
     reason = f"returned to the sender by the mail administrator (uid {os.getuid()})"
     busy = 0
-    for item_id in chosen:
-        claim = run.spool.claim(item_id)
+    damaged = 0
+    for name in chosen.quarantined:
+        damaged += 1
+        print(f"{name}: quarantined as damaged; not bounced (fix it and release it with "
+              f"dma -Qr {name}, or delete it with dma -Qd {name})", file=sys.stderr)
+    for item_id in chosen.queued:
+        try:
+            claim = run.spool.claim(item_id)
+        except DamagedItem as error:
+            damaged += 1
+            report_quarantined(log, error.moved)
+            print(f"{item_id}: {error}; not bounced", file=sys.stderr)
+            continue
         if claim is None:
             busy += 1
             print(f"{item_id}: being delivered right now; not bounced", file=sys.stderr)
@@ -103,6 +214,8 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
                   file=sys.stderr)
     if run.followups:  # deliver the bounces now, as a queue run would
         run.run(run.followups)
+    if damaged:
+        return 65
     return 75 if busy else 0
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from dma.core import sysexits
-from dma.core.cmdline import Invocation, Mode, QueueSelector, parse_command_line
+from dma.core.cmdline import (
+    DEFAULT_PERSISTENT_INTERVAL,
+    Invocation,
+    Mode,
+    QueueSelector,
+    parse_command_line,
+)
 from dma.core.errors import UsageError
 
 
@@ -383,12 +389,54 @@ def test_q_selector_needs_argument() -> None:
     assert usage_error("dma", "-qR", "").message == "option -qR needs a non-empty argument"
 
 
+def test_qf_is_a_queue_run_in_the_foreground() -> None:
+    """-qf (sendmail: run the queue once, in the foreground) is a single run, no interval."""
+    inv = parse("-qf")
+    assert (inv.mode, inv.queue_interval, inv.foreground) == (Mode.RUN_QUEUE, None, True)
+    assert parse("-v", "-qf").verbose
+
+
+def test_qp_is_a_persistent_runner_with_a_default_interval() -> None:
+    """-qpTIME is -qTIME; -qp alone runs every DEFAULT_PERSISTENT_INTERVAL (one minute)."""
+    assert parse("-qp30m").queue_interval == 1800
+    assert parse("-qp").queue_interval == DEFAULT_PERSISTENT_INTERVAL == 60
+    assert parse("-qp", "-qSroot").selectors == (QueueSelector("sender", "root"),)
+
+
+@pytest.mark.parametrize("word", ["-qpx", "-qp0", "-qfx", "-qf5m"])
+def test_qp_and_qf_with_bad_values(word: str) -> None:
+    """A bad time after -qp, or anything after -qf, is a usage error naming the word."""
+    assert usage_error("dma", word).message.startswith(f"invalid queue interval {word}")
+
+
+def test_negated_selectors_are_accepted() -> None:
+    """-q!I S, -q!R S and -q!S S (attached or separate) select the items that do NOT
+    contain S, as in sendmail."""
+    inv = parse("-q!I", "20ca94", "-q!Rbob@x", "-qS", "alice")
+    assert inv.mode is Mode.RUN_QUEUE
+    assert inv.selectors == (
+        QueueSelector("id", "20ca94", negate=True),
+        QueueSelector("recipient", "bob@x", negate=True),
+        QueueSelector("sender", "alice"),
+    )
+
+
+def test_bang_only_before_a_selector_letter() -> None:
+    """-q! without I, R or S after it is a usage error that says where ! goes."""
+    for word in ("-q!", "-q!30m", "-q!f"):
+        error = usage_error("dma", word)
+        assert "-q!" in error.message and error.hint is not None and "-q!R" in error.hint
+    assert usage_error("dma", "-q!R").message == "option -q!R needs an argument"
+
+
 # --- queue management -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("letter", "mode"), [("d", Mode.DELETE), ("b", Mode.BOUNCE)])
+@pytest.mark.parametrize(
+    ("letter", "mode"), [("d", Mode.DELETE), ("b", Mode.BOUNCE), ("r", Mode.RELEASE)]
+)
 def test_queue_management_takes_ids(letter: str, mode: Mode) -> None:
-    """-Qd and -Qb take item ids or message ids as positional words."""
+    """-Qd, -Qb and -Qr take item ids or message ids as positional words."""
     inv = parse(f"-Q{letter}", "20ca94.556f80fe16e0", "1a2b")
     assert (inv.mode, inv.recipients) == (mode, ("20ca94.556f80fe16e0", "1a2b"))
     assert parse("-Q", letter, "abc.1").mode is mode
@@ -406,6 +454,9 @@ def test_delete_all() -> None:
         (["-Qb"], "-Qb needs at least one queue id"),
         (["-Qd", "ALL", "abc.1"], "-Qd ALL takes no other ids"),
         (["-Qb", "ALL"], "-Qb ALL is not supported"),
+        (["-Qr"], "-Qr needs at least one queue id"),
+        (["-Qr", "ALL"], "-Qr ALL is not supported"),
+        (["-Qr", "../x"], "invalid queue id '../x'"),
         (["-Qd", "../etc/passwd"], "invalid queue id '../etc/passwd'"),
         (["-Qd", "a/b"], "invalid queue id 'a/b'"),
         (["-Qd", "abc..1"], "invalid queue id 'abc..1'"),
@@ -439,6 +490,8 @@ def test_recipients_with_queue_listing_or_run(args: list[str]) -> None:
         (["-q", "-Qd", "abc"], "-q and -Qd"),
         (["-Qd", "-Qb", "abc"], "-Qd and -Qb"),
         (["-bj", "-Qb", "abc"], "-bj and -Qb"),
+        (["-Qr", "-Qd", "abc"], "-Qr and -Qd"),
+        (["-qf", "-Qr", "abc"], "-q and -Qr"),
     ],
 )
 def test_two_queue_operations_conflict(args: list[str], pair: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from dma.core.mailq import QueueEntry, render_mailq, render_mailq_json
+from dma.core.mailq import QuarantinedEntry, QueueEntry, render_mailq, render_mailq_json
 from dma.core.queuefile import QueueItem
 
 NOW = 1_700_000_000.0
@@ -102,6 +102,9 @@ def test_json_lines_hold_the_same_facts() -> None:
         "next_try": 5,
         "last_error": "x",
         "locked": True,
+        "quarantined": False,
+        "damage": None,
+        "quarantined_at": None,
     }
     assert json.loads(lines[1])["last_error"] is None
 
@@ -110,3 +113,50 @@ def test_json_keeps_non_ascii_readable() -> None:
     """Non-ASCII addresses appear as themselves, not as escapes."""
     e = QueueEntry(QueueItem("a.0", "jörg@x", "r@y"), arrival=NOW, size=1)
     assert "jörg@x" in render_mailq_json([e], NOW)
+
+
+def quarantined(name: str, since_age: float, *, item: QueueItem | None = None,
+                arrival_age: float | None = None, size: int | None = None) -> QuarantinedEntry:
+    """A quarantined entry moved ``since_age`` seconds before NOW."""
+    arrival = None if arrival_age is None else NOW - arrival_age
+    return QuarantinedEntry(name=name, item_id=name.split("-")[0], reason="its message file "
+                            f"M{name} is a FIFO", since=NOW - since_age, item=item,
+                            arrival=arrival, size=size)
+
+
+def test_quarantined_items_follow_with_their_reason() -> None:
+    """Quarantined items come after the queued ones, each a C-style block with a Status
+    line that says since when and why, and the summary counts them and says what to do."""
+    moved = quarantined("q.0", 300, item=QueueItem("q.0", "", "r@y"), arrival_age=600, size=9)
+    text = render_mailq([entry("a.0", 60)], NOW, [moved])
+    blocks = text.split("--\n")
+    assert blocks[0].startswith("ID\t: a.0\n")
+    assert blocks[1] == (
+        "ID\t: q.0\nFrom\t: <>\nTo\t: r@y\nAge\t: 10m\nSize\t: 9\n"
+        "Status\t: quarantined 5m ago: its message file Mq.0 is a FIFO\n"
+        "-- 1 item, 100 octets, oldest 1m; 1 quarantined "
+        "(dma -Qr ID puts one back after a fix, dma -Qd ID deletes it)\n"
+    )
+
+
+def test_only_quarantined_items_are_no_empty_queue() -> None:
+    """A queue holding only a quarantined item whose Q cannot be read is not 'empty': its
+    block says the sender and recipient are unreadable."""
+    text = render_mailq([], NOW, [quarantined("q.0", 5)])
+    assert "Mail queue is empty" not in text
+    assert "From\t: (unreadable)\nTo\t: (unreadable)\nStatus\t: quarantined 5s ago" in text
+    assert text.endswith("-- 0 items, 0 octets; 1 quarantined "
+                         "(dma -Qr ID puts one back after a fix, dma -Qd ID deletes it)\n")
+
+
+def test_json_lists_quarantined_items_with_the_same_keys() -> None:
+    """A quarantined item's JSON line has every key of a queued one, quarantined true, the
+    reason as damage, and null for what its files no longer tell."""
+    lines = render_mailq_json([entry("a.0", 1)], NOW, [quarantined("q.0-2", 30)]).splitlines()
+    queued, moved = (json.loads(line) for line in lines)
+    assert set(queued) == set(moved)
+    assert moved["id"] == "q.0-2" and moved["message_id"] == "q"
+    assert (moved["quarantined"], moved["quarantined_at"]) == (True, NOW - 30)
+    assert moved["damage"] == "its message file Mq.0-2 is a FIFO"
+    assert (moved["sender"], moved["recipient"], moved["size"], moved["age"]) == (
+        None, None, None, None)

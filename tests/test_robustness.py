@@ -37,31 +37,40 @@ def test_one_stuck_item_does_not_stop_a_queue_run(site: DmaSite) -> None:
 
 
 def test_damaged_queue_file_is_reported_by_mailq(site: DmaSite) -> None:
-    """A Q file cut in the middle of a line is named on stderr by mailq, never just hidden."""
+    """A Q file cut in the middle of a line is moved to the quarantine by mailq, logged once
+    (stderr) and listed with the reason, never just hidden (SPEC 4)."""
     site.write_config()
     (item_id,) = site.send(["root"], b"Subject: damaged\n\nbody\n")
     queue_file = site.spool / f"Q{item_id}"
     queue_file.write_bytes(queue_file.read_bytes()[:20])
     done = site.run(["-bp"])
     assert done.returncode == 0
-    assert f"Q{item_id}".encode() in done.stderr
-    assert b"damaged queue item" in done.stderr
+    assert f"{item_id}: damaged; moved to the quarantine".encode() in done.stderr
+    assert f"ID\t: {item_id}\n".encode() in done.stdout
+    assert b"Status\t: quarantined" in done.stdout and b"1 quarantined" in done.stdout
+    assert (site.spool / "quarantine" / item_id / f"Q{item_id}").exists()
+    again = site.run(["-bp"])
+    assert again.stderr == b"" and f"ID\t: {item_id}\n".encode() in again.stdout
 
 
 def test_queue_run_delivers_around_a_damaged_queue_file(site: DmaSite) -> None:
     """`dma -q` delivers the good items, names the damaged Q file (with -v on stderr) and
-    leaves it in place for the admin."""
+    moves it with its M to the quarantine for the admin, never deleting it."""
     site.write_config()
     (damaged,) = site.send(["root"], b"Subject: damaged\n\nbody\n")
     (good,) = site.send(["root"], b"Subject: good\n\nbody\n")
     queue_file = site.spool / f"Q{damaged}"
-    queue_file.write_bytes(queue_file.read_bytes()[:20])
+    cut = queue_file.read_bytes()[:20]
+    queue_file.write_bytes(cut)
     site.write_config(defer=False)
     done = site.run(["-q", "-v"])
     assert done.returncode == 0, done.stderr
     assert f"{damaged}: cannot take queue item".encode() in done.stderr
-    assert b"the file is damaged" in done.stderr
-    assert queue_file.exists() and not (site.spool / f"Q{good}").exists()
+    assert f"queue item {damaged} is damaged".encode() in done.stderr
+    held = site.spool / "quarantine" / damaged
+    assert (held / f"Q{damaged}").read_bytes() == cut
+    assert b"Subject: damaged" in (held / f"M{damaged}").read_bytes()
+    assert not queue_file.exists() and not (site.spool / f"Q{good}").exists()
     assert b"Subject: good" in (site.maildir / "root").read_bytes()
 
 
