@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from dma.adapters.quarantine import Quarantined
+    from dma.core.mailq import QuarantinedEntry
 
 
 def report_quarantined(log: Any, moved: Quarantined) -> None:
@@ -46,17 +47,23 @@ def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma")
     from dma.core.mailq import render_mailq, render_mailq_json
 
     spool = _spool(settings, syslog_tag)
+    held: list[QuarantinedEntry] = []
+    trouble: list[str] = []
     if os.path.isdir(settings.config.spooldir):
         scan = spool.scan()
-        entries, problems = list(scan.entries), list(scan.problems)
-        held = spool.quarantine().entries()
+        entries = list(scan.entries)
+        trouble += [f"damaged queue item {p.name}: {p.error}" for p in scan.problems]
+        try:
+            held = spool.quarantine().entries()
+        except DmaError as error:  # the queue itself is still worth listing
+            trouble.append(str(error))
     else:
-        entries, problems, held = [], [], []
+        entries = []
     now = system.epoch()
     render = render_mailq_json if json_lines else render_mailq
     sys.stdout.write(render(entries, now, held))
-    for problem in problems:  # a damaged Q file must never be silently invisible
-        print(f"mailq: damaged queue item {problem.name}: {problem.error}", file=sys.stderr)
+    for line in trouble:  # a damaged Q file must never be silently invisible
+        print(f"mailq: {line}", file=sys.stderr)
     return 0
 
 

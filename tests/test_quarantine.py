@@ -285,3 +285,14 @@ def test_quarantine_is_private(site: DmaSite) -> None:
     listing(site)
     assert (site.spool / "quarantine").stat().st_mode & 0o777 == 0o700
     assert Path(site.spool / "quarantine" / item_id).stat().st_mode & 0o777 == 0o700
+
+
+def test_mailq_lists_the_queue_when_the_quarantine_is_unreadable(site: DmaSite) -> None:
+    """A quarantine that cannot be opened (a symbolic link in its place) is named on stderr
+    while the queued items are still listed."""
+    (item_id,) = site.send(["root"], message("x"))
+    os.symlink("/tmp", site.spool / "quarantine")
+    done = site.run(["-bp"])
+    assert done.returncode == 0
+    assert f"ID\t: {item_id}\n".encode() in done.stdout
+    assert b"mailq: cannot open the quarantine" in done.stderr
