@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dma.core.durations import format_duration
-from dma.core.queuefile import QueueItem, message_id_of, replace_controls
+from dma.core.octets import printable
+from dma.core.queuefile import QueueItem, message_id_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +53,9 @@ RELEASE_HINT = "dma -Qr ID puts one back after a fix, dma -Qd ID deletes it"
 
 
 def _printable(text: str) -> str:
-    """``text`` with control characters as ``?`` and undecodable octets as U+FFFD."""
-    return replace_controls(text, "?")
+    """``text`` as a listing shows it: the log's form (``\\xNN`` for octets that are not
+    UTF-8, ``\\n`` and the like for control characters), one line."""
+    return printable(text)
 
 
 def _clean(text: str) -> str:

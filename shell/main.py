@@ -96,7 +96,7 @@ def _run(args: list[str]) -> int:
     if mode is Mode.LIST_QUEUE:
         from dma.shell.queue_ops import list_queue
 
-        return list_queue(settings, json_lines=invocation.json)
+        return list_queue(settings, json_lines=invocation.json, syslog_tag=invocation.syslog_tag)
     if mode is Mode.NEWALIASES:
         from dma.shell.queue_ops import check_aliases
 

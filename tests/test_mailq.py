@@ -73,10 +73,10 @@ def test_null_sender_shows_as_angle_brackets() -> None:
 
 
 def test_control_characters_are_not_sent_to_the_terminal() -> None:
-    """Escape sequences from a Q file or a server reply are shown as '?'."""
+    """Escape sequences from a Q file or a server reply are shown escaped, as in the log."""
     e = entry("a.0", 0, last_error="550 \x1b[31mred")
     assert "\x1b" not in render_mailq([e], NOW)
-    assert "Error\t: 550 ?[31mred\n" in render_mailq([e], NOW)
+    assert "Error\t: 550 \\x1b[31mred\n" in render_mailq([e], NOW)
 
 
 def test_future_arrival_counts_as_zero_age() -> None:
