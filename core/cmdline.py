@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from dma.core.dsn import ENVID_MAX, NOTIFY_WORDS, envid_problem
 from dma.core.durations import parse_duration
 from dma.core.errors import DataError, UsageError
 
@@ -113,11 +114,8 @@ _B_MODES: Mapping[str, tuple[Mode, bool, bool]] = {
 }
 _Q_MODES: Mapping[str, Mode] = {"d": Mode.DELETE, "b": Mode.BOUNCE, "r": Mode.RELEASE}
 
-_DSN_NOTIFY_WORDS = ("SUCCESS", "FAILURE", "DELAY")
 _DSN_RET_WORDS = ("FULL", "HDRS")
 _BODY_TYPES = ("7BIT", "8BITMIME")
-_ENVID_MAX = 100  # RFC 3461 section 4.4
-_ENVID = re.compile(r"[\x21-\x7e]+")
 # Queue ids become file names (Q<id>, M<id>): no slashes, no dot-dot.
 _QUEUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _FORBIDDEN = ("\r", "\n", "\0")
@@ -576,7 +574,7 @@ def _dsn_notify(text: str) -> str:
         return "NEVER"
     words: list[str] = []
     for part in parts:
-        if part not in _DSN_NOTIFY_WORDS:
+        if part not in NOTIFY_WORDS:
             raise UsageError(f"invalid value for -N: '{_show(text)}'", hint=hint)
         if part not in words:
             words.append(part)
@@ -584,10 +582,11 @@ def _dsn_notify(text: str) -> str:
 
 
 def _dsn_envid(text: str) -> str:
-    """``-V``: printable ASCII without spaces, at most 100 characters (xtext-encoded later)."""
-    if _ENVID.fullmatch(text) is None or len(text) > _ENVID_MAX:
+    """``-V``: what the SMTP client can send (core/dsn.envid_problem: one rule for both)."""
+    problem = envid_problem(text)
+    if problem is not None:
         raise UsageError(
             f"invalid envelope id for -V: '{_show(text)}'",
-            hint=f"use up to {_ENVID_MAX} printable ASCII characters without spaces",
+            hint=f"{problem}; use up to {ENVID_MAX} printable ASCII characters without spaces",
         )
     return text

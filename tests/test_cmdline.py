@@ -569,6 +569,8 @@ def test_missing_argument(letter: str) -> None:
         (["-B", "BINARYMIME"], "invalid value for -B: 'BINARYMIME'"),
         (["-V", "has space"], "invalid envelope id for -V: 'has space'"),
         (["-V", "x" * 101], "invalid envelope id for -V: '" + "x" * 57 + "...'"),
+        # 34 characters, but 102 once xtext-encoded for ENVID=: what SMTP cannot carry
+        (["-V", "+" * 34], "invalid envelope id for -V: '" + "+" * 34 + "'"),
         (["-L", ""], "invalid syslog tag for -L: ''"),
         (["-C", ""], "option -C needs a file name"),
     ],
