@@ -62,9 +62,9 @@ def _excerpt(text: str) -> str:
 
 
 def unquoted_positions(text: str, wanted: str) -> tuple[tuple[int, ...], bool]:
-    """Where the character ``wanted`` stands outside double quotes in ``text``, and
-    whether a quoted string was left open.  Backslash escapes count only inside
-    quotes, as in an RFC 5321 quoted local part."""
+    """Where a character of ``wanted`` stands outside double quotes in ``text``, in
+    order, and whether a quoted string was left open.  Backslash escapes count only
+    inside quotes, as in an RFC 5321 quoted local part."""
     positions: list[int] = []
     quoted = escaped = False
     for index, char in enumerate(text):
@@ -77,7 +77,7 @@ def unquoted_positions(text: str, wanted: str) -> tuple[tuple[int, ...], bool]:
                 quoted = False
         elif char == '"':
             quoted = True
-        elif char == wanted:
+        elif char in wanted:
             positions.append(index)
     return tuple(positions), quoted
 

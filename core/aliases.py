@@ -6,20 +6,34 @@ man page has always shown blanks), a name that lists itself keeps its own mailbo
 case-insensitively.  ``|cmd``, ``/file`` and ``:include:`` destinations parse, so
 one of them does not break all mail, but are refused when expansion reaches them:
 dma never runs commands or writes arbitrary files.
+
+Destinations are split at commas and blanks outside double quotes, so an address
+with a quoted local part (``"j d"@example.de``, ``"a,b"@example.de``) is one
+destination, kept as written: the form RCPT TO needs.  A destination quoted whole
+(``"|prog a"``, ``"jd"``) is its content, as in sendmail.
+
+Checking a file (``table_problems``) visits each alias once and each destination
+once, and one expansion visits each alias it reaches once: both are linear in the
+size of the file, and iterative, so no chain is too long for the stack.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from dma.core.addresses import split_address
+from dma.core.addresses import parse_envelope_address, split_address, unquoted_positions
 from dma.core.errors import ConfigError, DataError, DmaError, NoUserError, at
 
 WILDCARD = "*"
 _BLANKS = " \t"
 _SEPARATORS = " \t,"
+_SPLIT = re.compile("[ \t,]+")
 _NO_RUN_HINT = "point the alias at a local user or a remote address"
+_LOOP_HINT = "remove one of the references; a name may list itself to keep its mailbox"
+_LOOP_NAMES_SHOWN = 20  # a longer loop is named by its first and last names
+_BLACK = -1  # walk state of an alias walked to its end (a grey one has its stack index)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,26 +51,27 @@ class AliasTable:
 
     path: str = ""
     entries: tuple[AliasEntry, ...] = ()
-    _index: dict[str, tuple[tuple[str, int], ...]] = field(
+    _index: dict[str, tuple[tuple[str, int, str], ...]] = field(
         init=False, repr=False, compare=False, hash=False
     )
 
     def __post_init__(self) -> None:
-        index: dict[str, list[tuple[str, int]]] = {}
+        index: dict[str, list[tuple[str, int, str]]] = {}
         for entry in self.entries:
-            pairs = index.setdefault(entry.name.lower(), [])
-            pairs.extend((target, entry.line) for target in entry.targets)
+            listed = index.setdefault(entry.name.lower(), [])
+            listed.extend((target, entry.line, entry.name) for target in entry.targets)
         object.__setattr__(self, "_index", {k: tuple(v) for k, v in index.items()})
 
     def targets_of(self, name: str) -> tuple[str, ...] | None:
         """Destinations of ``name`` (all its entries merged, no repeats); None if no alias."""
-        pairs = self._index.get(name.lower())
-        if pairs is None:
+        listed = self._index.get(name.lower())
+        if listed is None:
             return None
-        return tuple(dict.fromkeys(target for target, _ in pairs))
+        return tuple(dict.fromkeys(target for target, _, _ in listed))
 
-    def _targets_with_lines(self, name: str) -> tuple[tuple[str, int], ...] | None:
-        """Like ``targets_of`` but each destination with the line that lists it."""
+    def _listed(self, name: str) -> tuple[tuple[str, int, str], ...] | None:
+        """Like ``targets_of`` but each destination with the line that lists it and the
+        alias name as that line writes it; repeats kept."""
         return self._index.get(name.lower())
 
     def _where(self, line: int) -> str:
@@ -164,57 +179,92 @@ def _describe(char: str) -> str:
 
 
 def _scan(body: str, where: str) -> tuple[list[str], bool]:
-    """Split destinations at commas and blanks up to a ``#`` comment.
+    """Split destinations at commas and blanks outside quotes, up to a ``#`` comment.
 
-    A ``"..."`` at the start of a destination quotes it whole (blanks, commas and
-    ``#`` included).  Returns the destinations and whether the line ends in ``\\``.
+    Quotes follow RFC 5321/5322 (``unquoted_positions``): commas, blanks and ``#``
+    inside ``"..."`` belong to the destination, and ``\\"`` inside quotes does not
+    close them.  Returns the destinations and whether the line ends in ``\\``.
     """
-    found: list[tuple[str, bool]] = []
-    position = 0
-    length = len(body)
-    commented = False
-    while position < length:
-        char = body[position]
-        if char in _SEPARATORS:
-            position += 1
-        elif char == "#":
-            commented = True
-            break
-        elif char == '"':
-            end = body.find('"', position + 1)
-            if end < 0:
-                raise ConfigError(
-                    "unterminated quoted destination", where=where, hint="close the '\"'"
-                )
-            quoted = body[position + 1 : end]
-            if not quoted.strip(_BLANKS):
-                raise ConfigError("empty quoted destination", where=where, hint="remove '\"\"'")
-            found.append((quoted, True))
-            position = end + 1
-        else:
-            end = position
-            while end < length and body[end] not in _SEPARATORS and body[end] != "#":
-                end += 1
-            found.append((body[position:end], False))
-            position = end
+    if '"' not in body:  # the common case, without the character by character scan
+        comment = body.find("#")
+        commented = comment >= 0
+        found = [text for text in _SPLIT.split(body[:comment] if commented else body) if text]
+    else:
+        found, commented = _scan_quoted(body, where)
     continued = False
-    if not commented and found and not found[-1][1] and found[-1][0].endswith("\\"):
+    if not commented and found and found[-1].endswith("\\"):
         continued = True
-        last = found.pop()[0][:-1]
+        last = found.pop()[:-1]
         if last:
-            found.append((last, False))
-    return [_checked_target(text, where, quoted=quoted) for text, quoted in found], continued
+            found.append(last)
+    return [_checked_target(text, where) for text in found], continued
 
 
-def _checked_target(target: str, where: str, *, quoted: bool) -> str:
-    """Reject destinations that can only be typing mistakes; keep refused kinds for later."""
+def _scan_quoted(body: str, where: str) -> tuple[list[str], bool]:
+    """The destinations of a ``body`` holding quotes, and whether a comment ends it."""
+    stops, open_quote = unquoted_positions(body, _SEPARATORS + "#")
+    end = len(body)
+    commented = False
+    cuts: list[int] = []
+    for stop in stops:
+        if body[stop] == "#":
+            end, commented = stop, True
+            break
+        cuts.append(stop)
+    if open_quote and not commented:
+        raise ConfigError("unterminated quoted destination", where=where, hint="close the '\"'")
+    found: list[str] = []
+    start = 0
+    for cut in (*cuts, end):
+        if cut > start:
+            found.append(body[start:cut])
+        start = cut + 1
+    return found, commented
+
+
+def _checked_target(text: str, where: str) -> str:
+    """The destination ``text`` denotes: a whole ``"..."`` gives its content, any other
+    text stays as written.  Rejects what can only be a typing mistake; keeps refused
+    kinds for later."""
+    if text[:1] == '"' and _closes_at_end(text):
+        content = text[1:-1]
+        if not content.strip(_BLANKS):
+            raise ConfigError("empty quoted destination", where=where, hint="remove '\"\"'")
+        return _checked_destination(content, where, quoted=True)
+    return _checked_destination(text, where, quoted=False)
+
+
+def _closes_at_end(text: str) -> bool:
+    """True when the quoted string opening ``text`` closes at its last character."""
+    escaped = False
+    for index in range(1, len(text)):
+        char = text[index]
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            return index == len(text) - 1
+    return False
+
+
+def _checked_destination(target: str, where: str, *, quoted: bool) -> str:
     if is_refused_target(target):
         return target
     plain = target[1:] if target.startswith("\\") else target
     if not plain:
         raise ConfigError(f"empty destination {target!r}", where=where, hint="name a user")
-    local, domain = split_address(plain)
-    if not quoted and ":" in local:
+    try:
+        if '"' in plain and not quoted:  # a quoted local part: the whole must be an address
+            parse_envelope_address(plain)
+        local, domain = split_address(plain)
+    except DataError as error:
+        raise ConfigError(
+            f"bad destination {target!r}: {error.message}",
+            where=where,
+            hint='write an address RCPT TO takes; quote a local part whole: "j d"@example.org',
+        ) from None
+    if not quoted and ":" in local and unquoted_positions(local, ":")[0]:
         raise ConfigError(
             f"unexpected ':' in destination {target!r}",
             where=where,
@@ -233,8 +283,6 @@ def _checked_target(target: str, where: str, *, quoted: bool) -> str:
             hint="write \\user without a domain",
         )
     return target
-
-
 
 
 def is_refused_target(target: str) -> bool:
@@ -265,21 +313,89 @@ def table_problems(
     is_user: Callable[[str], bool],
     local_name: Callable[[str], str | None],
 ) -> tuple[str, ...]:
-    """Every problem that would fail mail to some alias, each once, with ``path:line``.
+    """Every problem that would fail mail to some alias, each once, with ``path:line``,
+    in the order of the lines: what ``newaliases`` reports, so that a broken file shows
+    up when it is edited, not when mail bounces.
 
-    Refused destinations, loops, and names that lead nowhere (neither alias nor user),
-    found by expanding each alias as a submission would: what ``newaliases`` reports,
-    so that a broken file shows up when it is edited, not when mail bounces.
+    Refused destinations, names that lead nowhere (neither alias nor user, or an alias
+    listing itself that is no user) and loops between names.  Every destination of
+    every alias is checked, also those that an expansion would not reach because an
+    earlier one fails.  Loops are found by one depth-first walk over all aliases
+    (white, grey, black): each reference back to an alias still being walked closes a
+    loop and is reported once, at its line, naming the loop.  Each alias and each
+    destination is looked at once, so the time grows with the size of the file.
     """
-    problems = dict.fromkeys(refused_targets(table))
+    found: dict[str, tuple[int, int]] = {}  # problem -> (line, position): first seen, sorted
+
+    def note(text: str, line: int, position: int) -> None:
+        found.setdefault(text, (line, position))
+
+    def note_error(error: DmaError, line: int, position: int) -> None:
+        where = error.where or table._where(line)
+        note(f"{where}: {error.message}", line, position)
+
+    state: dict[str, int] = {}  # alias key -> its stack index while grey, _BLACK when done
+    stack: list[_Frame] = []
+
+    def push(alias: str, key: str) -> None:
+        state[key] = len(stack)
+        stack.append(_Frame(alias, key, iter(enumerate(table._listed(key) or ()))))
+
     for entry in table.entries:
-        try:
-            expand_alias(entry.name, table, is_user=is_user, local_name=local_name,
-                         wildcard=False)
-        except DmaError as error:
-            text = f"{error.where}: {error.message}" if error.where else error.message
-            problems.setdefault(text)
-    return tuple(problems)
+        if entry.name.lower() in state:
+            continue
+        push(entry.name, entry.name.lower())
+        while stack:
+            frame = stack[-1]
+            item = next(frame.targets, None)
+            if item is None:
+                stack.pop()
+                state[frame.key] = _BLACK
+                continue
+            position, (target, line, via) = item
+            try:
+                local = _check_destination(
+                    target, line, via, frame.key, table, is_user=is_user, local_name=local_name
+                )
+            except DmaError as error:
+                note_error(error, line, position)
+                continue
+            if local is None:
+                continue
+            key = local.lower()
+            index = state.get(key)
+            if index is None:
+                push(local, key)
+            elif index != _BLACK:
+                note(f"{table._where(line)}: {_loop_message(stack, index, local)}", line, position)
+    return tuple(sorted(found, key=found.__getitem__))
+
+
+def _check_destination(
+    target: str,
+    line: int,
+    via: str,
+    key: str,
+    table: AliasTable,
+    *,
+    is_user: Callable[[str], bool],
+    local_name: Callable[[str], str | None],
+) -> str | None:
+    """Destination ``target`` of alias ``via`` (lookup key ``key``, at ``line``) checked on
+    its own: the local name of another alias it leads to, or None when it ends here.
+    Raises what expansion raises for it (refused, no such user)."""
+    if is_refused_target(target):
+        raise DataError(_refusal(via, target), where=table._where(line), hint=_NO_RUN_HINT)
+    if target.startswith("\\"):
+        _require_user(target[1:], is_user, via, table, line)
+        return None
+    local = local_name(target)
+    if local is None:
+        return None
+    if local.lower() == key or table._listed(local) is None:
+        _require_user(local, is_user, via, table, line)
+        return None
+    return local
 
 
 # --- expansion -----------------------------------------------------------------------
@@ -287,11 +403,28 @@ def table_problems(
 
 @dataclass(slots=True)
 class _Frame:
-    """One alias being expanded: its name as reached, its lookup key, its destinations."""
+    """One alias being walked: its name as reached, its lookup key, its destinations."""
 
     name: str
     key: str
-    targets: Iterator[tuple[str, int]]
+    targets: Iterator[tuple[int, tuple[str, int, str]]]
+
+
+def _loop_message(stack: list[_Frame], first: int, closing: str) -> str:
+    """``alias loop: a -> b -> a`` for the names on ``stack`` from ``first`` on, then
+    ``closing``; a loop of more than _LOOP_NAMES_SHOWN names shows its two ends and how
+    many are left out, and only those are looked at."""
+    count = len(stack) - first + 1
+    if count <= _LOOP_NAMES_SHOWN:
+        names = [frame.name for frame in stack[first:]]
+    else:
+        half = _LOOP_NAMES_SHOWN // 2
+        names = [
+            *(frame.name for frame in stack[first : first + half]),
+            f"... ({count - 2 * half} more) ...",
+            *(frame.name for frame in stack[len(stack) - half + 1 :]),
+        ]
+    return f"alias loop: {' -> '.join([*names, closing])}"
 
 
 def expand_alias(
@@ -308,66 +441,104 @@ def expand_alias(
     destination to a local name (or None when it is remote), so ``root@localhost`` in
     the file expands like ``root``.  ``*`` catches a name no alias matches, only here at
     the top (``wildcard``), before the user check.  Raises NoUserError for a local name
-    that is neither alias nor user and DataError for a loop or a refused destination.
-    Iterative, so a long chain of aliases cannot exhaust the stack.
+    that is neither alias nor user and DataError for a loop or a refused destination:
+    the first such problem in the walk's order.  Time grows with the number of aliases
+    and destinations reached, each looked at once (see ``AliasExpander``).
     """
-    if table._targets_with_lines(name) is not None:
-        start = name
-    elif wildcard and table._targets_with_lines(WILDCARD) is not None:
-        start = WILDCARD
-    else:
-        return (_require_user(name, is_user, None, table, 0),)
+    expander = AliasExpander(table, is_user=is_user, local_name=local_name)
+    return expander.expand(name, wildcard=wildcard)
 
-    results: dict[str, str] = {}
-    expanded: set[str] = set()
-    stack: list[_Frame] = []
 
-    def add(destination: str) -> None:
-        results.setdefault(_destination_key(destination), destination)
+class AliasExpander:
+    """Expands the local names of one submission against one table.
 
-    def push(alias: str) -> None:
-        pairs = table._targets_with_lines(alias) or ()
-        stack.append(_Frame(alias, alias.lower(), iter(pairs)))
+    A depth-first walk with colours: an alias on the walk's stack (grey) reached again
+    is a loop; one walked to its end (black) is skipped, its destinations being given
+    already.  Black aliases stay black from one ``expand`` to the next, so a second
+    name leading into aliases that an earlier name walked does not walk them again:
+    the recipients of a whole submission cost one walk of the aliases they reach,
+    however many share them.  Iterative, so no chain of aliases is too long.
+    """
 
-    push(start)
-    while stack:
-        frame = stack[-1]
-        item = next(frame.targets, None)
-        if item is None:
-            stack.pop()
-            expanded.add(frame.key)
-            continue
-        target, line = item
-        if is_refused_target(target):
-            raise DataError(
-                _refusal(frame.name, target), where=table._where(line), hint=_NO_RUN_HINT
-            )
-        if target.startswith("\\"):
-            add(_require_user(target[1:], is_user, frame.name, table, line))
-            continue
-        local = local_name(target)
-        if local is None:
-            add(target)
-            continue
-        key = local.lower()
-        if key == frame.key:
-            add(_require_user(local, is_user, frame.name, table, line))
-        elif any(key == outer.key for outer in stack):
-            names = [outer.name for outer in stack]
-            first = [outer.key for outer in stack].index(key)
-            loop = " -> ".join([*names[first:], local])
-            raise DataError(
-                f"alias loop: {loop}",
-                where=table._where(line),
-                hint="remove one of the references; a name may list itself to keep its mailbox",
-            )
-        elif key in expanded:
-            continue
-        elif table._targets_with_lines(local) is not None:
-            push(local)
+    def __init__(
+        self,
+        table: AliasTable,
+        *,
+        is_user: Callable[[str], bool],
+        local_name: Callable[[str], str | None],
+    ) -> None:
+        self._table = table
+        self._is_user = is_user
+        self._local_name = local_name
+        self._state: dict[str, int] = {}  # alias key -> its stack index while grey, or _BLACK
+
+    def expand(self, name: str, *, wildcard: bool = True) -> tuple[str, ...]:
+        """The destinations of ``name`` as ``expand_alias`` gives them, less those of the
+        aliases that an earlier call of this expander walked to their end (that call gave
+        them).  An error is the one ``expand_alias`` raises for ``name``."""
+        table, is_user, state = self._table, self._is_user, self._state
+        if table._listed(name) is not None:
+            start = name
+        elif wildcard and table._listed(WILDCARD) is not None:
+            start = WILDCARD
         else:
-            add(_require_user(local, is_user, frame.name, table, line))
-    return tuple(results.values())
+            return (_require_user(name, is_user, None, table, 0),)
+        if state.get(start.lower()) == _BLACK:
+            return ()
+
+        results: dict[str, str] = {}
+        stack: list[_Frame] = []
+        walked: list[str] = []  # the aliases this call colours, white again if it fails
+
+        def add(destination: str) -> None:
+            results.setdefault(_destination_key(destination), destination)
+
+        def push(alias: str, key: str) -> None:
+            state[key] = len(stack)
+            walked.append(key)
+            stack.append(_Frame(alias, key, iter(enumerate(table._listed(key) or ()))))
+
+        push(start, start.lower())
+        try:
+            while stack:
+                frame = stack[-1]
+                item = next(frame.targets, None)
+                if item is None:
+                    stack.pop()
+                    state[frame.key] = _BLACK
+                    continue
+                _, (target, line, _) = item
+                if is_refused_target(target):
+                    raise DataError(
+                        _refusal(frame.name, target), where=table._where(line), hint=_NO_RUN_HINT
+                    )
+                if target.startswith("\\"):
+                    add(_require_user(target[1:], is_user, frame.name, table, line))
+                    continue
+                local = self._local_name(target)
+                if local is None:
+                    add(target)
+                    continue
+                key = local.lower()
+                index = state.get(key)
+                if key == frame.key:
+                    add(_require_user(local, is_user, frame.name, table, line))
+                elif index == _BLACK:
+                    continue
+                elif index is not None:
+                    raise DataError(
+                        _loop_message(stack, index, local), where=table._where(line),
+                        hint=_LOOP_HINT,
+                    )
+                elif table._listed(local) is not None:
+                    push(local, key)
+                else:
+                    add(_require_user(local, is_user, frame.name, table, line))
+        except BaseException:  # its destinations were not given: walk them again for another name
+            for key in walked:
+                del state[key]
+            raise
+        return tuple(results.values())
 
 
 def _destination_key(destination: str) -> str:

@@ -13,6 +13,7 @@ from dma.core.addresses import (
     parse_envelope_address,
     parse_recipient_argument,
     split_address,
+    unquoted_positions,
 )
 from dma.core.errors import DataError
 
@@ -37,6 +38,17 @@ from dma.core.errors import DataError
 def test_split_address_at_last_unquoted_at(address: str, expected: tuple[str, str | None]) -> None:
     """The split is at the last '@' outside quotes, with None for a missing domain."""
     assert split_address(address) == expected
+
+
+def test_unquoted_positions_of_several_characters() -> None:
+    """unquoted_positions finds any of several characters outside quotes, in order, and
+    none inside (escaped quotes included), as the aliases file splits its destinations."""
+    text = 'a, "j d"@x "a,b\\" #c"@y\tz # note "open'
+    positions, open_quote = unquoted_positions(text, " \t,#")
+    assert [text[i] for i in positions] == [",", " ", " ", "\t", " ", "#", " ", " "]
+    assert positions[0] == 1 and positions[-1] == len(text) - 6
+    assert open_quote
+    assert unquoted_positions('"a,b"', ",") == ((), False)
 
 
 def test_split_address_rejects_unterminated_quote() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from collections.abc import Callable
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from dma.core import sysexits
 from dma.core.aliases import (
     AliasEntry,
+    AliasExpander,
     AliasTable,
     expand_alias,
     is_refused_target,
@@ -108,6 +111,43 @@ def test_quoted_destination_is_one_destination() -> None:
     """A `"..."` destination keeps its blanks, commas and `#` (sendmail's quoting)."""
     table = parse_aliases('ops: "|/usr/bin/prog -a, #b", alice\n', PATH)
     assert table.targets_of("ops") == ("|/usr/bin/prog -a, #b", "alice")
+
+
+def test_quoted_local_parts_stay_one_destination() -> None:
+    """`"jd"@x`, `"j d"@x` and `"a,b"@x` are each one destination kept in the quoted form
+    the wire needs: blanks, commas and '#' inside quotes neither split nor comment."""
+    text = (
+        'ops: "jd"@example.de, "j d"@example.de "a,b"@example.de,\n'
+        '  "a#b"@Example.DE # note\n'
+        'esc: "a\\"b"@example.de, "j.d"@localhost\n'
+    )
+    table = parse_aliases(text, PATH)
+    assert table.targets_of("ops") == (
+        '"jd"@example.de', '"j d"@example.de', '"a,b"@example.de', '"a#b"@Example.DE'
+    )
+    assert table.targets_of("esc") == ('"a\\"b"@example.de', '"j.d"@localhost')
+    assert expand(text, "ops") == table.targets_of("ops")
+
+
+def test_whole_quoted_destination_is_its_content() -> None:
+    """A destination quoted whole (`"jd"`, `"|prog a"`) is its content, as before."""
+    table = parse_aliases('ops: "jd", "|/bin/prog a"\n', PATH)
+    assert table.targets_of("ops") == ("jd", "|/bin/prog a")
+    assert expand('ops: "jd"\n', "ops", "jd") == ("jd",)
+
+
+@pytest.mark.parametrize(
+    "target",
+    ['"jd"x@example.de', 'a"b', '"jd"@', 'x"y"@example.de', 'x."y z"@example.de',
+     '"a\\"b"', 'ok@"jd"'],
+)
+def test_bad_quoting_is_a_config_error_naming_the_line(target: str) -> None:
+    """A destination whose quotes do not make an address is a ConfigError with path:line,
+    never another error from deeper down."""
+    with pytest.raises(ConfigError) as caught:
+        parse_aliases(f"ok: alice\nops: {target}\n", PATH)
+    assert caught.value.where == f"{PATH}:2"
+    assert "destination" in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -291,6 +331,88 @@ def test_long_chain_does_not_exhaust_stack() -> None:
     """A chain of 5000 aliases expands without recursion limits."""
     text = "".join(f"a{i}: a{i + 1}\n" for i in range(5000)) + "a5000: alice\n"
     assert expand(text, "a0", "alice") == ("alice",)
+
+
+def test_chain_of_100000_checks_and_expands_in_linear_time() -> None:
+    """newaliases' check and one expansion of a 100 000-alias chain finish in seconds, with
+    no RecursionError (the check walked the chain again from every alias: minutes)."""
+    count = 100_000
+    text = "".join(f"a{i}: a{i + 1}\n" for i in range(count)) + f"a{count}: alice\n"
+    table = parse_aliases(text, PATH)
+    start = time.perf_counter()
+    assert table_problems(table, is_user=users("alice"), local_name=ours) == ()
+    assert expand_alias("a0", table, is_user=users("alice"), local_name=ours) == ("alice",)
+    assert time.perf_counter() - start < 10
+
+
+def test_check_looks_at_each_destination_once() -> None:
+    """table_problems asks local_name about each destination once, however the aliases
+    share destinations (a chain, a fan and a lattice), so its work grows with the file."""
+    calls: list[str] = []
+
+    def counted(address: str) -> str | None:
+        calls.append(address)
+        return ours(address)
+
+    chain = "".join(f"c{i}: c{i + 1}\n" for i in range(300)) + "c300: alice\n"
+    fan = "fan: " + ", ".join(f"f{i}" for i in range(300)) + "\n"
+    fan += "".join(f"f{i}: alice\n" for i in range(300))
+    layers = [[f"n{i}_{j}" for j in range(12)] for i in range(12)]
+    lattice = "".join(
+        f"{name}: {', '.join(below)}\n"
+        for above, below in itertools.pairwise(layers)
+        for name in above
+    ) + "".join(f"{name}: alice\n" for name in layers[-1])
+    for text in (chain, fan, lattice):
+        table = parse_aliases(text, PATH)
+        calls.clear()
+        assert table_problems(table, is_user=users("alice"), local_name=counted) == ()
+        assert len(calls) == sum(len(entry.targets) for entry in table.entries)
+
+
+def test_one_expander_walks_shared_aliases_once() -> None:
+    """An AliasExpander given 1000 names that all lead to one list of 1000 users walks
+    that list once: the later names give only what is new (one expansion per name
+    walked the list 1000 times)."""
+    calls: list[str] = []
+
+    def counted(address: str) -> str | None:
+        calls.append(address)
+        return ours(address)
+
+    members = [f"u{i}" for i in range(1000)]
+    text = "".join(f"n{i}: all, x{i}@example.org\n" for i in range(1000))
+    text += f"all: {', '.join(members)}\n"
+    expander = AliasExpander(parse_aliases(text, PATH), is_user=users(*members),
+                             local_name=counted)
+    assert expander.expand("n0") == (*members, "x0@example.org")
+    assert expander.expand("N1") == ("x1@example.org",)
+    assert all(expander.expand(f"n{i}") == (f"x{i}@example.org",) for i in range(2, 1000))
+    assert expander.expand("n5") == ()
+    assert len(calls) == 1000 + 2 * 1000
+
+
+def test_expander_after_an_error_gives_everything_again() -> None:
+    """A name that fails leaves nothing half walked: the next name that shares its
+    aliases gets all their destinations."""
+    text = "bad: team, ghost\nteam: alice, bob\ngood: team\n"
+    expander = AliasExpander(parse_aliases(text, PATH), is_user=users("alice", "bob"),
+                             local_name=ours)
+    with pytest.raises(NoUserError):
+        expander.expand("bad")
+    assert expander.expand("good") == ("alice", "bob")
+
+
+def test_long_loop_message_is_shortened() -> None:
+    """A loop of more than 20 names is named by its ends and the count left out, so that
+    a long loop does not make a message of the whole file."""
+    text = "".join(f"a{i}: a{i + 1}\n" for i in range(100)) + "a100: a0\n"
+    with pytest.raises(DataError) as caught:
+        expand(text, "a0", "alice")
+    message = caught.value.message
+    assert message.startswith("alias loop: a0 -> a1 -> ") and message.endswith(" -> a100 -> a0")
+    assert "(82 more)" in message and len(message) < 200
+    assert caught.value.where == f"{PATH}:101"
 
 
 def test_empty_table_defaults() -> None:
