@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import hashlib
 import itertools
 import os
 import secrets
@@ -29,9 +30,19 @@ from typing import Any, BinaryIO, Literal
 from dma.core.dotlock import LOCK_READ_LIMIT, lock_content, lock_pid
 from dma.core.errors import CantCreateError, DmaError, TempFailure
 from dma.core.maildir import maildir_filename, with_size
-from dma.core.mbox import mbox_record
+from dma.core.mbox import (
+    AppendIntent,
+    from_line,
+    length_to_restore,
+    mbox_record,
+    parse_intent,
+    render_intent,
+)
 
 MAILBOX_MODE = 0o600
+INTENT_DIR = ".mbox-intents"
+"""Where, under the spool, an mbox append announces itself (see ``AppendIntent``)."""
+_INTENT_READ_LIMIT = 4096
 DOTLOCK_MODE = 0o644
 _CHUNK = 64 * 1024
 _NFS_SUPER_MAGIC = 0x6969  # statfs f_type of NFS (linux/magic.h)
@@ -97,6 +108,7 @@ def deliver(
     lock_timeout: float = 60.0,
     stale_lock_age: float = 300.0,
     owner: tuple[int, int] | None = None,
+    intent_dir: str | None = None,
 ) -> str:
     """Deliver ``message`` (a spooled M file, read from its current position) to ``path``.
 
@@ -111,7 +123,10 @@ def deliver(
     Raises TempFailure when a retry may work (a full disk, I/O errors; MailboxLocked,
     a TempFailure, when a lock is held past ``lock_timeout``) and CantCreateError when
     the mailbox is a symlink or neither a regular file nor a Maildir.  Nothing
-    half-written is left behind either way.
+    half-written is left behind either way; with ``intent_dir`` (a directory of
+    ours, under the spool) not even by a writer that was killed: each mbox append
+    writes its intent there first, and the next writer undoes what a dead one cut
+    short (``AppendIntent``).
     """
     try:
         info: os.stat_result | None = os.lstat(path)
@@ -126,7 +141,8 @@ def deliver(
             return _deliver_maildir(path, message, owner)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path)
-    return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age, owner)
+    return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age, owner,
+                         intent_dir)
 
 
 # --- mbox -------------------------------------------------------------------------
@@ -140,6 +156,7 @@ def _deliver_mbox(
     lock_timeout: float,
     stale_lock_age: float,
     owner: tuple[int, int] | None = None,
+    intent_dir: str | None = None,
 ) -> str:
     """Open, lock, check the file is still the one at ``path``, append, unlock.
 
@@ -154,8 +171,12 @@ def _deliver_mbox(
             locks = _lock(fd, path, deadline, stale_lock_age)
             try:
                 if _still_at(fd, path):
-                    _append(fd, path, mbox_record(message, sender, moment))
-                    return f"{path} ({locks.note})" if locks.note else path
+                    intent = _intent_path(intent_dir, path)
+                    notes = [locks.note, _undo_interrupted(fd, intent)]
+                    head = _missing_end(fd, os.fstat(fd).st_size) + from_line(sender, moment)
+                    _append(fd, path, mbox_record(message, sender, moment), head, intent)
+                    note = "; ".join(n for n in notes if n)
+                    return f"{path} ({note})" if note else path
             finally:
                 _unlock(fd, locks.dotlock)
         finally:
@@ -585,16 +606,25 @@ def _still_at(fd: int, path: str) -> bool:
     return (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino)
 
 
-def _append(fd: int, path: str, chunks: Iterable[bytes]) -> None:
-    """Write ``chunks`` at the end and fsync; on any failure truncate to the old length.
+def _append(fd: int, path: str, record: Iterable[bytes], head: bytes,
+            intent: str | None) -> None:
+    """Write ``head`` and then ``record`` after its first chunk (the separator line,
+    which ``head`` ends with) at the end, and fsync; on any failure truncate to the
+    old length.
 
-    A mailbox whose last writer died mid-append may end without its blank line, or
-    in the middle of a line; the missing newlines go first, or the new separator
-    line would be glued to that text and not be seen by readers.
+    ``head`` starts with the newlines a mailbox whose last writer died mid-append
+    lacks (else the new separator line would be glued to that text).  With
+    ``intent``, the append is announced there before its first octet and the
+    announcement removed once the record is durable.
     """
     old_length = os.fstat(fd).st_size
+    if intent is not None:
+        info = os.fstat(fd)
+        _write_intent(intent, AppendIntent(info.st_dev, info.st_ino, old_length, head))
     try:
-        pending = bytearray(_missing_end(fd, old_length))
+        chunks = iter(record)
+        next(chunks)  # the separator line, which ``head`` holds
+        pending = bytearray(head)
         for chunk in chunks:
             pending += chunk
             if len(pending) >= _CHUNK:
@@ -605,6 +635,8 @@ def _append(fd: int, path: str, chunks: Iterable[bytes]) -> None:
         os.fsync(fd)
     except BaseException as exc:
         rolled_back = _truncate(fd, old_length)
+        if rolled_back and intent is not None:
+            _remove_intent(intent)
         if isinstance(exc, OSError):
             note = (
                 f"rolled back to {old_length} bytes"
@@ -613,6 +645,80 @@ def _append(fd: int, path: str, chunks: Iterable[bytes]) -> None:
             )
             raise _failure(exc, path, f"cannot write mailbox ({note})") from exc
         raise
+    if intent is not None:
+        _remove_intent(intent)
+
+
+def _intent_path(directory: str | None, mailbox: str) -> str | None:
+    """The intent file of ``mailbox`` under ``directory`` (created on first use)."""
+    if directory is None:
+        return None
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:
+        return None  # no intent then: the append still rolls itself back on errors
+    return os.path.join(directory, hashlib.sha256(os.fsencode(mailbox)).hexdigest()[:40])
+
+
+def _write_intent(path: str, intent: AppendIntent) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 0o600)
+    try:
+        _write_all(fd, render_intent(intent))
+    finally:
+        os.close(fd)
+
+
+def _remove_intent(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _undo_interrupted(fd: int, intent_path: str | None) -> str:
+    """Cut off a record that a killed writer left half written (we hold every lock, so
+    its writer is gone); a note for the log when something was removed."""
+    if intent_path is None:
+        return ""
+    try:
+        intent_fd = os.open(intent_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return ""
+    try:
+        intent = parse_intent(os.read(intent_fd, _INTENT_READ_LIMIT))
+    finally:
+        os.close(intent_fd)
+    note = ""
+    if intent is not None:
+        info = os.fstat(fd)
+        try:
+            found = os.pread(fd, len(intent.head), intent.offset)
+            later = _separator_after(fd, intent.offset + len(intent.head), info.st_size)
+        except OSError:  # a mailbox we may only append to: nothing can be judged
+            found, later = b"", True
+        cut = length_to_restore(intent, info.st_dev, info.st_ino, info.st_size, found, later)
+        if cut is not None and _truncate(fd, cut):
+            note = (f"removed {info.st_size - cut} bytes of a message cut short by a "
+                    "delivery that was killed; it is delivered whole again")
+    _remove_intent(intent_path)
+    return note
+
+
+def _separator_after(fd: int, start: int, end: int) -> bool:
+    """True when a line starting ``From `` begins between ``start`` (a line start) and
+    ``end``: a record that is not the interrupted one."""
+    carry = b"\n"
+    position = start
+    while position < end:
+        chunk = os.pread(fd, min(_CHUNK * 16, end - position), position)
+        if not chunk:
+            break
+        if b"\nFrom " in carry + chunk:
+            return True
+        carry = (carry + chunk)[-5:]
+        position += len(chunk)
+    return False
 
 
 def _missing_end(fd: int, length: int) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 
 from dma.core.dates import ctime_date
@@ -88,3 +89,63 @@ def mbox_record(lines: Iterable[bytes], sender: str, moment: datetime) -> Iterat
         quoted = quote_line(line)
         yield quoted if newline != -1 else quoted + b"\n"
     yield b"\n"
+
+
+# --- the append intent: undoing a record cut short by a killed writer ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppendIntent:
+    """An mbox append about to start, written down before its first octet.
+
+    A writer killed mid-append (SIGKILL, a crash) leaves half a record that no
+    rollback of its own can remove.  Whoever next holds the mailbox's locks finds
+    the intent and cuts the mailbox back to ``offset``, when the file is still the
+    same one and what follows ``offset`` is that record alone: ``head`` (the newlines
+    the old end lacked and the separator line) and no other separator after it.
+    """
+
+    device: int
+    inode: int
+    offset: int  # the mailbox's length before the append
+    head: bytes  # the first octets the append writes
+
+
+def render_intent(intent: AppendIntent) -> bytes:
+    """The intent as one line of ASCII: device, inode, offset and head in hex."""
+    return b"%d %d %d %s\n" % (intent.device, intent.inode, intent.offset,
+                               intent.head.hex().encode("ascii"))
+
+
+def parse_intent(data: bytes) -> AppendIntent | None:
+    """The intent ``render_intent`` wrote, or None for anything else (never raises)."""
+    fields = data.split()
+    if len(fields) != 4 or not all(field.isdigit() for field in fields[:3]):
+        return None
+    try:
+        head = bytes.fromhex(fields[3].decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not head.endswith(b"\n") or b"From " not in head:
+        return None
+    return AppendIntent(int(fields[0]), int(fields[1]), int(fields[2]), head)
+
+
+def length_to_restore(
+    intent: AppendIntent, device: int, inode: int, size: int, found_head: bytes,
+    later_separator: bool,
+) -> int | None:
+    """The length to cut the mailbox back to, or None to leave it as it is.
+
+    Only the interrupted record itself is ever removed: the mailbox must be the same
+    file, longer than ``offset``, hold ``head`` at ``offset`` (``found_head``: the
+    octets there), and have no separator line after it (``later_separator``: a
+    record someone else appended since, which must stay).  A record that was written
+    whole but whose writer died before saying so is removed too: its queue item was
+    not removed either, so it is delivered again, once.
+    """
+    if (device, inode) != (intent.device, intent.inode) or size <= intent.offset:
+        return None
+    if found_head != intent.head or later_separator:
+        return None
+    return intent.offset

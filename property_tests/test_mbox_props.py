@@ -13,7 +13,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma.adapters.mailbox import deliver
-from dma.core.mbox import from_line, mbox_record, quote_line, unquote_line
+from dma.core.mbox import (
+    AppendIntent,
+    from_line,
+    length_to_restore,
+    mbox_record,
+    parse_intent,
+    quote_line,
+    render_intent,
+    unquote_line,
+)
 
 # Lines biased towards the interesting shapes: runs of '>' before "From ", near misses.
 _prefixes = st.sampled_from([b"", b">", b">>", b">>>", b" ", b"> "])
@@ -88,3 +97,40 @@ def test_append_keeps_old_bytes_and_separates(old: bytes) -> None:
     assert fill in (b"", b"\n", b"\n\n")
     assert (old + fill).endswith(b"\n\n") or not old
     assert len(fill) == (0 if not old or old.endswith(b"\n\n") else 2 - old.endswith(b"\n"))
+
+
+# --- append intents ---------------------------------------------------------------------
+
+_intents = st.builds(
+    AppendIntent,
+    st.integers(0, 2**63), st.integers(0, 2**63), st.integers(0, 2**63),
+    st.binary(max_size=40).map(lambda extra: b"\n" + b"From " + extra.replace(b"\n", b"")
+                               + b"\n"),
+)
+
+
+@given(_intents)
+def test_intents_round_trip(intent: AppendIntent) -> None:
+    """parse_intent reads back exactly what render_intent wrote."""
+    assert parse_intent(render_intent(intent)) == intent
+
+
+@given(st.binary())
+def test_parse_intent_never_raises(data: bytes) -> None:
+    """Any octets (a file cut short, garbage) give an intent or None, never an error."""
+    result = parse_intent(data)
+    assert result is None or isinstance(result, AppendIntent)
+
+
+@given(_intents, st.integers(0, 2**63), st.binary(max_size=60), st.booleans(),
+       st.booleans())
+def test_only_the_interrupted_record_is_ever_cut(
+    intent: AppendIntent, size: int, found: bytes, same_file: bool, later: bool
+) -> None:
+    """A cut happens only on the same file, longer than the offset, with the recorded
+    head at the offset and no later separator; and then it is to the offset exactly."""
+    device, inode = (intent.device, intent.inode) if same_file else (intent.device + 1, 0)
+    cut = length_to_restore(intent, device, inode, size, found, later)
+    if cut is not None:
+        assert same_file and not later and found == intent.head
+        assert cut == intent.offset < size

@@ -12,7 +12,7 @@ import pwd
 from collections.abc import Mapping
 
 from dma.adapters import system
-from dma.adapters.mailbox import MailboxLocked, deliver
+from dma.adapters.mailbox import INTENT_DIR, MailboxLocked, deliver
 from dma.adapters.spool import Claim
 from dma.core.errors import DmaError
 from dma.shell.outcomes import Outcome, deferred, delivered
@@ -89,7 +89,8 @@ def deliver_local(
     try:
         with open(claim.message_path, "rb") as message:
             where = deliver(mailbox, message, claim.item.sender, system.now(),
-                            lock_timeout=lock_timeout(os.environ), owner=_owner(name))
+                            lock_timeout=lock_timeout(os.environ), owner=_owner(name),
+                            intent_dir=os.path.join(settings.config.spooldir, INTENT_DIR))
     except MailboxLocked as error:
         if busy is not None:
             busy.add(mailbox)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dma.adapters.mailbox import INTENT_DIR
 from dma.adapters.slots import SLOT_DIR
 
 BIN = Path(sys.executable).parent
@@ -115,12 +116,12 @@ class DmaSite:
     def spool_names(self) -> set[str]:
         """The queue's names in the spool directory (empty when it does not exist).
 
-        The connection slot directory (MAXCONNECTIONS across processes) is no queue
-        item and is left out.
+        The connection slot directory (MAXCONNECTIONS across processes) and the mbox
+        append intents are no queue items and are left out.
         """
         if not self.spool.is_dir():
             return set()
-        return set(os.listdir(self.spool)) - {SLOT_DIR}
+        return set(os.listdir(self.spool)) - {SLOT_DIR, INTENT_DIR}
 
     def message(self, item_id: str) -> bytes:
         """The spooled message (M file) of an item."""

@@ -19,17 +19,6 @@ from crash_torture_engine import Settings, torture
 
 KILLS = int(os.environ.get("DMA_TORTURE_KILLS") or 200)
 MAX_SECONDS = 240.0  # the lanes stop here even short of their kills (aim: ~60 s alone)
-# adapters/mailbox.py rolls a failed append back, but a SIGKILL inside the append
-# leaves the record cut short (a later delivery of the item appends it whole):
-# reported in issue 7.  Until a later delivery undoes such a cut, a run whose only
-# breaches are those is an expected failure; set False once it does.
-MBOX_CUT_BY_KILL_IS_KNOWN = True
-
-
-def _cut_by_kill(violation: str) -> bool:
-    """A partial mbox record from a run killed while it had the mbox open."""
-    return violation.startswith("partial: ") and "in the mbox" in violation and (
-        "local: mbox open" in violation)
 
 
 @pytest.mark.slow
@@ -42,13 +31,8 @@ def test_crash_torture(tmp_path: Path) -> None:
     report = result.text()
     print(report)
     where = f"seed {seed} (rerun: DMA_TORTURE_SEED={seed} DMA_TORTURE_KILLS={KILLS})"
-    known = [v for v in result.violations if MBOX_CUT_BY_KILL_IS_KNOWN and _cut_by_kill(v)]
-    others = [v for v in result.violations if v not in known]
-    assert not others, f"{where}:\n{report}"
+    assert not result.violations, f"{where}:\n{report}"
     assert result.kills >= KILLS, f"{where}: only {result.kills} kills\n{report}"
     phases = result.kills_by_phase()
     for phase in ("submission", "local", "remote"):
         assert phases[phase] >= KILLS // 40, f"{where}: few kills in {phase}\n{report}"
-    if known:
-        pytest.xfail(f"{where}: {len(known)} mbox record(s) cut short by a kill inside the "
-                     f"append (known, issue 7): {known[0]}")

@@ -337,7 +337,7 @@ DELIVERER = """
     box, worker, rounds, crash = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     real_append = local._append
 
-    def checked_append(fd, path, chunks):
+    def checked_append(fd, path, *rest):
         with open(box + ".lock", "rb") as lock:
             owner = lock.read().split(b":")[0].strip()
         assert owner == str(os.getpid()).encode(), (owner, os.getpid())
@@ -345,7 +345,7 @@ DELIVERER = """
             os._exit(0)
         inside = os.open(box + ".inside", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         try:
-            real_append(fd, path, chunks)
+            real_append(fd, path, *rest)
         finally:
             os.close(inside)
             os.unlink(box + ".inside")
