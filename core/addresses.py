@@ -154,6 +154,22 @@ def _local_problem(local: str) -> str | None:
     return problem
 
 
+def plain_local_part(local: str) -> str:
+    """``local`` without its quotes when they quote nothing (``"jd"`` is ``jd``, RFC 5321
+    4.1.2 makes the two the same mailbox); any other local part as it is."""
+    if len(local) < 2 or local[0] != '"' or _quoted_local_problem(local) is not None:
+        return local
+    chars, escaped = [], False
+    for char in local[1:-1]:
+        if char == "\\" and not escaped:
+            escaped = True
+            continue
+        chars.append(char)
+        escaped = False
+    inner = "".join(chars)
+    return inner if inner and _dot_string_problem(inner) is None else local
+
+
 def _dot_string_problem(local: str) -> str | None:
     for atom in local.split("."):
         if not atom:

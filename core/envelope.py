@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from dma.core.addresses import split_address
-from dma.core.aliases import AliasTable, expand_alias
+from dma.core.addresses import plain_local_part, split_address
+from dma.core.aliases import AliasExpander, AliasTable
 from dma.core.errors import DataError, UsageError
 
 _CONTROL_NAMES = {"\r": "carriage return", "\n": "line feed", "\0": "NUL"}
@@ -107,7 +107,7 @@ def local_name(address: str, mailname: str) -> str | None:
         return None
     domain = domain.lower().removesuffix(".")
     if domain in ("localhost", mailname.strip().lower().removesuffix(".")):
-        return local
+        return plain_local_part(local)
     return None
 
 
@@ -135,6 +135,7 @@ def resolve_recipients(
     def ours(destination: str) -> str | None:
         return local_name(destination, mailname)
 
+    expander = AliasExpander(aliases, is_user=is_user, local_name=ours)
     for address in addresses:
         check_no_control(address, "recipient address")
         _check_shape(address)
@@ -145,9 +146,7 @@ def resolve_recipients(
         if name is None:
             add(Recipient(address, local=False))
             continue
-        for destination in expand_alias(
-            name, aliases, is_user=is_user, local_name=ours, wildcard=True
-        ):
+        for destination in expander.expand(name, wildcard=True):
             add(Recipient(destination, local="@" not in destination))
     return tuple(found.values())
 

@@ -241,3 +241,18 @@ def test_alias_loop_fails_submission() -> None:
     """An alias loop reached from a recipient is a DataError naming the loop."""
     with pytest.raises(DataError, match="alias loop: a -> b -> a"):
         resolve("a", aliases="a: b\nb: a\n")
+
+
+@pytest.mark.parametrize(("address", "expected"), [
+    ('"jd"@localhost', "jd"),
+    ('"j.d"@dma.test', "j.d"),
+    ('"j\\d"@localhost', "jd"),
+    ('"j d"@localhost', '"j d"'),
+    ('"a,b"@dma.test', '"a,b"'),
+])
+def test_quotes_that_quote_nothing_are_dropped_from_local_names(
+    address: str, expected: str
+) -> None:
+    """`"jd"@localhost` is the local user jd (RFC 5321 4.1.2: the same mailbox); a
+    local part that needs its quotes keeps them (and no user has such a name)."""
+    assert local_name(address, "dma.test") == expected
