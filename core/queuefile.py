@@ -194,6 +194,8 @@ def parse_queue_file(data: bytes, name: str) -> QueueItem:
     (or an empty one), no ``Sender`` line.  A NUL octet is refused too.  A later
     line with the same key wins, as in the C dma.  Unparseable ``X-Attempts`` and
     ``X-Next-Try`` values are ignored, as the C dma ignores those keys entirely.
+    A CR inside a line and a line over ``MAX_LINE_OCTETS`` are refused too: whatever
+    parses can be written back by ``render_queue_file`` (the run would fail on it).
     """
     if len(data) > MAX_QUEUE_FILE_OCTETS:
         raise DataError(
@@ -208,11 +210,17 @@ def parse_queue_file(data: bytes, name: str) -> QueueItem:
     fields: dict[str, str] = {}
     for number, raw in enumerate(lines, start=1):
         line = raw[:-1] if raw.endswith("\r") else raw
-        if "\0" in line:
+        if "\0" in line or "\r" in line:
             raise DataError(
-                "queue file line holds a NUL octet",
+                "queue file line holds a " + ("NUL octet" if "\0" in line else "carriage return"),
                 where=at(name, number),
                 hint="the file is damaged; move it out of the spool directory",
+            )
+        if len(line.encode("utf-8", "surrogateescape")) > MAX_LINE_OCTETS:
+            raise DataError(
+                f"queue file line is longer than {MAX_LINE_OCTETS} octets",
+                where=at(name, number),
+                hint="the C dma would read it as two lines; the file is damaged",
             )
         key, colon, value = line.partition(":")
         if not colon:

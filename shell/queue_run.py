@@ -180,7 +180,7 @@ class QueueRun:
     def run_remote(self, claims: list[Claim]) -> None:
         if self.settings.config.localonly:
             for claim in claims:
-                self.finish(claim, failed(
+                self._finish_safely(claim, failed(
                     "remote delivery is disabled on this host (LOCALONLY)", "5.3.2"))
             return
         if self.remote is None:

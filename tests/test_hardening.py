@@ -307,3 +307,17 @@ def test_poison_envelopes_fail_alone_and_nothing_is_sent_twice(
     assert not any(r.startswith("poison") for r in received)
     left = {item["id"] for item in site.queue()}
     assert "66bb01.0" not in left and "66bb03.0" not in left and "66bb02.0" not in left
+
+
+def test_a_q_file_that_could_not_be_written_back_is_quarantined(site: DmaSite) -> None:
+    """Under LOCALONLY, a Q file whose Sender line is longer than the C dma reads whole
+    (found by bench/fuzz.py: the run stopped with exit 70 on every try) is moved to the
+    quarantine, and the good item beside it is delivered in the same run."""
+    site.write_config("LOCALONLY\n", defer=False)
+    _write_cdma_item(site, "66cc01.0", b"a@x.example" * 100, b"r@remote.example")
+    _write_cdma_item(site, "66cc02.0", b"root@example.org", login_name().encode())
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr
+    assert len(_mbox_messages(site, login_name())) == 1
+    (left,) = site.queue()
+    assert left["id"] == "66cc01.0" and left["quarantined"]
