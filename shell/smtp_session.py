@@ -34,7 +34,7 @@ from dma.core.addresses import parse_envelope_address
 from dma.core.aliases import AliasTable
 from dma.core.cmdline import Invocation
 from dma.core.envelope import resolve_recipients
-from dma.core.errors import DmaError, IOFailure, SoftwareError, TempFailure
+from dma.core.errors import DmaError, IOFailure, NoInputError, SoftwareError, TempFailure
 from dma.core.smtp_server import (
     Closed,
     Event,
@@ -286,6 +286,9 @@ def run_session(
     Returns 0, or EX_TEMPFAIL when the input ended inside a mail transaction.  Raises
     IOFailure when stdout cannot be written.
     """
+    if stdin is None and sys.stdin is None:  # fd 0 was closed (the guard left it so)
+        raise NoInputError("cannot read SMTP commands from standard input: it is closed",
+                           hint="sendmail -bs speaks SMTP on stdin and stdout")
     if log is None:
         from dma.adapters.log import light_logger
 

@@ -321,3 +321,12 @@ def test_a_q_file_that_could_not_be_written_back_is_quarantined(site: DmaSite) -
     assert len(_mbox_messages(site, login_name())) == 1
     (left,) = site.queue()
     assert left["id"] == "66cc01.0" and left["quarantined"]
+
+
+def test_smtp_session_with_stdin_closed_is_refused_cleanly(site: DmaSite) -> None:
+    """`sendmail -bs <&-` exits 66 with one line, not a traceback or an internal error."""
+    argv = " ".join(f"'{w}'" for w in [*command("sendmail"), "-C", str(site.config), "-bs"])
+    done = subprocess.run(["sh", "-c", f"{argv} <&-"], capture_output=True, env=site.environ,
+                          timeout=60, check=False)
+    assert done.returncode == 66
+    assert done.stderr.count(b"\n") == 1 and b"it is closed" in done.stderr
