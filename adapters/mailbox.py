@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Literal
 
+from dma.adapters.file_kinds import file_kind
 from dma.core.dotlock import LOCK_READ_LIMIT, lock_content, lock_pid
 from dma.core.errors import CantCreateError, DmaError, TempFailure
 from dma.core.maildir import maildir_filename, with_size
@@ -438,7 +439,7 @@ def _existing_lock(
         raise _failure(exc, lock_path, "cannot look at lock file") from exc
     if not stat.S_ISREG(seen.st_mode):
         return "without", (
-            f"no dotlock: {lock_path} is {_file_kind(seen.st_mode)}, not a lock file"
+            f"no dotlock: {lock_path} is {file_kind(seen.st_mode)}, not a lock file"
             f" (left alone; remove it); {_KERNEL_LOCKS_ALONE}"
         )
     pinned = _open_lock(lock_path)
@@ -531,21 +532,6 @@ def _zombie(pid: int) -> bool:
         return False
     fields = line.rpartition(b")")[2].split()  # the command name may hold anything
     return bool(fields) and fields[0] in (b"Z", b"X")
-
-
-def _file_kind(mode: int) -> str:
-    """What a non-regular file is, for messages: "a directory", "a FIFO", ..."""
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "no regular file"
 
 
 def _remove_dotlock(dotlock: _Dotlock | None) -> None:

@@ -29,6 +29,7 @@ import os
 import stat
 from dataclasses import dataclass
 
+from dma.adapters.file_kinds import file_kind
 from dma.core.errors import CantCreateError, DataError, IOFailure, NoInputError, TempFailure
 from dma.core.queuefile import (
     MAX_QUEUE_FILE_OCTETS,
@@ -74,23 +75,6 @@ class DamagedItem(DataError):
             hint=_RELEASE_HINT.format(name=moved.name),
         )
         self.moved = moved
-
-
-def file_kind(mode: int) -> str | None:
-    """None for a regular file, else what the file is, for a reason line."""
-    if stat.S_ISREG(mode):
-        return None
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
 
 
 def _lstat_at(name: str, dir_fd: int) -> os.stat_result | None:

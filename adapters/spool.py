@@ -512,7 +512,7 @@ class Spool:
     def _message_state(self, item_id: str) -> int | str | None:
         """Octets of ``M<id>`` when it is a regular file, what it is instead (``a FIFO``...)
         when it is not, None when it does not exist."""
-        from dma.adapters.quarantine import file_kind
+        from dma.adapters.file_kinds import file_kind
 
         try:
             info = os.lstat(self.path("M" + item_id))
@@ -632,7 +632,7 @@ class Spool:
               ) -> QueueEntry | SpoolProblem | None:
         """One Q file of a listing: its entry, a problem, or None (incomplete, gone, or
         damaged and moved aside)."""
-        from dma.adapters.quarantine import file_kind
+        from dma.adapters.file_kinds import file_kind
         from dma.core.mailq import QueueEntry
 
         message = self._message_state(item_id)
@@ -722,7 +722,8 @@ class Spool:
         or M is not a regular file) is moved to the quarantine under the lock and
         DamagedItem (a DataError) is raised; IOFailure when it cannot be moved.
         """
-        from dma.adapters.quarantine import DamagedItem, file_kind
+        from dma.adapters.file_kinds import file_kind
+        from dma.adapters.quarantine import DamagedItem
 
         name = "Q" + item_id
         if item_id_from_filename(name) != item_id:
@@ -828,7 +829,7 @@ class Spool:
 
     def _odd_kind(self, name: str) -> str | None:
         """What ``name`` is when it is there and not a regular file."""
-        from dma.adapters.quarantine import file_kind
+        from dma.adapters.file_kinds import file_kind
 
         try:
             return file_kind(os.lstat(self.path(name)).st_mode)

@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass
 
 from dma.adapters import system
+from dma.adapters.file_kinds import file_kind
 from dma.core.config import Config, key_line, mailname_from_file, parse_config
 from dma.core.errors import CantCreateError, ConfigError, NoInputError
 
@@ -131,23 +132,6 @@ _MAILNAME_HINT = (
     "MAILNAME takes the mail name itself or the path of a regular file whose first line"
     " is it: fix the path, or write the name"
 )
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
-def _kind_of(mode: int) -> str:
-    """What a file that is not regular is, for an error message."""
-    for test, kind in _FILE_KINDS:
-        if test(mode):
-            return kind
-    return "not a regular file"
-
-
 def read_mailname_file(path: str, where: str) -> str | None:
     """The first line of the MAILNAME file ``path``, None when there is no such file.
 
@@ -174,7 +158,7 @@ def read_mailname_file(path: str, where: str) -> str | None:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
             raise ConfigError(
-                f"MAILNAME file {path} is {_kind_of(mode)}, not a regular file",
+                f"MAILNAME file {path} is {file_kind(mode)}, not a regular file",
                 where=where,
                 hint=_MAILNAME_HINT,
             )
