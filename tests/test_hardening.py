@@ -330,3 +330,27 @@ def test_smtp_session_with_stdin_closed_is_refused_cleanly(site: DmaSite) -> Non
                           timeout=60, check=False)
     assert done.returncode == 66
     assert done.stderr.count(b"\n") == 1 and b"it is closed" in done.stderr
+
+
+def test_latin1_recipient_goes_out_only_where_smtputf8_is_offered(
+    site: DmaSite, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """A Latin-1 recipient (a C dma Q file, or an alias in Latin-1) is refused for good by
+    our client when the server offers no SMTPUTF8 (never sent as 8-bit octets to a
+    7-bit server), and sent as its octets with SMTPUTF8 where it is offered."""
+    plain = scripted_sink(Script(extensions=("8BITMIME",)))
+    write_remote_config(site, plain.port)
+    _write_cdma_item(site, "66dd01.0", b"", b"r\xe9mi@example.org")
+    done = site.run(["-q", "-v"])
+    assert b"Traceback" not in done.stderr, done.stderr
+    assert b"5.6.7" in done.stderr
+    wire = b"".join(read for log in plain.connections for read in log.reads)
+    assert b"r\xe9mi" not in wire
+    assert site.queue() == []  # failed for good; the null sender's bounce is dropped
+    utf8 = scripted_sink(Script(extensions=("8BITMIME", "SMTPUTF8")))
+    write_remote_config(site, utf8.port)
+    _write_cdma_item(site, "66dd02.0", b"", b"r\xe9mi@example.org")
+    done = site.run(["-q"])
+    assert done.returncode == 0, done.stderr
+    wire = b"".join(read for log in utf8.connections for read in log.reads)
+    assert b"RCPT TO:<r\xe9mi@example.org>" in wire
