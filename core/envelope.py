@@ -160,6 +160,16 @@ def _check_shape(address: str) -> None:
         raise DataError(f"bad recipient address {address!r}", hint="write user or user@domain")
 
 
+def merge_recipients(*groups: Sequence[Recipient]) -> tuple[Recipient, ...]:
+    """The recipients of ``groups`` in order, each once by the one duplicate rule
+    (``_recipient_key``): command-line and ``-t`` recipients are merged with it."""
+    found: dict[tuple[bool, str], Recipient] = {}
+    for group in groups:
+        for recipient in group:
+            found.setdefault(_recipient_key(recipient), recipient)
+    return tuple(found.values())
+
+
 def _recipient_key(recipient: Recipient) -> tuple[bool, str]:
     """Duplicates: local names ignore case; remote addresses ignore the domain's case only."""
     if recipient.local:

@@ -18,7 +18,7 @@ from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, resolve_recipients
 from dma.core.errors import DmaError, NoUserError
 from dma.core.headers import make_message_id
-from dma.core.queuefile import QueueItem
+from dma.core.queuefile import QueueItem, make_item_id
 from dma.core.retry import after_temporary_failure
 from dma.core.routing import recipient_parts
 from dma.shell.outcomes import Outcome, failed
@@ -150,7 +150,7 @@ def _spool_bounce(claim: Claim, failures: list[Failure], settings: Settings,
         full=config.fullbounce,
     )
     items = [
-        QueueItem(id=f"{message_id}.{index:x}", sender="", recipient=target.address)
+        QueueItem(id=make_item_id(message_id, index), sender="", recipient=target.address)
         for index, target in enumerate(targets)
     ]
     with spool.begin() as writer, open(claim.message_path, "rb") as original:

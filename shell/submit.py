@@ -17,11 +17,11 @@ from dma.core.addresses import parse_envelope_address, parse_recipient_argument
 from dma.core.aliases import AliasTable, parse_aliases
 from dma.core.cmdline import Invocation, Mode
 from dma.core.dates import rfc5322_date
-from dma.core.envelope import Recipient, envelope_sender, resolve_recipients
+from dma.core.envelope import Recipient, envelope_sender, merge_recipients, resolve_recipients
 from dma.core.errors import CantCreateError, NoInputError
 from dma.core.headers import HeaderStep, Stamp, make_message_id, received_header
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
-from dma.core.queuefile import QueueItem
+from dma.core.queuefile import QueueItem, make_item_id
 from dma.shell.settings import Settings, read_text
 
 TYPE_CHECKING = False
@@ -68,16 +68,6 @@ def _check_auth_file(path: str) -> None:
     text = read_text(path, "auth file", "fix its permissions or the AUTHPATH setting")
     if text is not None:
         parse_auth(text, path)
-
-
-def _merge(first: tuple[Recipient, ...], second: tuple[Recipient, ...]) -> tuple[Recipient, ...]:
-    seen = {r.address.lower() for r in first}
-    merged = list(first)
-    for recipient in second:
-        if recipient.address.lower() not in seen:
-            seen.add(recipient.address.lower())
-            merged.append(recipient)
-    return tuple(merged)
 
 
 def submit(
@@ -155,7 +145,7 @@ def submit(
             if invocation.headers_recipients:
                 for address in step.recipients:
                     parse_envelope_address(address)
-                recipients = _merge(recipients, resolve(step.recipients))
+                recipients = merge_recipients(recipients, resolve(step.recipients))
             if not recipients:
                 raise NoInputError(
                     "no recipients from headers" if invocation.headers_recipients
@@ -164,7 +154,8 @@ def submit(
                 )
             items = [
                 QueueItem(
-                    id=f"{message_id}.{index:x}", sender=sender, recipient=recipient.address,
+                    id=make_item_id(message_id, index), sender=sender,
+                    recipient=recipient.address,
                     dsn_notify=invocation.dsn_notify, dsn_ret=invocation.dsn_ret,
                     dsn_envid=invocation.dsn_envid,
                 )

@@ -572,3 +572,16 @@ def test_q_cleans_old_orphans_and_keeps_the_rest(site: DmaSite) -> None:
     assert done.returncode == 0, done.stderr
     assert site.spool_names() == {f"Q{item_id}", f"M{item_id}", *young}
     assert [i["id"] for i in site.queue()] == [item_id]
+
+
+def test_one_duplicate_rule_for_arguments_and_headers(site: DmaSite) -> None:
+    """Recipients are de-duplicated by one rule whether they come from arguments or from
+    -t headers: a remote local part keeps its case (Bob@ and bob@ are two mailboxes,
+    RFC 5321), a local name and a domain do not."""
+    user = login_name()
+    both = site.send(["Bob@example.org", "bob@EXAMPLE.org", user, user.upper()],
+                     b"Subject: args\n\nx\n")
+    mixed = site.send(["-t", "bob@example.org", user],
+                      f"To: Bob@example.org, bob@Example.ORG, {user.upper()}\n"
+                      "Subject: -t\n\nx\n".encode())
+    assert len(both) == len(mixed) == 3
