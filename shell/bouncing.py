@@ -18,10 +18,10 @@ from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, resolve_recipients
 from dma.core.errors import DmaError, NoUserError
 from dma.core.headers import make_message_id
+from dma.core.outcomes import Outcome, failed
 from dma.core.queuefile import QueueItem, make_item_id
 from dma.core.retry import after_temporary_failure
 from dma.core.routing import recipient_parts
-from dma.shell.outcomes import Outcome, failed
 from dma.shell.settings import Settings
 
 

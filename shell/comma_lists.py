@@ -16,8 +16,8 @@ from typing import Any
 
 from dma.adapters.spool import Claim
 from dma.core.errors import DmaError
+from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.routing import join_recipient_parts, recipient_parts
-from dma.shell.outcomes import Outcome, deferred, delivered, failed
 from dma.shell.queue_run import Report
 
 PART = "/"

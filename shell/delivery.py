@@ -38,22 +38,13 @@ def _logger(invocation: Invocation, *, stderr: bool) -> Any:
     return structlog_logger()
 
 
-def remote_delivery(settings: Settings, log: Any, invocation: Invocation) -> Any:
-    """The remote delivery function, when this version has one."""
-    try:
-        from dma.shell.remote import RemoteDelivery
-    except ImportError:
-        return None
-    return RemoteDelivery(settings, log, verbose=invocation.verbose)
-
-
 def deliver_now(invocation: Invocation, settings: Settings, item_ids: Sequence[str],
                 *, stderr: bool) -> int:
     """Deliver these items in this process; the exit status says how it went."""
     from dma.shell.queue_run import QueueRun
 
     log = _logger(invocation, stderr=stderr)
-    run = QueueRun(settings, log, remote=remote_delivery(settings, log, invocation))
+    run = QueueRun(settings, log, verbose=invocation.verbose)
     return run.run(item_ids).exit_code()
 
 

@@ -15,7 +15,7 @@ from dma.adapters import system
 from dma.adapters.mailbox import INTENT_DIR, MailboxLocked, deliver
 from dma.adapters.spool import Claim
 from dma.core.errors import DmaError
-from dma.shell.outcomes import Outcome, deferred, delivered
+from dma.core.outcomes import Outcome, deferred, delivered
 from dma.shell.settings import Settings
 
 LOCK_TIMEOUT = 60.0

@@ -183,14 +183,13 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
     """
     from dma.adapters.log import configure_structlog, structlog_logger
     from dma.adapters.quarantine import DamagedItem
-    from dma.shell.delivery import remote_delivery
-    from dma.shell.outcomes import failed
+    from dma.core.outcomes import failed
     from dma.shell.queue_run import QueueRun
 
     chosen = _chosen_items(settings, invocation)
     configure_structlog(invocation.syslog_tag, stderr=True)
     log = structlog_logger()
-    run = QueueRun(settings, log, remote=remote_delivery(settings, log, invocation))
+    run = QueueRun(settings, log, verbose=invocation.verbose)
     reason = f"returned to the sender by the mail administrator (uid {os.getuid()})"
     busy = 0
     damaged = 0

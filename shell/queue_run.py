@@ -19,11 +19,11 @@ from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
 from dma.core.envelope import local_name
 from dma.core.errors import DmaError
+from dma.core.outcomes import Outcome, deferred, failed
 from dma.core.queuefile import QueueItem
 from dma.core.retry import after_temporary_failure, is_expired
 from dma.core.routing import recipient_parts
 from dma.shell.guard import describe
-from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.settings import Settings
 
 MAX_CLAIM_BATCH = 5000
@@ -31,7 +31,7 @@ MAX_OPEN_FILES = 2 * MAX_CLAIM_BATCH + 64
 RESERVED_DESCRIPTORS = 32
 
 Report = Callable[[str, Outcome], None]
-RemoteDelivery = Callable[[Sequence[Claim], Report], dict[str, Outcome]]
+DeliverRemote = Callable[[Sequence[Claim], Report], dict[str, Outcome]]
 
 
 @dataclass
@@ -90,12 +90,14 @@ class QueueRun:
     """One pass over some items of one spool."""
 
     def __init__(
-        self, settings: Settings, log: Any, *, remote: RemoteDelivery | None = None
+        self, settings: Settings, log: Any, *, remote: DeliverRemote | None = None,
+        verbose: bool = False,
     ) -> None:
         self.settings = settings
         self.spool = Spool(settings.config.spooldir)
         self.log = log
-        self.remote = remote
+        self.remote = remote  # made on first use: a local-only run never loads it
+        self.verbose = verbose
         self.summary = RunSummary()
         self.followups: list[str] = []
         self.busy_mailboxes: set[str] = set()
@@ -184,11 +186,9 @@ class QueueRun:
                     "remote delivery is disabled on this host (LOCALONLY)", "5.3.2"))
             return
         if self.remote is None:
-            for claim in claims:
-                self.log.info("remote delivery not available in this version; stays queued",
-                              id=claim.item.id, to=claim.item.recipient)
-                self.summary.skipped += 1
-            return
+            from dma.shell.remote import RemoteDelivery
+
+            self.remote = RemoteDelivery(self.settings, self.log, verbose=self.verbose)
         by_id = {claim.item.id: claim for claim in claims}
         finished: set[str] = set()
         lock = threading.Lock()

@@ -26,6 +26,7 @@ from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
 from dma.core.errors import DmaError
 from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, LeaveHost, SkipHost
+from dma.core.outcomes import Outcome, deferred, failed
 from dma.core.routing import (
     DnsOutcome,
     DnsPermanent,
@@ -37,7 +38,6 @@ from dma.core.routing import (
 )
 from dma.core.transport import QueuedRecipient, plan_transactions
 from dma.shell.comma_lists import ItemOutcomes, Work
-from dma.shell.outcomes import Outcome, deferred, failed
 from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
 from dma.shell.queue_run import Report, is_local
 from dma.shell.settings import Settings, read_text

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from dma.adapters import net
 from dma.core.errors import DmaError, IOFailure
 from dma.core.hop_attempts import SessionResult
+from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.routing import NextHop, Target
 from dma.core.smtp import (
     Closed,
@@ -37,7 +38,6 @@ from dma.core.smtp import (
     Outcome as SmtpOutcome,
 )
 from dma.core.transport import Security, security_for
-from dma.shell.outcomes import Outcome, deferred, delivered, failed
 from dma.shell.outgoing_message import (
     OutgoingMessage,
     logged_ids,
