@@ -18,7 +18,16 @@ from dma.core.octets import printable
 
 TYPE_CHECKING = False  # not typing's: a submission need not import typing
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Protocol
+
+    class Logger(Protocol):
+        """What the workflows log through: structlog's bound logger or ``LightLogger``."""
+
+        def bind(self, **values: Any) -> Logger: ...
+        def debug(self, event: str, **values: Any) -> Any: ...
+        def info(self, event: str, **values: Any) -> Any: ...
+        def warning(self, event: str, **values: Any) -> Any: ...
+        def error(self, event: str, **values: Any) -> Any: ...
 
     EventDict = MutableMapping[str, Any]
     Processor = Callable[[Any, str, EventDict], Any]

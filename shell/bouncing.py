@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
@@ -24,8 +24,11 @@ from dma.core.retry import after_temporary_failure
 from dma.core.routing import recipient_parts
 from dma.shell.settings import Settings
 
+if TYPE_CHECKING:
+    from dma.adapters.log import Logger
 
-def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list[str] | None:
+
+def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Logger) -> list[str] | None:
     """Spool a bounce for ``claim`` and delete it; return the bounce's item ids.
 
     Returns None when the bounce could not be made (the original then stays queued).
@@ -52,7 +55,7 @@ def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Any) -> list
     return new_ids
 
 
-def bounce_parts(claim: Claim, outcome: Outcome, settings: Settings, log: Any
+def bounce_parts(claim: Claim, outcome: Outcome, settings: Settings, log: Logger
                  ) -> list[str] | None:
     """Bounce the addresses of a comma-list item that failed for good; keep the item.
 
@@ -100,7 +103,7 @@ POSTMASTERS = ("postmaster", "root")
 """Who gets a bounce whose sender is a local name that is no user (any more), in order."""
 
 
-def _bounce_targets(sender: str, settings: Settings, log: Any) -> tuple[Recipient, ...]:
+def _bounce_targets(sender: str, settings: Settings, log: Logger) -> tuple[Recipient, ...]:
     """The sender's final recipients; for a local sender that is neither alias nor user
     (deleted since), the postmaster's, so the report reaches someone and the original
     does not wait in the queue for ever.  Raises when nobody can have it."""
@@ -130,7 +133,7 @@ def _bounce_targets(sender: str, settings: Settings, log: Any) -> tuple[Recipien
 
 
 def _spool_bounce(claim: Claim, failures: list[Failure], settings: Settings,
-                  log: Any) -> list[str]:
+                  log: Logger) -> list[str]:
     item = claim.item
     config = settings.config
     targets = _bounce_targets(item.sender, settings, log)

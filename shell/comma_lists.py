@@ -12,13 +12,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dma.adapters.spool import Claim
 from dma.core.errors import DmaError
 from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.routing import join_recipient_parts, recipient_parts
 from dma.shell.queue_run import Report
+
+if TYPE_CHECKING:
+    from dma.adapters.log import Logger
 
 PART = "/"
 """Joins an item id and a part number: the work id of one address of a comma list."""
@@ -76,7 +79,7 @@ class ItemOutcomes:
     over different hops at once.
     """
 
-    def __init__(self, log: Any, report: Report | None) -> None:
+    def __init__(self, log: Logger, report: Report | None) -> None:
         self.log = log
         self.report = report
         self.outcomes: dict[str, Outcome] = {}

@@ -16,13 +16,13 @@ from dma.shell.settings import Settings
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
 
+    from dma.adapters.log import Logger
     from dma.adapters.quarantine import Quarantined
     from dma.core.mailq import QuarantinedEntry
 
 
-def report_quarantined(log: Any, moved: Quarantined) -> None:
+def report_quarantined(log: Logger, moved: Quarantined) -> None:
     """The one log line for a damaged item moved to the quarantine (SPEC 4)."""
     log.error("damaged; moved to the quarantine", id=moved.item_id, reason=moved.reason,
               path=moved.path, release=f"dma -Qr {moved.name}")

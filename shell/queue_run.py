@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
@@ -25,6 +25,9 @@ from dma.core.retry import after_temporary_failure, is_expired
 from dma.core.routing import recipient_parts
 from dma.shell.guard import describe
 from dma.shell.settings import Settings
+
+if TYPE_CHECKING:
+    from dma.adapters.log import Logger
 
 MAX_CLAIM_BATCH = 5000
 MAX_OPEN_FILES = 2 * MAX_CLAIM_BATCH + 64
@@ -90,7 +93,7 @@ class QueueRun:
     """One pass over some items of one spool."""
 
     def __init__(
-        self, settings: Settings, log: Any, *, remote: DeliverRemote | None = None,
+        self, settings: Settings, log: Logger, *, remote: DeliverRemote | None = None,
         verbose: bool = False,
     ) -> None:
         self.settings = settings

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dma.adapters.hosts import system_smarthost_targets
 from dma.adapters.slots import Slot, SlotError, Slots
@@ -45,12 +45,13 @@ from dma.shell.smtp_connection import SmtpDriver
 
 if TYPE_CHECKING:
     from dma.adapters.dns import Resolver as DnsResolver
+    from dma.adapters.log import Logger
 
 
 class RemoteDelivery:
     """Deliver claimed remote items; return an outcome per item id."""
 
-    def __init__(self, settings: Settings, log: Any, *, verbose: bool = False) -> None:
+    def __init__(self, settings: Settings, log: Logger, *, verbose: bool = False) -> None:
         self.settings = settings
         self.config = settings.config
         self.log = log

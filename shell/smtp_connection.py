@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from dma.adapters import net
 from dma.core.errors import DmaError, IOFailure
@@ -46,6 +46,9 @@ from dma.shell.outgoing_message import (
     narrowed,
 )
 from dma.shell.settings import Settings
+
+if TYPE_CHECKING:
+    from dma.adapters.log import Logger
 
 CONNECT_TIMEOUT = 30.0
 FINAL_DOT_FACTOR = 2.0  # RFC 5321 4.5.3.2: 10 minutes for the final dot, 5 for the rest
@@ -99,7 +102,7 @@ def _verified(info: net.TlsInfo) -> str:
 class SmtpDriver:
     """Deliver what one connection to one address can; the SMTP itself is core's."""
 
-    def __init__(self, settings: Settings, log: Any, settle: Settle, *,
+    def __init__(self, settings: Settings, log: Logger, settle: Settle, *,
                  verbose: bool = False) -> None:
         self.settings = settings
         self.config = settings.config

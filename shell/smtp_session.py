@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from dma.adapters import system
 from dma.core import sysexits
@@ -52,6 +52,9 @@ from dma.core.smtp_server import (
     recipient_refusal,
 )
 from dma.shell.settings import Settings
+
+if TYPE_CHECKING:
+    from dma.adapters.log import Logger
 
 READ_OCTETS = 64 * 1024
 BARE_LF_DOTS = (
@@ -154,7 +157,7 @@ class _Session:
     """One -bs session: answers the machine's questions and submits its messages."""
 
     def __init__(
-        self, invocation: Invocation, settings: Settings, log: Any, channel: _Channel,
+        self, invocation: Invocation, settings: Settings, log: Logger, channel: _Channel,
         server: SmtpServer,
     ) -> None:
         self._invocation = invocation
@@ -279,7 +282,7 @@ def run_session(
     *,
     stdin: BinaryIO | None = None,
     stdout: BinaryIO | None = None,
-    log: Any = None,
+    log: Logger | None = None,
 ) -> int:
     """Speak SMTP on ``stdin``/``stdout`` (default: the process's) until QUIT or end of input.
 

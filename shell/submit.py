@@ -26,7 +26,9 @@ from dma.shell.settings import Settings, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, BinaryIO
+    from typing import BinaryIO
+
+    from dma.adapters.log import Logger
 
 CHUNK = 64 * 1024
 
@@ -73,7 +75,7 @@ def _check_auth_file(path: str) -> None:
 def submit(
     invocation: Invocation,
     settings: Settings,
-    log: Any,
+    log: Logger,
     chunks: Iterable[bytes] | None = None,
 ) -> list[str]:
     """Spool one message read from ``chunks`` (default: stdin); return the new item ids.
