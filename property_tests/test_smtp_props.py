@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 
 from dma.core.errors import DmaError
 from dma.core.smtp import (
+    _HANDLERS,
+    CALLS,
     TRANSITIONS,
+    Action,
+    Call,
     Closed,
     Envelope,
     Event,
@@ -348,6 +352,164 @@ def test_receive_data_in_tls_handshake_is_a_local_error() -> None:
     assert isinstance(drain(client)[0], StartTls)
     with pytest.raises(LocalProtocolError):
         client.receive_data(b"250 ok\r\n")
+
+
+
+# --- every state meets every call of the driver, and the tables themselves ------------------
+
+_PIPELINING_EHLO = b"250-mx\r\n250 PIPELINING\r\n"
+
+
+def reach_any(state: State, *, pipelining: bool = False) -> SmtpClient:
+    """A client sitting in ``state``: the REACH states, and the handshake, FAILED and CLOSED."""
+    if pipelining:
+        client = SmtpClient(SessionPolicy("c", "no", False))
+        client.receive_data(_G + _PIPELINING_EHLO)
+        drain(client)
+        client.send_message(ENV)
+        client.receive_data(b"250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n")
+        drain(client)
+        list(client.send_data_lines([b"x\n"]))
+    elif state is State.TLS_HANDSHAKE:
+        client = reach(State.STARTTLS)
+        client.receive_data(b"220 go\r\n")
+        drain(client)
+    elif state in (State.FAILED, State.CLOSED):
+        client = reach(State.READY)
+        client.receive_data(b"421 bye\r\n")
+        drain(client)
+        if state is State.CLOSED:
+            client.quit()
+    else:
+        client = reach(state)
+    assert client.state is state
+    return client
+
+
+def make_call(client: SmtpClient, call: Call) -> None:
+    """Make ``call`` the way a driver would (the stream's conditions through receive_data)."""
+    if call is Call.RECEIVE_DATA:
+        client.receive_data(b"250 ok\r\n")
+    elif call is Call.SEND_MESSAGE:
+        client.send_message(ENV)
+    elif call in (Call.SEND_DATA, Call.END_OF_DATA):
+        list(client.send_data_lines([b"x\n", b".\n"]))
+    elif call is Call.TLS_ESTABLISHED:
+        client.tls_established()
+    elif call is Call.QUIT:
+        client.quit()
+    elif call is Call.END_OF_STREAM:
+        client.receive_data(b"")
+    else:
+        client.receive_data(b"no reply\r\n")
+
+
+def _targets_of(state: State, call: Call) -> frozenset[State]:
+    """Where the table lets ``call`` lead from ``state`` (the data: SEND_DATA, then its end)."""
+    targets = CALLS.get((state, call), frozenset())
+    if call in (Call.SEND_DATA, Call.END_OF_DATA):
+        targets = CALLS.get((state, Call.SEND_DATA), frozenset()) | CALLS.get(
+            (state, Call.END_OF_DATA), frozenset()
+        )
+    return targets
+
+
+_ALL_REACHABLE = [*REACH, State.TLS_HANDSHAKE, State.FAILED, State.CLOSED]
+
+
+@pytest.mark.parametrize("pipelining", [False, True])
+@pytest.mark.parametrize("state", _ALL_REACHABLE)
+@pytest.mark.parametrize("call", list(Call))
+def test_every_state_meets_every_call(state: State, call: Call, pipelining: bool) -> None:
+    """Each (state, driver call) moves where CALLS allows, or raises LocalProtocolError and
+    changes nothing; a call the table does not list is always refused."""
+    if pipelining and state is not State.DATA_END:
+        return
+    client = reach_any(state, pipelining=pipelining)
+    try:
+        make_call(client, call)
+    except DmaError as error:
+        assert type(error) is LocalProtocolError, error
+        assert client.state is state
+        return
+    moved = client.state
+    if call in (Call.RECEIVE_DATA, Call.END_OF_STREAM, Call.BAD_REPLY):
+        assert (state, Call.RECEIVE_DATA) in CALLS
+        assert moved is state  # receive_data only buffers: the move comes with next_event
+        events = drain(client)
+        reading = state not in (State.TLS_HANDSHAKE, State.FAILED, State.CLOSED)
+        if call is Call.RECEIVE_DATA or not reading:
+            transition = TRANSITIONS.get((state, ReplyKind.POSITIVE))
+            allowed = transition.targets if transition and reading else frozenset({State.FAILED})
+            assert client.state in allowed | {state}
+        else:
+            assert client.state in CALLS[(state, call)]
+            if client.state is State.FAILED:
+                assert [e for e in events if isinstance(e, SessionFailed)]
+        return
+    assert moved in _targets_of(state, call)  # empty when the table does not list the call
+
+
+def test_table_is_consistent() -> None:
+    """Every action has a handler, every entry leads somewhere, every state that is not
+    terminal has a way on, and CLOSED is reachable from every state."""
+    assert set(_HANDLERS) == set(Action)
+    assert {t.action for t in TRANSITIONS.values()} | {Action.UNEXPECTED} == set(Action)
+    edges: dict[State, set[State]] = {state: set() for state in State}
+    for (state, kind), transition in TRANSITIONS.items():
+        assert isinstance(state, State) and isinstance(kind, ReplyKind)
+        assert transition.targets and all(isinstance(t, State) for t in transition.targets)
+        edges[state] |= transition.targets
+    for (state, call), targets in CALLS.items():
+        assert isinstance(call, Call)
+        assert targets and all(isinstance(t, State) for t in targets)
+        edges[state] |= targets
+    for state in State:
+        if state is not State.CLOSED:
+            assert edges[state] - {state}, f"{state.name} has no way on"
+    assert edges[State.CLOSED] <= {State.CLOSED}
+    for state in State:  # CLOSED is reachable from everywhere
+        seen, todo = {state}, [state]
+        while todo:
+            for nxt in edges[todo.pop()] - seen:
+                seen.add(nxt)
+                todo.append(nxt)
+        assert State.CLOSED in seen, state.name
+    assert {call for _, call in CALLS} == set(Call)
+
+
+_steps = st.lists(
+    st.one_of(
+        st.sampled_from(list(Call)),
+        st.sampled_from([b"220 hi\r\n", b"250 ok\r\n", b"354 go\r\n", b"421 bye\r\n",
+                         b"450 later\r\n", b"550 no\r\n", b"334 VXNlcg==\r\n",
+                         _PIPELINING_EHLO, _E]),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(policies, _steps)
+def test_any_sequence_of_calls_and_replies_raises_only_our_error(
+    policy: SessionPolicy, steps: list[Call | bytes]
+) -> None:
+    """Any order of driver calls and replies: every change follows the tables (else the
+    machine's own check raises SoftwareError), nothing raises but LocalProtocolError, and no
+    byte waits in the outbox between steps."""
+    client = SmtpClient(policy)
+    for step in steps:
+        before = client.state
+        try:
+            if isinstance(step, bytes):
+                client.receive_data(step)
+            else:
+                make_call(client, step)
+            drain(client)
+        except DmaError as error:
+            assert type(error) is LocalProtocolError, error
+            assert client.state is before
+        assert not client._outbox
 
 
 # --- the reply parser -------------------------------------------------------------------
