@@ -18,6 +18,7 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 import secrets
 import socket
 import stat
@@ -42,6 +43,11 @@ from dma.core.mbox import (
 
 MAILBOX_MODE = 0o600
 INTENT_DIR = ".mbox-intents"
+# A separator line anywhere: "From <sender> <ctime>", as mbox writers put it.
+_GLUED_SEPARATOR = re.compile(
+    rb"From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) (?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct"
+    rb"|Nov|Dec) [ \d]\d \d\d:\d\d(?::\d\d)? ")
+_SEPARATOR_TAIL = 600  # octets kept between chunks: a separator's sender fits in it
 """Where, under the spool, an mbox append announces itself (see ``AppendIntent``)."""
 _INTENT_READ_LIMIT = 4096
 DOTLOCK_MODE = 0o644
@@ -606,7 +612,10 @@ def _append(fd: int, path: str, record: Iterable[bytes], head: bytes,
     old_length = os.fstat(fd).st_size
     if intent is not None:
         info = os.fstat(fd)
-        _write_intent(intent, AppendIntent(info.st_dev, info.st_ino, old_length, head))
+        try:
+            _write_intent(intent, AppendIntent(info.st_dev, info.st_ino, old_length, head))
+        except OSError:  # a full or unwritable spool: append without it, as without a spool
+            intent = None
     try:
         chunks = iter(record)
         next(chunks)  # the separator line, which ``head`` holds
@@ -658,7 +667,7 @@ def _write_intent(path: str, intent: AppendIntent) -> None:
 def _remove_intent(path: str) -> None:
     try:
         os.unlink(path)
-    except FileNotFoundError:
+    except OSError:  # gone already, or no file of ours: the next writer judges it again
         pass
 
 
@@ -669,10 +678,12 @@ def _undo_interrupted(fd: int, intent_path: str | None) -> str:
         return ""
     try:
         intent_fd = os.open(intent_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
+    except OSError:  # none (the usual case), or nothing we can read: nothing to undo
         return ""
     try:
         intent = parse_intent(os.read(intent_fd, _INTENT_READ_LIMIT))
+    except OSError:
+        intent = None
     finally:
         os.close(intent_fd)
     note = ""
@@ -692,17 +703,19 @@ def _undo_interrupted(fd: int, intent_path: str | None) -> str:
 
 
 def _separator_after(fd: int, start: int, end: int) -> bool:
-    """True when a line starting ``From `` begins between ``start`` (a line start) and
-    ``end``: a record that is not the interrupted one."""
+    """True when another record may begin between ``start`` (a line start) and ``end``:
+    a line starting ``From ``, or a separator line glued to the cut text by a writer
+    that appends without a newline first (``cat >>``): then the cut one must stay."""
     carry = b"\n"
     position = start
     while position < end:
         chunk = os.pread(fd, min(_CHUNK * 16, end - position), position)
         if not chunk:
             break
-        if b"\nFrom " in carry + chunk:
+        window = carry + chunk
+        if b"\nFrom " in window or _GLUED_SEPARATOR.search(window):
             return True
-        carry = (carry + chunk)[-5:]
+        carry = window[-_SEPARATOR_TAIL:]
         position += len(chunk)
     return False
 

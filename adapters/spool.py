@@ -117,7 +117,12 @@ class SpoolWriter:
         self.close()
 
     def close(self) -> None:
-        """Close the file and, unless committed, remove it."""
+        """Close the file and, unless committed, remove it.
+
+        Never raises: this runs after a commit too (the long-line path commits a second
+        temp file), when an error would tell the caller that nothing was queued; a temp
+        file left behind is removed by the queue run's clean-up.
+        """
         try:
             self.file.close()
         except OSError:
@@ -125,7 +130,7 @@ class SpoolWriter:
         if not self.committed:
             try:
                 os.unlink(self.path)
-            except FileNotFoundError:
+            except OSError:
                 pass
 
 

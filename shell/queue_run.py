@@ -188,10 +188,6 @@ class QueueRun:
                 self._finish_safely(claim, failed(
                     "remote delivery is disabled on this host (LOCALONLY)", "5.3.2"))
             return
-        if self.remote is None:
-            from dma.shell.remote import RemoteDelivery
-
-            self.remote = RemoteDelivery(self.settings, self.log, verbose=self.verbose)
         by_id = {claim.item.id: claim for claim in claims}
         finished: set[str] = set()
         lock = threading.Lock()
@@ -206,8 +202,8 @@ class QueueRun:
 
         try:
             try:
-                outcomes = self.remote(claims, report)
-            except Exception as error:  # a bug in remote delivery: every open item keeps it
+                outcomes = self._remote()(claims, report)
+            except Exception as error:  # auth.conf unreadable, or a bug: every open item keeps it
                 outcomes = {claim.item.id: self._crashed(claim.item.id, error)
                             for claim in claims}
             for claim in claims:
@@ -219,6 +215,15 @@ class QueueRun:
                 self._finish_safely(claim, outcome, sync=False)
         finally:
             self.spool.sync_directory()
+
+    def _remote(self) -> DeliverRemote:
+        """The remote delivery, made on first use (it reads auth.conf: its errors are the
+        items' errors, recorded in each, not the run's)."""
+        if self.remote is None:
+            from dma.shell.remote import RemoteDelivery
+
+            self.remote = RemoteDelivery(self.settings, self.log, verbose=self.verbose)
+        return self.remote
 
     def deliver_local(self, claim: Claim, user: str) -> Outcome:
         from dma.shell.local import deliver_local

@@ -115,3 +115,28 @@ def test_sigkill_inside_a_real_append_leaves_one_whole_message(site: DmaSite) ->
     (message,) = _messages(box)
     assert message.endswith(body)
     assert site.queue() == []
+
+
+def test_a_separator_glued_to_the_cut_text_keeps_everything(tmp_path: Path) -> None:
+    """A program that appends without a newline first (`cat >>`) glues its separator to
+    the cut line: that is another record, so nothing is cut (review finding)."""
+    box, intents = tmp_path / "bob", tmp_path / "intents"
+    foreign = b"From c@x Mon Jan  1 00:00:00 2024\nSubject: FOREIGN\n\nimportant\n\n"
+    _dead_writer(box, intents, from_line("x@y", MOMENT) + b"Subject: two\n\npartial li" + foreign)
+    before = box.read_bytes()
+    local.deliver(str(box), io.BytesIO(b"Subject: new\n\nwhole\n"), "n@m", MOMENT,
+                  intent_dir=str(intents))
+    assert box.read_bytes().startswith(before)
+
+
+def test_an_intent_that_cannot_be_written_does_not_stop_delivery(tmp_path: Path) -> None:
+    """When the intent directory cannot be written (a full or read-only spool; here a
+    file stands where the directory should be), the message is appended all the same."""
+    box, intents = tmp_path / "bob", tmp_path / "intents"
+    intents.mkdir()
+    path = local._intent_path(str(intents), str(box))
+    assert path is not None
+    os.mkdir(path)  # the intent's own name is taken by a directory: open() fails
+    local.deliver(str(box), io.BytesIO(b"Subject: a\n\nb\n"), "a@b", MOMENT,
+                  intent_dir=str(intents))
+    assert b"Subject: a" in box.read_bytes()
