@@ -212,7 +212,8 @@ class Quarantine:
         An interrupted move left a directory holding some of the item's files (the
         very inodes, for hard links) and lacking the others: it is taken again.  A
         directory holding another file under one of the item's names belongs to an
-        earlier item of the same id: the next name is tried.
+        earlier item of the same id, and one whose reason names another item (``abc-2``
+        made for a second ``abc``) is that item's: the next name is tried.
         """
         for number in range(1, _MAX_NAMES + 1):
             name = item_id if number == 1 else f"{item_id}-{number}"
@@ -224,8 +225,11 @@ class Quarantine:
                 fd = _open_dir(name, top)
             except OSError:
                 continue  # a file or a link where a directory should be: not ours
-            if all(_lstat_at(n, fd) is None or _same(_lstat_at(n, fd), info)
-                   for n, info in present.items()):
+            owner = _reason_fields(
+                _read_bounded(REASON_FILE, fd, MAX_REASON_OCTETS)).get("Item", item_id)
+            if owner == item_id and all(
+                    _lstat_at(n, fd) is None or _same(_lstat_at(n, fd), info)
+                    for n, info in present.items()):
                 return name, fd
             os.close(fd)
         raise OSError(errno.EEXIST, f"{_MAX_NAMES} quarantined items are named {item_id}")

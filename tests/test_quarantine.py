@@ -296,3 +296,25 @@ def test_mailq_lists_the_queue_when_the_quarantine_is_unreadable(site: DmaSite) 
     assert done.returncode == 0
     assert f"ID\t: {item_id}\n".encode() in done.stdout
     assert b"mailq: cannot open the quarantine" in done.stderr
+
+
+def test_an_item_named_like_a_second_directory_gets_its_own(site: DmaSite) -> None:
+    """Two damaged items with the id abc fill quarantine/abc and quarantine/abc-2; a
+    third item whose real id is abc-2 gets a directory of its own instead of sharing
+    abc-2 (review finding): all three are listed, each with its reason."""
+    site.spool.mkdir(exist_ok=True)
+
+    def damaged(item_id: str) -> None:
+        (site.spool / f"Q{item_id}").write_bytes(b"garbage without a colon\n")
+        (site.spool / f"M{item_id}").write_bytes(message(item_id))
+        assert site.run(["-bp"]).returncode == 0  # the listing moves it aside
+
+    damaged("abc")
+    damaged("abc")
+    damaged("abc-2")
+    directories = sorted(os.listdir(site.spool / "quarantine"))
+    assert len([d for d in directories if d.startswith("abc")]) == 3
+    for directory in directories:
+        reason = (site.spool / "quarantine" / directory / "reason").read_text()
+        expected = "abc-2" if directory.startswith("abc-2-") else "abc"
+        assert f"Item: {expected}\n" in reason, (directory, reason)
