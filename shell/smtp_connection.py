@@ -13,7 +13,7 @@ import dataclasses
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from dma.adapters import net
 from dma.core.errors import DmaError, IOFailure
@@ -148,8 +148,7 @@ class SmtpDriver:
         self, hop: NextHop, target: Target, address: str, messages: list[OutgoingMessage],
         credentials: tuple[str, str] | None, security: Security, *, fallback: bool = False,
     ) -> SessionResult | _HandshakeFailed:
-        """One connection: connect, talk, close."""
-        tls = self._tls_policy(hop, target, security.verify)
+        """One connection: connect, talk (``_Conversation``), close."""
         host = f"{target.name} [{address}]:{hop.port}"
         timeout = float(self.config.timeout)
         ids = message_ids(messages)
@@ -160,6 +159,7 @@ class SmtpDriver:
         self.log.info("trying remote delivery", id=ids, host=target.name, address=address,
                       port=hop.port, preference=target.preference, tls=mode,
                       verification=_verification(security))
+        tls = self._tls_policy(hop, target, security.verify)
         try:
             connection = net.connect(
                 address, hop.port, host_name=target.name,
@@ -176,130 +176,8 @@ class SmtpDriver:
             credentials=credentials,
             insecure=self.config.insecure,
         ))
-        outcomes: dict[str, Outcome] = {}
-        retry: dict[str, Outcome] = {}
-        queue = list(messages)
-        inflight: list[OutgoingMessage] = []  # sent, MessageDone not yet seen; [0] is current
-        failure: str | None = None
-        auth_failure: Literal["refused", "unusable"] | None = None
-        try:
-            while True:
-                event = client.next_event()
-                if event is None:
-                    wait = timeout * FINAL_DOT_FACTOR if client.awaits_final_reply else timeout
-                    data = connection.receive(timeout=wait)
-                    self._trace("<<<", data)
-                    client.receive_data(data)
-                elif isinstance(event, Transmit):
-                    self._trace(">>>", "\r\n".join(event.commands).encode())
-                    connection.send(event.data)
-                elif isinstance(event, StartTls):
-                    try:
-                        info = connection.start_tls(tls)
-                    except net.TlsHandshakeFailed as broken:
-                        if security.starttls != "opportunistic":
-                            raise
-                        # nothing was in flight: STARTTLS comes before any message
-                        return _HandshakeFailed(str(broken))
-                    self.log.info("TLS started", id=ids, host=host, version=info.version,
-                                  cipher=info.cipher, verification=_verified(info))
-                    connection.send(client.tls_established())
-                elif isinstance(event, Ready):
-                    for notice in event.notices:
-                        self.log.info(notice, id=ids, host=host)
-                    if connection.tls is not None and security.implicit_tls:
-                        self.log.info("TLS on connect", id=ids, host=host,
-                                      version=connection.tls.version,
-                                      cipher=connection.tls.cipher,
-                                      verification=_verified(connection.tls))
-                    self._next(client, connection, queue, inflight)
-                elif isinstance(event, ReadyForData) and inflight:
-                    body = inflight[0].body
-                    if body is not None:
-                        for chunk in client.send_data_lines((body,)):
-                            connection.send(chunk)
-                    else:
-                        with open(inflight[0].path, "rb") as handle:
-                            chunks = iter(lambda: handle.read(1 << 16), b"")
-                            for chunk in client.send_data_lines(chunks):
-                                connection.send(chunk)
-                    self._trace(">>>", b"(message data)\r\n.")
-                    if queue and client.can_pipeline_next:
-                        # the next message rides behind the dot: one round trip a message
-                        self._send(client, connection, queue.pop(0), inflight)
-                elif isinstance(event, RecipientResult):
-                    if self.verbose:
-                        self.log.info("recipient", id=ids, to=event.recipient,
-                                      result=event.reason)
-                elif isinstance(event, MessageDone) and inflight:
-                    settled = {}
-                    done = inflight.pop(0)
-                    for item_id, outcome in self._outcomes(done, event, host).items():
-                        if outcome.kind == "deferred":
-                            retry[item_id] = outcome
-                        else:
-                            settled[item_id] = outcome
-                    outcomes.update(settled)  # recorded before anything else can fail
-                    for item_id, outcome in settled.items():
-                        self.settle(item_id, outcome)
-                    rest = _too_many_recipients(done, event)
-                    if rest is not None:
-                        # RFC 5321 4.5.3.1.10: the rest go in another transaction, now
-                        self.log.info("server takes fewer recipients per message; sending "
-                                      "the others in another transaction",
-                                      id=logged_ids(rest.plan.item_ids), host=host)
-                        queue.insert(0, rest)
-                    if not inflight:
-                        self._next(client, connection, queue, inflight)
-                elif isinstance(event, SessionFailed):
-                    failure = f"{host}: {event.reason}"
-                    auth_failure = event.auth
-                    self.log.warning("session failed", id=ids, host=host,
-                                     stage=event.stage.value,
-                                     reason=event.reason)
-                    data = client.quit()
-                    self._trace(">>>", data)
-                    connection.send(data)
-                elif isinstance(event, Closed):
-                    break
-        except DmaError as error:
-            # keep the server's own words (e.g. a 554 greeting) over the hang-up after it
-            if failure is None:
-                text = str(error)
-                failure = text if text.startswith(target.name) else f"{host}: {text}"
-                self.log.warning("connection lost", id=ids, host=host, error=text)
-        finally:
-            connection.close()
-        return SessionResult(outcomes, retry, failure, auth_failure)
-
-    def _next(self, client: SmtpClient, connection: net.Connection,
-              queue: list[OutgoingMessage], inflight: list[OutgoingMessage]) -> None:
-        """Start the next message, or end the session when there is none (or it failed)."""
-        if not queue or not client.can_send_message:
-            data = client.quit()
-            self._trace(">>>", data)
-            connection.send(data)
-            return
-        self._send(client, connection, queue.pop(0), inflight)
-
-    def _send(self, client: SmtpClient, connection: net.Connection,
-              message: OutgoingMessage, inflight: list[OutgoingMessage]) -> None:
-        try:
-            message = measured(message)
-        except OSError as error:  # we hold its claim: this is the disk failing
-            raise IOFailure(f"cannot read queued message {message.path}: {error.strerror}",
-                            hint="check the spool file system") from None
-        envelope = Envelope(
-            sender=message.plan.sender, recipients=message.plan.recipients,
-            size=message.size, eight_bit=message.eight_bit,
-            dsn_notify=message.plan.dsn_notify, dsn_ret=message.plan.dsn_ret,
-            dsn_envid=message.plan.dsn_envid,
-        )
-        inflight.append(message)
-        data = client.send_message(envelope)
-        if data:
-            self._trace(">>>", data)
-            connection.send(data)
+        talk = _Conversation(self, client, connection, security, tls, host, messages)
+        return talk.run(target.name, timeout)
 
     def _outcomes(self, message: OutgoingMessage, done: MessageDone,
                   host: str) -> dict[str, Outcome]:
@@ -334,3 +212,173 @@ class SmtpDriver:
             if line.upper().startswith("AUTH ") and direction == ">>>":
                 line = " ".join(line.split(" ")[:2]) + " ***"
             print(f"{direction} {line}", file=sys.stderr, flush=True)
+
+
+class _Conversation:
+    """One connection's talk: the I/O loop around the core client, one small handler
+    per event, and what the connection settled, deferred or failed on the way."""
+
+    def __init__(
+        self, driver: SmtpDriver, client: SmtpClient, connection: net.Connection,
+        security: Security, tls: net.TlsPolicy, host: str, messages: list[OutgoingMessage],
+    ) -> None:
+        self.driver = driver
+        self.log = driver.log
+        self.client = client
+        self.connection = connection
+        self.security = security
+        self.tls = tls
+        self.host = host
+        self.ids = message_ids(messages)
+        self.queue = list(messages)
+        self.inflight: list[OutgoingMessage] = []  # sent, no MessageDone yet; [0] is current
+        self.outcomes: dict[str, Outcome] = {}
+        self.retry: dict[str, Outcome] = {}
+        self.failure: str | None = None
+        self.auth_failure: Literal["refused", "unusable"] | None = None
+        self.closed = False
+        self.handshake_failed: _HandshakeFailed | None = None
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            Transmit: self._transmit,
+            StartTls: self._start_tls,
+            Ready: self._ready,
+            ReadyForData: self._ready_for_data,
+            RecipientResult: self._recipient,
+            MessageDone: self._message_done,
+            SessionFailed: self._session_failed,
+            Closed: self._closed,
+        }
+
+    def run(self, target_name: str, timeout: float) -> SessionResult | _HandshakeFailed:
+        """Talk until the session is closed; what it did, or that TLS broke down."""
+        client = self.client
+        try:
+            while not self.closed and self.handshake_failed is None:
+                event = client.next_event()
+                if event is None:
+                    wait = timeout * FINAL_DOT_FACTOR if client.awaits_final_reply else timeout
+                    data = self.connection.receive(timeout=wait)
+                    self.driver._trace("<<<", data)
+                    client.receive_data(data)
+                else:
+                    handler = self._handlers.get(type(event))
+                    if handler is not None:
+                        handler(event)
+        except DmaError as error:
+            # keep the server's own words (e.g. a 554 greeting) over the hang-up after it
+            if self.failure is None:
+                text = str(error)
+                self.failure = text if text.startswith(target_name) else f"{self.host}: {text}"
+                self.log.warning("connection lost", id=self.ids, host=self.host, error=text)
+        finally:
+            self.connection.close()
+        if self.handshake_failed is not None:
+            return self.handshake_failed
+        return SessionResult(self.outcomes, self.retry, self.failure, self.auth_failure)
+
+    def _write(self, data: bytes) -> None:
+        if data:
+            self.driver._trace(">>>", data)
+            self.connection.send(data)
+
+    def _transmit(self, event: Transmit) -> None:
+        self.driver._trace(">>>", "\r\n".join(event.commands).encode())
+        self.connection.send(event.data)
+
+    def _start_tls(self, _event: StartTls) -> None:
+        try:
+            info = self.connection.start_tls(self.tls)
+        except net.TlsHandshakeFailed as broken:
+            if self.security.starttls != "opportunistic":
+                raise
+            # nothing was in flight: STARTTLS comes before any message
+            self.handshake_failed = _HandshakeFailed(str(broken))
+            return
+        self.log.info("TLS started", id=self.ids, host=self.host, version=info.version,
+                      cipher=info.cipher, verification=_verified(info))
+        self.connection.send(self.client.tls_established())
+
+    def _ready(self, event: Ready) -> None:
+        for notice in event.notices:
+            self.log.info(notice, id=self.ids, host=self.host)
+        tls = self.connection.tls
+        if tls is not None and self.security.implicit_tls:
+            self.log.info("TLS on connect", id=self.ids, host=self.host, version=tls.version,
+                          cipher=tls.cipher, verification=_verified(tls))
+        self._next()
+
+    def _ready_for_data(self, _event: ReadyForData) -> None:
+        if not self.inflight:
+            return
+        current = self.inflight[0]
+        if current.body is not None:
+            for chunk in self.client.send_data_lines((current.body,)):
+                self.connection.send(chunk)
+        else:
+            with open(current.path, "rb") as handle:
+                chunks = iter(lambda: handle.read(1 << 16), b"")
+                for chunk in self.client.send_data_lines(chunks):
+                    self.connection.send(chunk)
+        self.driver._trace(">>>", b"(message data)\r\n.")
+        if self.queue and self.client.can_pipeline_next:
+            # the next message rides behind the dot: one round trip a message
+            self._send(self.queue.pop(0))
+
+    def _recipient(self, event: RecipientResult) -> None:
+        if self.driver.verbose:
+            self.log.info("recipient", id=self.ids, to=event.recipient, result=event.reason)
+
+    def _message_done(self, event: MessageDone) -> None:
+        if not self.inflight:
+            return
+        done = self.inflight.pop(0)
+        settled = {}
+        for item_id, outcome in self.driver._outcomes(done, event, self.host).items():
+            if outcome.kind == "deferred":
+                self.retry[item_id] = outcome
+            else:
+                settled[item_id] = outcome
+        self.outcomes.update(settled)  # recorded before anything else can fail
+        for item_id, outcome in settled.items():
+            self.driver.settle(item_id, outcome)
+        rest = _too_many_recipients(done, event)
+        if rest is not None:
+            # RFC 5321 4.5.3.1.10: the rest go in another transaction, now
+            self.log.info("server takes fewer recipients per message; sending the others "
+                          "in another transaction", id=logged_ids(rest.plan.item_ids),
+                          host=self.host)
+            self.queue.insert(0, rest)
+        if not self.inflight:
+            self._next()
+
+    def _session_failed(self, event: SessionFailed) -> None:
+        self.failure = f"{self.host}: {event.reason}"
+        self.auth_failure = event.auth
+        self.log.warning("session failed", id=self.ids, host=self.host,
+                         stage=event.stage.value, reason=event.reason)
+        self._write(self.client.quit())
+
+    def _closed(self, _event: Closed) -> None:
+        self.closed = True
+
+    def _next(self) -> None:
+        """Start the next message, or end the session when there is none (or it failed)."""
+        if not self.queue or not self.client.can_send_message:
+            self._write(self.client.quit())
+            return
+        self._send(self.queue.pop(0))
+
+    def _send(self, message: OutgoingMessage) -> None:
+        try:
+            message = measured(message)
+        except OSError as error:  # we hold its claim: this is the disk failing
+            raise IOFailure(f"cannot read queued message {message.path}: {error.strerror}",
+                            hint="check the spool file system") from None
+        plan = message.plan
+        envelope = Envelope(
+            sender=plan.sender, recipients=plan.recipients, size=message.size,
+            eight_bit=message.eight_bit, dsn_notify=plan.dsn_notify, dsn_ret=plan.dsn_ret,
+            dsn_envid=plan.dsn_envid,
+        )
+        self.inflight.append(message)
+        self._write(self.client.send_message(envelope))
