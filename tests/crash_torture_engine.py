@@ -81,6 +81,7 @@ SUBMIT = "submit"  # sendmail with DEFER: queue only
 DIRECT = "submit -D"  # sendmail -D: queue, then deliver in the foreground
 QUEUE = "dma -q"
 FINAL = "final dma -q"
+_LANE_PHASES = {(SUBMIT,): ("submission",), (DIRECT, QUEUE): ("local", "remote")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +97,9 @@ class Settings:
     sink_delay: tuple[float, float] = (0.002, 0.03)  # seconds before the reply to the data
     lock_timeout: float = 10.0  # DMA_LOCK_TIMEOUT for every run: bounds a wait on a dead lock
     max_seconds: float = 600.0  # the lanes stop here even short of their kills
+    # Each of the phases submission, local and remote gets at least this many kills (the
+    # lanes go on for them, within max_seconds): a run that missed one proves nothing.
+    min_phase_kills: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -720,7 +724,14 @@ class Torture:
         with self._lock:
             total = sum(1 for run in self.result.runs if run.killed)
             own = sum(1 for run in self.result.runs if run.killed and run.kind in kinds)
-        return total < self.settings.kills or own < share * self.settings.kills
+        if total < self.settings.kills or own < share * self.settings.kills:
+            return True
+        return any(self._short_of(phase) for phase in _LANE_PHASES[kinds])
+
+    def _short_of(self, phase: str) -> bool:
+        """Whether ``phase`` has fewer kills than ``min_phase_kills``."""
+        with self._lock:
+            return self.result.kills_by_phase()[phase] < self.settings.min_phase_kills
 
     def _submission_lane(self, worker: int, deadline: float, scratch: Path) -> None:
         rng = random.Random(f"{self.settings.seed}-submit-{worker}")

@@ -27,7 +27,8 @@ def test_crash_torture(tmp_path: Path) -> None:
     from a run killed between the hand-over and the Q file's removal, nothing partial
     or foreign, and the queue and the spool end empty."""
     seed = int(os.environ.get("DMA_TORTURE_SEED") or random.randrange(2**32))
-    result = torture(tmp_path, Settings(kills=KILLS, seed=seed, max_seconds=MAX_SECONDS))
+    result = torture(tmp_path, Settings(kills=KILLS, seed=seed, max_seconds=MAX_SECONDS,
+                                        min_phase_kills=KILLS // 40))
     report = result.text()
     print(report)
     where = f"seed {seed} (rerun: DMA_TORTURE_SEED={seed} DMA_TORTURE_KILLS={KILLS})"
