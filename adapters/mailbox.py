@@ -12,6 +12,7 @@ Symlinks are never followed: a mailbox that is a link is refused.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import functools
@@ -392,12 +393,12 @@ def _try_dotlock(path: str, stale_lock_age: float, shared: bool = True) -> _Lock
     notes: list[str] = []
     for _attempt in range(3):
         try:
-            lock_fd = os.open(
-                lock_path,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                DOTLOCK_MODE,
-            )
-        except FileExistsError:
+            lock_fd = _make_dotlock(lock_path)
+        except OSError as exc:
+            if exc.errno in _NO_DOTLOCK_ERRNOS:
+                return _Locks(note="; ".join(filter(None, notes)))
+            raise _failure(exc, lock_path, "cannot create lock file") from exc
+        if lock_fd is None:
             state, text = _existing_lock(lock_path, stale_lock_age, shared)
             if state == "held":
                 return _Locks(held_by=text)
@@ -405,21 +406,59 @@ def _try_dotlock(path: str, stale_lock_age: float, shared: bool = True) -> _Lock
             if state == "without":
                 return _Locks(note="; ".join(filter(None, notes)))
             continue
-        except OSError as exc:
-            if exc.errno in _NO_DOTLOCK_ERRNOS:
-                return _Locks(note="; ".join(filter(None, notes)))
-            raise _failure(exc, lock_path, "cannot create lock file") from exc
-        dotlock = _Dotlock(lock_path, lock_fd)
-        try:
-            _write_all(lock_fd, lock_content(os.getpid(), socket.gethostname()))
-        except OSError as exc:
-            _remove_dotlock(dotlock)
-            raise _failure(exc, lock_path, "cannot write lock file") from exc
-        except BaseException:
-            _remove_dotlock(dotlock)
-            raise
-        return _Locks(dotlock=dotlock, note="; ".join(filter(None, notes)))
+        return _Locks(dotlock=_Dotlock(lock_path, lock_fd), note="; ".join(filter(None, notes)))
     return _Locks(held_by=f"{lock_path}, made again each time it was taken over")
+
+
+def _make_dotlock(lock_path: str) -> int | None:
+    """Create ``lock_path`` already holding our ``<pid>:<host>``; its open descriptor, or
+    None when someone else's lock is there.
+
+    As liblockfile does: the content goes into a file of our own first, which is then
+    hard-linked to the lock's name, so a lock is never seen empty (a process killed
+    between creating and writing it would leave an empty lock that only its age could
+    clear, holding the mailbox for minutes).  Where hard links are refused, the lock
+    is created in place with O_EXCL.
+    """
+    content = lock_content(os.getpid(), socket.gethostname())
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    own = f"{lock_path}.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(own, flags, DOTLOCK_MODE)
+    try:
+        _write_all(fd, content)
+        try:
+            os.link(own, lock_path, follow_symlinks=False)
+        except FileExistsError:
+            if os.fstat(fd).st_nlink != 2:  # 2: linked after all (a lost NFS reply)
+                os.close(fd)
+                return None
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            os.close(fd)
+            return _make_dotlock_in_place(lock_path, flags, content)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        raise
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(own)
+    return fd
+
+
+def _make_dotlock_in_place(lock_path: str, flags: int, content: bytes) -> int | None:
+    """The lock created at its name with O_EXCL (no hard links here); None when taken."""
+    try:
+        fd = os.open(lock_path, flags, DOTLOCK_MODE)
+    except FileExistsError:
+        return None
+    try:
+        _write_all(fd, content)
+    except BaseException:
+        _remove_dotlock(_Dotlock(lock_path, fd))
+        raise
+    return fd
 
 
 def _existing_lock(

@@ -201,9 +201,10 @@ class QueueRun:
                     self._finish_safely(by_id[item_id], outcome, sync=False)
 
         try:
+            deliver = self._remote()  # a broken auth.conf stops the run (78), mail untouched
             try:
-                outcomes = self._remote()(claims, report)
-            except Exception as error:  # auth.conf unreadable, or a bug: every open item keeps it
+                outcomes = deliver(claims, report)
+            except Exception as error:  # a bug in remote delivery: every open item keeps it
                 outcomes = {claim.item.id: self._crashed(claim.item.id, error)
                             for claim in claims}
             for claim in claims:
@@ -217,8 +218,9 @@ class QueueRun:
             self.spool.sync_directory()
 
     def _remote(self) -> DeliverRemote:
-        """The remote delivery, made on first use (it reads auth.conf: its errors are the
-        items' errors, recorded in each, not the run's)."""
+        """The remote delivery, made on first use.  It reads auth.conf: an error there is
+        the administrator's to fix, so it ends the run with its file:line and exit 78 and
+        leaves the items as they are, rather than count an attempt against each."""
         if self.remote is None:
             from dma.shell.remote import RemoteDelivery
 

@@ -17,6 +17,7 @@ import io
 import mailbox
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -477,3 +478,41 @@ def test_queue_run_defers_behind_the_lock_of_a_live_process(site: DmaSite) -> No
     _, log = run_queue(site)
     assert site.queue() == [], log
     assert subjects(site.maildir / "root") == ["behind a live lock"]
+
+
+KILLED_WHILE_LOCKING = """
+    import io, os, signal, sys
+    from datetime import datetime
+    from dma.adapters import mailbox as local
+    real_open, real_link = os.open, os.link
+
+    def dying_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if str(path).endswith(".lock") and flags & os.O_CREAT:
+            os.kill(os.getpid(), signal.SIGKILL)  # created, nothing written yet
+        return fd
+
+    def dying_link(source, target, *args, **kwargs):
+        real_link(source, target, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)  # the lock is in place
+
+    os.open, os.link = dying_open, dying_link
+    local.deliver(sys.argv[1], io.BytesIO(b"Subject: x\\n\\nx\\n"), "a@b", datetime(2026, 1, 1))
+"""
+
+
+def test_a_lock_is_never_left_empty_by_a_killed_deliverer(tmp_path: Path) -> None:
+    """A deliverer killed at the worst moment of taking the dotlock leaves a lock that
+    names its dead pid (the lock is written first, then linked into place), so the next
+    delivery takes it over at once; a lock created empty would hold the mailbox for the
+    five minutes of the age rule."""
+    box = tmp_path / "bob"
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(KILLED_WHILE_LOCKING),
+                             str(box)], capture_output=True, timeout=60, check=False)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    lock = tmp_path / "bob.lock"
+    assert lock.exists() and lock.read_bytes().strip()
+    started = time.monotonic()
+    local.deliver(str(box), io.BytesIO(b"Subject: y\n\ny\n"), "a@b", MOMENT, lock_timeout=10)
+    assert time.monotonic() - started < 5
+    assert not lock.exists()
