@@ -1007,7 +1007,8 @@ class Torture:
         for name in names:
             with contextlib.suppress(OSError):
                 os.utime(self.site.spool / name, (old, old))
-        cleaned = self.site.run(["-q"], config=self.defer_config)
+        cleaned = self.site.run(["-q"], config=self.defer_config,
+                                env={"DMA_LOCK_TIMEOUT": str(self.settings.lock_timeout)})
         remaining = self.site.spool_names() - {"quarantine"}
         if cleaned.returncode != 0 or remaining:
             result.violations.append(
