@@ -38,6 +38,7 @@ from dma.core.routing import (
 )
 from dma.core.transport import QueuedRecipient, plan_transactions
 from dma.shell.comma_lists import ItemOutcomes, Work
+from dma.shell.guard import describe
 from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
 from dma.shell.queue_run import Report, is_local
 from dma.shell.settings import Settings, read_text
@@ -123,14 +124,15 @@ class RemoteDelivery:
             items.record(work.id, deliver_local(work.claim, user, self.settings))
         if len(hops) == 1:  # one connection: no thread needed
             ((hop, works),) = hops.items()
-            for work_id, outcome in self._deliver_hop(hop, works).items():
+            for work_id, outcome in self._deliver_hop_safely(hop, works).items():
                 items.record(work_id, outcome)
         elif hops:
             workers = max(1, min(self.config.maxconnections, len(hops)))
             from concurrent.futures import ThreadPoolExecutor  # only for several hops
 
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for result in pool.map(lambda pair: self._deliver_hop(*pair), hops.items()):
+                results = pool.map(lambda pair: self._deliver_hop_safely(*pair), hops.items())
+                for result in results:
                     for work_id, outcome in result.items():
                         items.record(work_id, outcome)
         return items.finish()
@@ -140,6 +142,18 @@ class RemoteDelivery:
         self.items.record(work_id, outcome, now=True)
 
     # --- one hop -------------------------------------------------------------------
+
+    def _deliver_hop_safely(self, hop: NextHop, works: list[Work]) -> dict[str, Outcome]:
+        """``_deliver_hop``, but a bug met on one hop defers that hop's open items alone
+        (the others' hops go on, SPEC 5.1); what it settled before stays settled."""
+        try:
+            return self._deliver_hop(hop, works)
+        except Exception as error:
+            reason = f"internal error: {describe(error)}"
+            self.log.error("internal error while delivering to this hop; its items stay "
+                           "queued", id=logged_ids([work.id for work in works]),
+                           host=hop.host, error=reason)
+            return {work.id: deferred(reason) for work in works}
 
     def _deliver_hop(self, hop: NextHop, works: list[Work]) -> dict[str, Outcome]:
         """Look the hop's hosts up, then connect where core says until it is done."""

@@ -19,6 +19,7 @@ from smtp_peers import (  # noqa: F401 (fixtures)
     Script,
     ScriptedSink,
     aiosmtpd_sink_fixture,
+    free_port,
     scripted_sink_fixture,
     wait_until,
     write_remote_config,
@@ -354,3 +355,36 @@ def test_latin1_recipient_goes_out_only_where_smtputf8_is_offered(
     assert done.returncode == 0, done.stderr
     wire = b"".join(read for log in utf8.connections for read in log.reads)
     assert b"RCPT TO:<r\xe9mi@example.org>" in wire
+
+
+_BREAK_ONE_HOP = (
+    "import sys; import dma.shell.remote as r\n"
+    "original = r.RemoteDelivery._deliver_hop\n"
+    "def flaky(self, hop, works):\n"
+    "    if hop.host == '127.0.0.1':\n"
+    "        raise RuntimeError('planted fault on one hop')\n"
+    "    return original(self, hop, works)\n"
+    "r.RemoteDelivery._deliver_hop = flaky\n"
+    "from dma.shell.main import main; sys.exit(main(['dma', *sys.argv[1:]]))\n"
+)
+
+
+def test_a_fault_on_one_hop_leaves_the_other_hops_outcomes_alone(
+    site: DmaSite, scripted_sink: Callable[..., ScriptedSink]
+) -> None:
+    """Two next hops worked in one run (address literals on 127.0.0.1 and 127.0.0.2): a
+    fault planted on the first defers its item with that error, and the other hop's
+    item keeps its own outcome (here the server's 451), not the fault (SPEC 5.1)."""
+    port = free_port("127.0.0.1", "127.0.0.2")
+    scripted_sink(host="127.0.0.1", port=port)
+    scripted_sink(Script(rcpt=lambda _address: "451 4.3.0 try again later"),
+                  host="127.0.0.2", port=port)
+    write_remote_config(site, port, host="", defer=True)
+    (faulty,) = site.send(["a@[127.0.0.1]"], MESSAGE)
+    (later,) = site.send(["b@[127.0.0.2]"], MESSAGE)
+    done = subprocess.run([sys.executable, "-c", _BREAK_ONE_HOP, "-C", str(site.config), "-q"],
+                          capture_output=True, env=site.environ, timeout=60, check=False)
+    assert b"Traceback" not in done.stderr, done.stderr
+    left = {item["id"]: item["last_error"] for item in site.queue()}
+    assert "planted fault on one hop" in left[faulty]
+    assert "451" in left[later] and "planted" not in left[later]
