@@ -100,13 +100,7 @@ def submit(
             nullclient=config.nullclient,
         )
 
-    if invocation.mode is Mode.SEND:  # each argument is an address list, as in sendmail
-        named = tuple(a for word in invocation.recipients for a in parse_recipient_argument(word))
-    else:  # -bs: one RCPT, one address
-        named = invocation.recipients
-        for address in named:
-            parse_envelope_address(address)
-    recipients = resolve(named)
+    recipients = resolve(_named_recipients(invocation))
     if not invocation.recipients and not invocation.headers_recipients:
         raise NoInputError(
             "no recipients from command line",
@@ -122,20 +116,7 @@ def submit(
     spool = Spool(config.spooldir)
     spool.prepare()
     message_id = spool.new_message_id()
-    moment = system.now()
-    stamp = Stamp(
-        queue_id=message_id,
-        sender=sender,
-        username=login,
-        uid=os.getuid(),
-        mailname=settings.mailname,
-        system_hostname=settings.system_hostname,
-        date=rfc5322_date(moment),
-        message_id=make_message_id(
-            int(moment.timestamp()), message_id, os.urandom(4).hex(), settings.mailname
-        ),
-        full_name=invocation.full_name,
-    )
+    stamp = _stamp(invocation, settings, message_id, sender, login)
     try:
         with spool.begin() as writer:
             out = writer.file
@@ -148,21 +129,7 @@ def submit(
                 for address in step.recipients:
                     parse_envelope_address(address)
                 recipients = merge_recipients(recipients, resolve(step.recipients))
-            if not recipients:
-                raise NoInputError(
-                    "no recipients from headers" if invocation.headers_recipients
-                    else "no recipients from command line",
-                    hint="the message has no To:, Cc: or Bcc: addresses dma could use",
-                )
-            items = [
-                QueueItem(
-                    id=make_item_id(message_id, index), sender=sender,
-                    recipient=recipient.address,
-                    dsn_notify=invocation.dsn_notify, dsn_ret=invocation.dsn_ret,
-                    dsn_envid=invocation.dsn_envid,
-                )
-                for index, recipient in enumerate(recipients)
-            ]
+            items = _queue_items(invocation, message_id, sender, recipients)
             if long_lines:
                 out.flush()
                 with _reencoded(spool, writer.path) as fixed:
@@ -178,6 +145,54 @@ def submit(
     for item in items:
         log.info("queued", id=item.id, to=f"<{item.recipient}>")
     return [item.id for item in items]
+
+
+def _named_recipients(invocation: Invocation) -> tuple[str, ...]:
+    """The command line's recipients: each argument an address list, as in sendmail;
+    with -bs each RCPT names one address."""
+    if invocation.mode is Mode.SEND:
+        return tuple(a for word in invocation.recipients for a in parse_recipient_argument(word))
+    for address in invocation.recipients:
+        parse_envelope_address(address)
+    return invocation.recipients
+
+
+def _stamp(invocation: Invocation, settings: Settings, message_id: str, sender: str,
+           login: str) -> Stamp:
+    """What the Received line and the added headers say about this submission."""
+    moment = system.now()
+    return Stamp(
+        queue_id=message_id,
+        sender=sender,
+        username=login,
+        uid=os.getuid(),
+        mailname=settings.mailname,
+        system_hostname=settings.system_hostname,
+        date=rfc5322_date(moment),
+        message_id=make_message_id(
+            int(moment.timestamp()), message_id, os.urandom(4).hex(), settings.mailname
+        ),
+        full_name=invocation.full_name,
+    )
+
+
+def _queue_items(invocation: Invocation, message_id: str, sender: str,
+                 recipients: tuple[Recipient, ...]) -> list[QueueItem]:
+    """One queue item per recipient; none at all is the C dma's "no recipients" (66)."""
+    if not recipients:
+        raise NoInputError(
+            "no recipients from headers" if invocation.headers_recipients
+            else "no recipients from command line",
+            hint="the message has no To:, Cc: or Bcc: addresses dma could use",
+        )
+    return [
+        QueueItem(
+            id=make_item_id(message_id, index), sender=sender, recipient=recipient.address,
+            dsn_notify=invocation.dsn_notify, dsn_ret=invocation.dsn_ret,
+            dsn_envid=invocation.dsn_envid,
+        )
+        for index, recipient in enumerate(recipients)
+    ]
 
 
 def _copy(pieces: Iterable[bytes], step: HeaderStep, out: BinaryIO) -> bool:
