@@ -370,7 +370,6 @@ def _parse_full(program: str, words: Sequence[str]) -> Invocation:
 
 def _apply(draft: _Draft, option: _Option) -> None:
     """Fold one option into the draft; the last of a repeated value option wins."""
-    value = option.value or ""
     match option.letter:
         case "t":
             draft.headers_recipients = True
@@ -382,6 +381,17 @@ def _apply(draft: _Draft, option: _Option) -> None:
             draft.verbose = True
         case "n" | "U" | "O" | "d" | "h" | "X":
             pass  # sendmail options dma accepts and ignores
+        case "q":
+            _apply_q(draft, option)
+        case "C":
+            draft.config_path = _config_path(option)
+        case _:
+            _apply_value(draft, option.letter, option.value or "", option.spelled)
+
+
+def _apply_value(draft: _Draft, letter: str, value: str, spelled: str) -> None:
+    """The options that carry a value checked on its own."""
+    match letter:
         case "f" | "r":
             draft.sender = _unwrap_sender(value)
         case "F":
@@ -390,33 +400,13 @@ def _apply(draft: _Draft, option: _Option) -> None:
             if value[:1] == "i":
                 draft.ignore_dots = _sendmail_bool(value[1:])
         case "A":
-            if value not in ("c", "m"):
-                raise UsageError(
-                    f"invalid value for -A: '{_show(value)}'",
-                    hint="dma accepts -Ac and -Am and ignores them",
-                )
+            _check_a(value)
         case "b":
             _apply_b(draft, value)
         case "Q":
-            queue_mode = _Q_MODES.get(value)
-            if queue_mode is None:
-                raise UsageError(
-                    f"unknown queue operation -Q{_show(value)}",
-                    hint="-Qd ID... deletes items, -Qd ALL deletes all, -Qb ID... bounces "
-                    "them, -Qr ID... puts quarantined ones back",
-                )
-            draft.request(queue_mode, f"-Q{value}")
-        case "q":
-            _apply_q(draft, option)
+            _apply_queue_operation(draft, value)
         case "L":
-            if not value or not value.isprintable():
-                raise UsageError(
-                    f"invalid syslog tag for -L: '{_show(value)}'",
-                    hint="give a short printable name, e.g. -L dma-cron",
-                )
-            draft.syslog_tag = value
-        case "C":
-            draft.config_path = _config_path(option)
+            draft.syslog_tag = _syslog_tag(value)
         case "N":
             draft.dsn_notify = _dsn_notify(value)
         case "R":
@@ -425,8 +415,39 @@ def _apply(draft: _Draft, option: _Option) -> None:
             draft.dsn_envid = _dsn_envid(value)
         case "B":
             draft.body_type = _one_of(value, _BODY_TYPES, "-B")
-        case _:  # pragma: no cover - the option table and this match list the same letters
-            raise UsageError(f"invalid option {option.spelled}", hint=_HINT)
+        case _:  # pragma: no cover - the option table and these matches list the same letters
+            raise UsageError(f"invalid option {spelled}", hint=_HINT)
+
+
+def _check_a(value: str) -> None:
+    """``-Ac`` and ``-Am`` (sendmail's submit.cf choice) are accepted and mean nothing here."""
+    if value not in ("c", "m"):
+        raise UsageError(
+            f"invalid value for -A: '{_show(value)}'",
+            hint="dma accepts -Ac and -Am and ignores them",
+        )
+
+
+def _apply_queue_operation(draft: _Draft, value: str) -> None:
+    """``-Qd``, ``-Qb``, ``-Qr``: queue management (SPEC 1 leaves the spelling to us)."""
+    queue_mode = _Q_MODES.get(value)
+    if queue_mode is None:
+        raise UsageError(
+            f"unknown queue operation -Q{_show(value)}",
+            hint="-Qd ID... deletes items, -Qd ALL deletes all, -Qb ID... bounces "
+            "them, -Qr ID... puts quarantined ones back",
+        )
+    draft.request(queue_mode, f"-Q{value}")
+
+
+def _syslog_tag(value: str) -> str:
+    """``-L``: a printable, non-empty syslog identifier."""
+    if not value or not value.isprintable():
+        raise UsageError(
+            f"invalid syslog tag for -L: '{_show(value)}'",
+            hint="give a short printable name, e.g. -L dma-cron",
+        )
+    return value
 
 
 def _apply_b(draft: _Draft, value: str) -> None:
