@@ -15,6 +15,7 @@ import unicodedata
 from dataclasses import dataclass
 
 from dma.core.errors import DataError, SoftwareError, at
+from dma.core.octets import printable
 
 MAX_LINE_OCTETS = 998
 """Longest line (without its LF) the C dma's ``fgets(line, 1000)`` reads whole."""
@@ -277,5 +278,5 @@ def parse_queue_item(data: bytes, item_id: str, name: str) -> QueueItem:
 
 def _shown(text: str, limit: int = 80) -> str:
     """``text`` quoted for a one-line message: controls escaped, shortened."""
-    shown = replace_controls(text, "?")
-    return repr(shown if len(shown) <= limit else shown[: limit - 3] + "...")
+    shown = printable(text)
+    return "'" + (shown if len(shown) <= limit else shown[: limit - 3] + "...") + "'"
