@@ -11,11 +11,17 @@ line, trace or error message may show (never raising, never a control character)
 
 from __future__ import annotations
 
+import functools
+
 _CONTROL_NAMES = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\0": "\\0"}
-_CONTROLS = {
-    code: _CONTROL_NAMES.get(chr(code), f"\\x{code:02x}")
-    for code in (*range(0x20), 0x7F)
-}
+
+
+@functools.cache
+def _control_table() -> dict[int, str]:
+    """str.translate's table for control characters, made on first use (most processes
+    never show a control character, and import time counts on the submission path)."""
+    return {code: _CONTROL_NAMES.get(chr(code), f"\\x{code:02x}")
+            for code in (*range(0x20), 0x7F)}
 
 
 def wire_octets(text: str) -> bytes:
@@ -58,4 +64,4 @@ def printable(text: object) -> str:
     if shown.isascii() and shown.isprintable():
         return shown
     octets = wire_octets(shown)
-    return octets.decode("utf-8", "backslashreplace").translate(_CONTROLS)
+    return octets.decode("utf-8", "backslashreplace").translate(_control_table())
