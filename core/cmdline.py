@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from dma.core.dsn import ENVID_MAX, NOTIFY_WORDS, envid_problem
 from dma.core.durations import parse_duration
 from dma.core.errors import DataError, UsageError
+from dma.core.octets import printable
 
 TYPE_CHECKING = False  # not typing's: a submission need not import typing (issue 2)
 if TYPE_CHECKING:
@@ -239,7 +240,7 @@ def _checked(text: str, what: str) -> str:
 
 def _show(text: str, limit: int = 60) -> str:
     """Render user text for a one-line message: escaped if unprintable, shortened."""
-    shown = text if text.isprintable() else repr(text)[1:-1]
+    shown = printable(text)
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 

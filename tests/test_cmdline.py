@@ -597,3 +597,10 @@ def test_line_breaks_and_nul_are_refused(args: list[str]) -> None:
     error = usage_error("dma", *args)
     assert "contains a line break or NUL" in error.message
     assert "\r" not in str(error) and "\0" not in str(error)
+
+
+def test_octets_that_are_not_utf8_are_shown_as_the_log_shows_them() -> None:
+    """A -L tag holding a Latin-1 octet (argv read with surrogateescape) is named in the
+    usage error as \\xe9, the form of every log line, not as a lone surrogate."""
+    assert usage_error("dma", "-L", "t\udce9g", "x@y").message == (
+        "invalid syslog tag for -L: 't\\xe9g'")
