@@ -1,6 +1,8 @@
-"""What the operating system says about us: users, host names, the clock.
+"""What the operating system says about us: users, ids, the environment, randomness,
+host names, the clock.
 
-Small functions so that the shell can hand their answers to the pure core as values.
+Small functions so that the shell can hand their answers to the pure core as values;
+the shell asks the operating system these things only through this module.
 """
 
 from __future__ import annotations
@@ -8,18 +10,67 @@ from __future__ import annotations
 import os
 import pwd
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserEntry:
+    """What the password database says about one user."""
+
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def uid() -> int:
+    """Our real user id (who ran dma: logs and Received: fields name it)."""
+    return os.getuid()
+
+
+def euid() -> int:
+    """Our effective user id (0 when we may create files for other users)."""
+    return os.geteuid()
+
+
+def user_entry(name: str) -> UserEntry | None:
+    """The password entry of the user ``name`` (as getpwnam sees it), None when there is none.
+
+    A name no user can have (empty, with ``/`` or NUL, not encodable) is None too.
+    """
+    if not name or "/" in name or "\0" in name:
+        return None
+    try:
+        entry = pwd.getpwnam(name)
+    except (KeyError, UnicodeEncodeError):
+        return None
+    return UserEntry(entry.pw_name, entry.pw_uid, entry.pw_gid, entry.pw_dir)
 
 
 def user_exists(name: str) -> bool:
     """True when ``name`` is a user in the password database (as getpwnam sees it)."""
-    if not name or "/" in name or "\0" in name:
-        return False
-    try:
-        pwd.getpwnam(name)
-    except (KeyError, UnicodeEncodeError):
-        return False
-    return True
+    return user_entry(name) is not None
+
+
+def environment() -> Mapping[str, str]:
+    """The process environment, read-only (a live view: not a copy)."""
+    return os.environ
+
+
+def random_hex(octets: int) -> str:
+    """``octets`` octets from the kernel's random source, as ``2 * octets`` hex digits."""
+    return os.urandom(octets).hex()
+
+
+def jitter() -> float:
+    """A random fraction in [0, 1) from the kernel's random source (32 bits of it).
+
+    For spreading retry times, so that items that failed together do not all come
+    back at the same second.
+    """
+    return int.from_bytes(os.urandom(4), "big") / 2**32
 
 
 def login_name() -> str:

@@ -6,7 +6,8 @@ error, lock status, a summary) comes after each block's C lines.  Damaged items
 that the spool moved to ``SPOOLDIR/quarantine/`` follow the queued ones, one block
 each with the reason, until an administrator releases or deletes them.  Values that
 came from files are made printable: a Q file or a server's reply must not be able
-to drive the reader's terminal.
+to drive the reader's terminal.  ``select_entries`` is which items ``-qI``/``-qR``/``-qS``
+pick.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from dataclasses import dataclass
 from dma.core.durations import format_duration
 from dma.core.octets import printable
 from dma.core.queuefile import QueueItem, message_id_of
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dma.core.cmdline import QueueSelector
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +55,30 @@ class QuarantinedEntry:
 
 UNREADABLE = "(unreadable)"
 RELEASE_HINT = "dma -Qr ID puts one back after a fix, dma -Qd ID deletes it"
+
+
+def select_entries(entries: Sequence[QueueEntry], selectors: Sequence[QueueSelector]
+                   ) -> list[QueueEntry]:
+    """-qI/-qR/-qS (and -q!I...): keep the items the selectors pick, as sendmail does.
+
+    Per kind (id, recipient, sender) an item must match at least one of that kind's
+    selectors; every kind given must match.  A selector matches when its text is in
+    the field (case-insensitive), or, negated (``-q!R text``), when it is not.
+    """
+    if not selectors:
+        return list(entries)
+    kinds = {selector.kind for selector in selectors}
+
+    def matches(entry: QueueEntry) -> bool:
+        item = entry.item
+        fields = {"id": item.id, "recipient": item.recipient, "sender": item.sender}
+        return all(
+            any((selector.text.lower() in fields[kind].lower()) != selector.negate
+                for selector in selectors if selector.kind == kind)
+            for kind in kinds
+        )
+
+    return [entry for entry in entries if matches(entry)]
 
 
 def _printable(text: str) -> str:

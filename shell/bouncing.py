@@ -7,7 +7,6 @@ A failed bounce (null sender) is logged and dropped: bounces never loop.
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -22,7 +21,7 @@ from dma.core.outcomes import Outcome, failed
 from dma.core.queuefile import QueueItem, make_item_id
 from dma.core.retry import after_temporary_failure
 from dma.core.routing import recipient_parts
-from dma.shell.settings import Settings
+from dma.shell.settings import Settings, load_aliases
 
 if TYPE_CHECKING:
     from dma.adapters.log import Logger
@@ -45,7 +44,7 @@ def bounce(claim: Claim, outcome: Outcome, settings: Settings, log: Logger) -> l
         reason = f"cannot bounce to <{item.sender}>: {error}"
         claim.update(after_temporary_failure(
             item, now=int(system.epoch()), error=reason,
-            jitter=int.from_bytes(os.urandom(4), "big") / 2**32,
+            jitter=system.jitter(),
         ))
         log.error("bounce failed; message kept in the queue", id=item.id, reason=reason)
         return None
@@ -107,8 +106,6 @@ def _bounce_targets(sender: str, settings: Settings, log: Logger) -> tuple[Recip
     """The sender's final recipients; for a local sender that is neither alias nor user
     (deleted since), the postmaster's, so the report reaches someone and the original
     does not wait in the queue for ever.  Raises when nobody can have it."""
-    from dma.shell.submit import load_aliases
-
     config = settings.config
     aliases = load_aliases(config.aliases)
 
@@ -146,9 +143,9 @@ def _spool_bounce(claim: Claim, failures: list[Failure], settings: Settings,
         queue_id=item.id.rsplit(".", 1)[0],
         arrival_date=rfc5322_date(arrival),
         date=rfc5322_date(now),
-        message_id=make_message_id(int(now.timestamp()), message_id, os.urandom(4).hex(),
+        message_id=make_message_id(int(now.timestamp()), message_id, system.random_hex(4),
                                    settings.mailname),
-        boundary="=_pydma_" + os.urandom(12).hex(),
+        boundary="=_pydma_" + system.random_hex(12),
         original_sender=item.sender,
         full=config.fullbounce,
     )

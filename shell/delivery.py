@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from dma.adapters import system
 from dma.adapters.spool import Spool
-from dma.core.cmdline import Invocation, QueueSelector
+from dma.core.cmdline import Invocation
 from dma.core.retry import is_due
 from dma.shell.guard import log_crash
 from dma.shell.settings import Settings
@@ -25,8 +25,6 @@ from dma.shell.settings import Settings
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
-
-    from dma.core.mailq import QueueEntry
 
 RUNNER_LOCK = ".runner.lock"
 
@@ -101,31 +99,8 @@ def _log_failure(invocation: Invocation | None, event: str, error: BaseException
     log_crash(invocation.syslog_tag if invocation is not None else "dma", event, error)
 
 
-def select_entries(entries: Sequence[QueueEntry], selectors: Sequence[QueueSelector]
-                   ) -> list[QueueEntry]:
-    """-qI/-qR/-qS (and -q!I...): keep the items the selectors pick, as sendmail does.
-
-    Per kind (id, recipient, sender) an item must match at least one of that kind's
-    selectors; every kind given must match.  A selector matches when its text is in
-    the field (case-insensitive), or, negated (``-q!R text``), when it is not.
-    """
-    if not selectors:
-        return list(entries)
-    kinds = {selector.kind for selector in selectors}
-
-    def matches(entry: QueueEntry) -> bool:
-        item = entry.item
-        fields = {"id": item.id, "recipient": item.recipient, "sender": item.sender}
-        return all(
-            any((selector.text.lower() in fields[kind].lower()) != selector.negate
-                for selector in selectors if selector.kind == kind)
-            for kind in kinds
-        )
-
-    return [entry for entry in entries if matches(entry)]
-
-
 def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
+    from dma.core.mailq import select_entries  # queue runs only: keeps submission light
     from dma.shell.queue_ops import report_quarantined
 
     log = None

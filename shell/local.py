@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import pwd
 from collections.abc import Mapping
 
 from dma.adapters import system
@@ -37,13 +36,10 @@ def lock_timeout(environ: Mapping[str, str]) -> float:
 
 def _owner(user: str) -> tuple[int, int] | None:
     """Who a new mailbox should belong to: the user, when we may give it away (root)."""
-    if os.geteuid() != 0:
+    if system.euid() != 0:
         return None
-    try:
-        entry = pwd.getpwnam(user)
-    except KeyError:
-        return None
-    return entry.pw_uid, entry.pw_gid
+    entry = system.user_entry(user)
+    return (entry.uid, entry.gid) if entry is not None else None
 
 
 def _existing_user(user: str) -> str | None:
@@ -59,7 +55,7 @@ def _existing_user(user: str) -> str | None:
 def ensure_mail_directory(path: str) -> None:
     """Create MAILDIR on first use (the embedded default has none yet)."""
     if not os.path.isdir(path):
-        os.makedirs(path, mode=0o700 if os.geteuid() else 0o2775, exist_ok=True)
+        os.makedirs(path, mode=0o700 if system.euid() else 0o2775, exist_ok=True)
 
 
 def deliver_local(
@@ -89,7 +85,7 @@ def deliver_local(
     try:
         with open(claim.message_path, "rb") as message:
             where = deliver(mailbox, message, claim.item.sender, system.now(),
-                            lock_timeout=lock_timeout(os.environ), owner=_owner(name),
+                            lock_timeout=lock_timeout(system.environment()), owner=_owner(name),
                             intent_dir=os.path.join(settings.config.spooldir, INTENT_DIR))
     except MailboxLocked as error:
         if busy is not None:

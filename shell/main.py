@@ -77,9 +77,10 @@ def _run(args: list[str]) -> int:
     from dma.core.cmdline import Mode, parse_command_line
 
     invocation = parse_command_line(args)
+    from dma.adapters import system
     from dma.shell.settings import load_settings
 
-    settings = load_settings(invocation.config_path, os.environ)
+    settings = load_settings(invocation.config_path, system.environment())
     mode = invocation.mode
     if mode is Mode.SEND:
         from dma.adapters.log import light_logger

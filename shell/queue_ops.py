@@ -12,7 +12,7 @@ from dma.core.cmdline import DELETE_ALL, Invocation
 from dma.core.envelope import Recipient
 from dma.core.errors import DmaError, NoInputError
 from dma.core.queuefile import message_id_of
-from dma.shell.settings import Settings
+from dma.shell.settings import Settings, load_aliases
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -135,11 +135,11 @@ def delete_items(settings: Settings, invocation: Invocation) -> int:
             continue
         with claim:
             claim.delete()
-        log.info("deleted by request", id=item_id, uid=os.getuid())
+        log.info("deleted by request", id=item_id, uid=system.uid())
         print(f"{item_id}: deleted")
     for name in chosen.quarantined:
         item_id = quarantine.delete(name)
-        log.info("deleted from the quarantine by request", id=item_id, uid=os.getuid())
+        log.info("deleted from the quarantine by request", id=item_id, uid=system.uid())
         print(f"{name}: deleted from the quarantine")
     return 75 if busy else 0
 
@@ -168,7 +168,7 @@ def release_items(settings: Settings, invocation: Invocation) -> int:
             print(f"{name}: {error}", file=sys.stderr)
             continue
         released.append(item_id)
-        log.info("released from the quarantine by request", id=item_id, uid=os.getuid())
+        log.info("released from the quarantine by request", id=item_id, uid=system.uid())
         print(f"{name}: released as {item_id}")
     if released:
         after_submission(invocation, settings, released)
@@ -190,7 +190,7 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
     configure_structlog(invocation.syslog_tag, stderr=True)
     log = structlog_logger()
     run = QueueRun(settings, log, verbose=invocation.verbose)
-    reason = f"returned to the sender by the mail administrator (uid {os.getuid()})"
+    reason = f"returned to the sender by the mail administrator (uid {system.uid()})"
     busy = 0
     damaged = 0
     for name in chosen.quarantined:
@@ -230,10 +230,8 @@ def check_aliases(settings: Settings) -> int:
 
     Exits 65 when an alias would fail mail (refused target, loop, unknown user).
     """
-    from dma.adapters import system
     from dma.core.aliases import table_problems
     from dma.core.envelope import local_name
-    from dma.shell.submit import load_aliases
 
     path = settings.config.aliases
     table = load_aliases(path)
@@ -257,7 +255,6 @@ def verify(invocation: Invocation, settings: Settings) -> int:
     """
     from dma.core.addresses import parse_recipient_argument
     from dma.core.envelope import resolve_recipients
-    from dma.shell.submit import load_aliases
 
     config = settings.config
     aliases = load_aliases(config.aliases)

@@ -20,7 +20,10 @@ from dma.core.errors import CantCreateError, ConfigError, NoInputError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping
     from typing import Any
+
+    from dma.core.aliases import AliasTable
 
 SYSTEM_CONFIG = "/etc/dma/dma.conf"
 
@@ -55,7 +58,7 @@ class EmbeddedLayout:
         )
 
 
-def embedded_layout(environ: os._Environ[str] | dict[str, str]) -> EmbeddedLayout:
+def embedded_layout(environ: Mapping[str, str]) -> EmbeddedLayout:
     """The XDG directories of the embedded default."""
     home = system.home_directory()
     config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
@@ -110,6 +113,14 @@ def read_text(path: str, what: str, hint: str) -> str | None:
         return None
     except OSError as error:
         raise NoInputError(f"cannot read {what} {path}: {error.strerror}", hint=hint) from None
+
+
+def load_aliases(path: str) -> AliasTable:
+    """The aliases table; a missing file is an empty table (as in the C dma)."""
+    from dma.core.aliases import AliasTable, parse_aliases  # only the paths that route mail
+
+    text = read_text(path, "aliases file", "fix its permissions or the ALIASES setting")
+    return parse_aliases(text, path) if text is not None else AliasTable(path=path)
 
 
 _PATH_KEYS = ("aliases", "spooldir", "authpath", "certfile", "cafile", "maildir")
@@ -191,7 +202,7 @@ def _resolve_mailname(config: Config, fallback: str, text: str | None, path: str
     return name
 
 
-def load_settings(config_path: str | None, environ: os._Environ[str] | dict[str, str]) -> Settings:
+def load_settings(config_path: str | None, environ: Mapping[str, str]) -> Settings:
     """Load dma.conf from the first place that applies, as SPEC 2.1 and 8 describe."""
     explicit = config_path or environ.get("DMA_CONF")
     embedded = False

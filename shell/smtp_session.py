@@ -51,7 +51,7 @@ from dma.core.smtp_server import (
     message_refusal,
     recipient_refusal,
 )
-from dma.shell.settings import Settings
+from dma.shell.settings import Settings, load_aliases
 
 if TYPE_CHECKING:
     from dma.adapters.log import Logger
@@ -192,8 +192,6 @@ class _Session:
     def _alias_table(self) -> AliasTable:
         """The aliases, read once per session (at the first RCPT)."""
         if self._aliases is None:
-            from dma.shell.submit import load_aliases
-
             self._aliases = load_aliases(self._settings.config.aliases)
         return self._aliases
 

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from dma.adapters import system
 from dma.adapters.spool import Spool, SpoolWriter
 from dma.core.addresses import parse_envelope_address, parse_recipient_argument
-from dma.core.aliases import AliasTable, parse_aliases
 from dma.core.cmdline import Invocation, Mode
 from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, envelope_sender, merge_recipients, resolve_recipients
@@ -22,7 +21,7 @@ from dma.core.errors import CantCreateError, NoInputError
 from dma.core.headers import HeaderStep, Stamp, make_message_id, received_header
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
 from dma.core.queuefile import QueueItem, make_item_id
-from dma.shell.settings import Settings, read_text
+from dma.shell.settings import Settings, load_aliases, read_text
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -56,12 +55,6 @@ def _unreadable(reason: str) -> NoInputError:
     )
 
 
-def load_aliases(path: str) -> AliasTable:
-    """The aliases table; a missing file is an empty table (as in the C dma)."""
-    text = read_text(path, "aliases file", "fix its permissions or the ALIASES setting")
-    return parse_aliases(text, path) if text is not None else AliasTable(path=path)
-
-
 def _check_auth_file(path: str) -> None:
     """Refuse a broken auth.conf before spooling, so that a caller who retries on the
     error does not queue the message twice (delivery would fail on it anyway)."""
@@ -86,7 +79,8 @@ def submit(
     aliases = load_aliases(config.aliases)
     login = system.login_name()
     sender = envelope_sender(
-        invocation.sender, os.environ.get("EMAIL"), login, settings.mailname, config.masquerade
+        invocation.sender, system.environment().get("EMAIL"), login, settings.mailname,
+        config.masquerade,
     )
     if sender:
         parse_envelope_address(sender)
@@ -141,7 +135,7 @@ def submit(
             f"cannot write the message into the spool {config.spooldir}: {error.strerror}",
             hint="check free space, quotas and file size limits; nothing was queued",
         ) from None
-    log.info("new mail", id=message_id, user=login, uid=os.getuid(), envelope_from=f"<{sender}>")
+    log.info("new mail", id=message_id, user=login, uid=system.uid(), envelope_from=f"<{sender}>")
     for item in items:
         log.info("queued", id=item.id, to=f"<{item.recipient}>")
     return [item.id for item in items]
@@ -165,12 +159,12 @@ def _stamp(invocation: Invocation, settings: Settings, message_id: str, sender: 
         queue_id=message_id,
         sender=sender,
         username=login,
-        uid=os.getuid(),
+        uid=system.uid(),
         mailname=settings.mailname,
         system_hostname=settings.system_hostname,
         date=rfc5322_date(moment),
         message_id=make_message_id(
-            int(moment.timestamp()), message_id, os.urandom(4).hex(), settings.mailname
+            int(moment.timestamp()), message_id, system.random_hex(4), settings.mailname
         ),
         full_name=invocation.full_name,
     )

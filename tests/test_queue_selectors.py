@@ -14,9 +14,8 @@ import pytest
 from conftest import DmaSite, command
 
 from dma.core.cmdline import QueueSelector
-from dma.core.mailq import QueueEntry
+from dma.core.mailq import QueueEntry, select_entries
 from dma.core.queuefile import QueueItem
-from dma.shell.delivery import select_entries
 
 ITEMS = [
     QueueEntry(QueueItem("aa.0", "alice@senders.example", "bob@example.org"), 1.0, 1),
