@@ -101,6 +101,7 @@ from dma.core.smtp_wire import (
 
 __all__ = [
     "CALLS",
+    "FINAL_DOT_FACTOR",
     "TRANSITIONS",
     "Action",
     "Call",
@@ -127,6 +128,9 @@ __all__ = [
     "envelope_problem",
     "reply_kind",
 ]
+
+FINAL_DOT_FACTOR = 2.0
+"""RFC 5321 4.5.3.2: 10 minutes for the reply to the final dot, 5 for the others."""
 
 _HELO_NAME = re.compile(r"[\x21-\x7e]{1,255}")
 
@@ -404,6 +408,11 @@ class SmtpClient:
         4.5.3.2 gives 10 minutes where other replies get 5: the driver's longer wait
         applies to that reply only, never to MAIL, RCPT or DATA."""
         return self._state is State.DATA_END
+
+    def reply_timeout(self, base: float) -> float:
+        """Seconds to wait for the reply awaited now: ``base`` (TIMEOUT), and
+        ``FINAL_DOT_FACTOR`` times that for the reply to the final dot only."""
+        return base * FINAL_DOT_FACTOR if self.awaits_final_reply else base
 
     @property
     def can_send_message(self) -> bool:
