@@ -12,7 +12,7 @@ message costs little more than one pass of C-level byte scanning.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 
 from dma.core.errors import DataError, SoftwareError
 
@@ -52,56 +52,65 @@ def normalise_lines(
     """
     if max_piece < 1:
         raise SoftwareError(f"max_piece {max_piece} is not a positive size")
+    stop_at_dot = not ignore_dots
     pending: list[bytes] = []  # the start of a line whose end has not arrived yet
     pending_size = 0
     split_line = False  # pieces of the current line went out already
     after_cr = False  # the last data seen was a CR: an LF arriving next is part of it
-    line_number = 0  # lines yielded so far
+    line_number = 0  # lines ended so far, counted a chunk at a time (for the NUL error)
     for chunk in chunks:
-        if not chunk:
-            continue
-        if after_cr and chunk[0] == 0x0A:
-            chunk = chunk[1:]
-            if not chunk:
-                after_cr = False  # that LF completed the CRLF; the next LF is a new line
-                continue
-        after_cr = chunk[-1] == 0x0D
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        has_nul = b"\0" in chunk
-        pieces = chunk.split(b"\n")
-        tail = pieces.pop()  # the unterminated rest, b"" when the chunk ended a line
-        for piece in pieces:
-            if pending:
-                pending.append(piece)
-                piece = b"".join(pending)
-                pending.clear()
-                pending_size = 0
-                # the joined line may hold a NUL from an earlier chunk's part: checked there
-            line_number += 1
-            if not ignore_dots and piece == _DOT and not split_line:
+        chunk, after_cr = _lf_only(chunk, after_cr)
+        nul = chunk.find(b"\0")
+        if nul >= 0:  # only the whole lines before the NUL's line go out
+            chunk = chunk[: chunk.rfind(b"\n", 0, nul) + 1]
+        lines = chunk.split(b"\n")
+        tail = lines.pop()  # the unterminated rest, b"" when the chunk ended a line
+        if pending and lines:  # the first line's start came in earlier chunks
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+            pending, pending_size = [], 0
+        # The per-line loop: the hot path of every message, kept to the few common steps.
+        for line in lines:
+            if line == _DOT and stop_at_dot and not split_line:
                 return
-            if has_nul and b"\0" in piece:
-                raise _nul_error(line_number)
             split_line = False
-            if len(piece) > max_piece:
-                end = (len(piece) - 1) // max_piece * max_piece
-                for start in range(0, end, max_piece):
-                    yield piece[start : start + max_piece]
-                piece = piece[end:]
-            yield piece + b"\n"
+            if len(line) > max_piece:
+                line = yield from _full_pieces(line, max_piece)
+            yield line + b"\n"
+        line_number += len(lines)
+        if nul >= 0:
+            raise _nul_error(line_number + 1)
         if tail:
-            if has_nul and b"\0" in tail:
-                raise _nul_error(line_number + 1)
             pending.append(tail)
             pending_size += len(tail)
             if pending_size > max_piece:
-                joined = b"".join(pending)
-                end = (len(joined) - 1) // max_piece * max_piece
-                for start in range(0, end, max_piece):
-                    yield joined[start : start + max_piece]
-                pending = [joined[end:]]
-                pending_size = len(pending[0])
-                split_line = True
+                rest = yield from _full_pieces(b"".join(pending), max_piece)
+                pending, pending_size, split_line = [rest], len(rest), True
     if pending:
         yield b"".join(pending) + b"\n"
+
+
+def _lf_only(chunk: bytes, after_cr: bool) -> tuple[bytes, bool]:
+    """Return ``chunk`` with every line end as one LF, and whether it ended in a CR.
+
+    ``after_cr`` says that the chunk before ended in a CR, so that an LF starting this
+    one belongs to that CR's line end and goes.
+    """
+    if not chunk:
+        return chunk, after_cr
+    if after_cr and chunk[0] == 0x0A:
+        chunk = chunk[1:]
+        if not chunk:
+            return chunk, False  # that LF completed the CRLF; the next LF is a new line
+    after_cr = chunk[-1] == 0x0D
+    if b"\r" in chunk:
+        chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return chunk, after_cr
+
+
+def _full_pieces(line: bytes, max_piece: int) -> Generator[bytes, None, bytes]:
+    """Yield ``line`` in pieces of ``max_piece`` octets; return the rest, 1 to ``max_piece``."""
+    end = (len(line) - 1) // max_piece * max_piece
+    for start in range(0, end, max_piece):
+        yield line[start : start + max_piece]
+    return line[end:]
