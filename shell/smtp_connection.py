@@ -113,7 +113,7 @@ class SmtpDriver:
     def session(
         self, hop: NextHop, target: Target, address: str, messages: list[OutgoingMessage],
         credentials: tuple[str, str] | None,
-    ) -> SessionResult:
+    ) -> SessionResult[str]:
         """Deliver what one connection to ``address`` can (see SessionResult).
 
         With OPPORTUNISTIC_TLS a failed STARTTLS handshake (not a refused
@@ -147,7 +147,7 @@ class SmtpDriver:
     def _attempt(
         self, hop: NextHop, target: Target, address: str, messages: list[OutgoingMessage],
         credentials: tuple[str, str] | None, security: Security, *, fallback: bool = False,
-    ) -> SessionResult | _HandshakeFailed:
+    ) -> SessionResult[str] | _HandshakeFailed:
         """One connection: connect, talk (``_Conversation``), close."""
         host = f"{target.name} [{address}]:{hop.port}"
         timeout = float(self.config.timeout)
@@ -249,7 +249,7 @@ class _Conversation:
             Closed: self._closed,
         }
 
-    def run(self, target_name: str, timeout: float) -> SessionResult | _HandshakeFailed:
+    def run(self, target_name: str, timeout: float) -> SessionResult[str] | _HandshakeFailed:
         """Talk until the session is closed; what it did, or that TLS broke down."""
         client = self.client
         try:

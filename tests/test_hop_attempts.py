@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Hashable
+from typing import Literal, TypeVar
 
 import pytest
 
@@ -18,9 +19,12 @@ from dma.core.hop_attempts import (
     SkipHost,
     Step,
     TryAddress,
+    plain_retry,
 )
+from dma.core.ledger import AddressId
 from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.routing import Target
+from dma.core.transport import Security
 
 CREDS = ("login", "secret")
 OTHER = ("other", "secret2")
@@ -29,26 +33,34 @@ MX1 = Target("mx1.example", ("2001:db8::1", "192.0.2.1"), 10)
 MX2 = Target("mx2.example", ("2001:db8::2", "192.0.2.2"), 20)
 MX3 = Target("mx3.example", ("192.0.2.3",), 30)
 
+MAY = Security(False, "opportunistic", False, None)
+MUST = Security(False, "required", True, None)
+IMPLICIT = Security(True, "no", True, None)
+HANDSHAKE = "TLS handshake failed: wrong version number"
 
-def _try(attempts: HopAttempts) -> TryAddress:
+Id = TypeVar("Id", bound=Hashable)
+
+
+def _try(attempts: HopAttempts[Id]) -> TryAddress[Id]:
     step = attempts.next_step()
     assert isinstance(step, TryAddress), step
     return step
 
 
-def _done(attempts: HopAttempts) -> dict[str, Outcome]:
+def _done(attempts: HopAttempts[Id]) -> dict[Id, Outcome]:
     step = attempts.next_step()
     assert isinstance(step, HopDone), step
     return dict(step.outcomes)
 
 
-def _fail(text: str, auth: Literal["refused", "unusable"] | None = None) -> SessionResult:
+def _fail(text: str, auth: Literal["refused", "unusable"] | None = None
+          ) -> SessionResult[str]:
     return SessionResult(failure=text, auth=auth)
 
 
-def _walk(attempts: HopAttempts, result: SessionResult) -> list[Step]:
+def _walk(attempts: HopAttempts[str], result: SessionResult[str]) -> list[Step[str]]:
     """Every step until done, each connection answering ``result``."""
-    steps: list[Step] = []
+    steps: list[Step[str]] = []
     while True:
         step = attempts.next_step()
         steps.append(step)
@@ -235,3 +247,104 @@ def test_refused_credentials_are_handed_on() -> None:
     _try(attempts)
     attempts.session_ended(_fail("535 5.7.8 bad login", auth="refused"))
     assert set(attempts.refused) == {CREDS, OTHER}
+
+
+# --- what the shell needs to connect, and the plain-text retry of OPPORTUNISTIC_TLS -----
+
+
+def test_each_try_carries_its_hosts_credentials_and_the_security() -> None:
+    """TryAddress holds the auth.conf login of its host and the hop's TLS policy."""
+    attempts = HopAttempts([HopTarget(MX3, CREDS), HopTarget(MX2)], ["a"], security=MUST)
+    first = _try(attempts)
+    assert (first.credentials, first.security, first.tls_fallback) == (CREDS, MUST, None)
+    attempts.session_ended(_fail("down"))
+    second = _try(attempts)
+    assert (second.target, second.credentials, second.security) == (MX2, None, MUST)
+    assert "secret" not in repr(first)
+
+
+def test_failed_handshake_with_opportunistic_tls_retries_the_address_in_plain_text() -> None:
+    """OPPORTUNISTIC_TLS: the same address at once, STARTTLS off, saying why; then on."""
+    attempts = HopAttempts([HopTarget(MX1, CREDS)], ["a", "b"], security=MAY)
+    first = _try(attempts)
+    attempts.session_ended(SessionResult(failure="mx1: broke", tls_handshake_failed=HANDSHAKE))
+    plain = _try(attempts)
+    assert plain == TryAddress(MX1, "2001:db8::1", ("a", "b"), CREDS,
+                               Security(False, "no", False, None), HANDSHAKE)
+    assert plain.address == first.address
+    attempts.session_ended(SessionResult(settled={"a": delivered("ok")}, failure="mx1: 421"))
+    after = _try(attempts)
+    assert (after.address, after.item_ids, after.security, after.tls_fallback) == \
+        ("192.0.2.1", ("b",), MAY, None)
+
+
+def test_plain_text_retry_is_given_once_per_address() -> None:
+    """A plain-text retry reporting a handshake failure again gets no third try there."""
+    attempts = HopAttempts([HopTarget(MX3)], ["a"], security=MAY)
+    _try(attempts)
+    attempts.session_ended(SessionResult(failure="x", tls_handshake_failed=HANDSHAKE))
+    assert _try(attempts).tls_fallback == HANDSHAKE
+    attempts.session_ended(SessionResult(failure="mx3: still", tls_handshake_failed=HANDSHAKE))
+    assert _done(attempts) == {"a": deferred("mx3: still")}
+
+
+def test_no_plain_text_retry_when_tls_is_required_or_implicit_or_unknown() -> None:
+    """With TLS required, implicit, or no security given, a failed handshake moves on."""
+    for security in (MUST, IMPLICIT, None):
+        attempts = HopAttempts([HopTarget(MX1)], ["a"], security=security)
+        _try(attempts)
+        attempts.session_ended(SessionResult(failure="mx1: tls", tls_handshake_failed=HANDSHAKE))
+        step = _try(attempts)
+        assert (step.address, step.tls_fallback, step.security) == ("192.0.2.1", None, security)
+
+
+def test_no_plain_text_retry_after_an_auth_failure_or_when_all_is_settled() -> None:
+    """An auth failure leaves the host even if a handshake failure is reported too;
+    with every item settled the hop is done."""
+    attempts = HopAttempts([HopTarget(MX1, CREDS), HopTarget(MX3)], ["a"], security=MAY)
+    _try(attempts)
+    attempts.session_ended(SessionResult(failure="535", auth="refused",
+                                         tls_handshake_failed=HANDSHAKE))
+    assert attempts.next_step() == LeaveHost(MX1, ("a",))
+    assert _try(attempts).target == MX3
+    settled = HopAttempts([HopTarget(MX1)], ["a"], security=MAY)
+    _try(settled)
+    settled.session_ended(SessionResult(settled={"a": delivered("ok")},
+                                        tls_handshake_failed=HANDSHAKE))
+    assert _done(settled) == {"a": delivered("ok")}
+
+
+def test_auth_failure_on_the_plain_text_retry_leaves_that_host() -> None:
+    """The plain-text retry belongs to its host: a 535 there leaves the host as usual."""
+    attempts = HopAttempts([HopTarget(MX1, CREDS), HopTarget(MX2, CREDS)], ["a"],
+                           security=MAY)
+    _try(attempts)
+    attempts.session_ended(SessionResult(failure="x", tls_handshake_failed=HANDSHAKE))
+    assert _try(attempts).tls_fallback == HANDSHAKE
+    attempts.session_ended(_fail("mx1: 535", "refused"))
+    assert attempts.next_step() == LeaveHost(MX1, ("a",))
+    assert attempts.next_step() == SkipHost(MX2, ("a",))
+    assert _done(attempts) == {"a": deferred("mx1: 535")}
+
+
+def test_plain_retry_decides_from_the_try_and_its_result() -> None:
+    """plain_retry: only a handshake failure under opportunistic security, once."""
+    tried = TryAddress(MX3, "192.0.2.3", ("a",), CREDS, MAY)
+    failed_tls = SessionResult[str](tls_handshake_failed=HANDSHAKE)
+    retry = plain_retry(tried, failed_tls)
+    assert retry is not None and retry.security == Security(False, "no", False, None)
+    assert (retry.address, retry.credentials, retry.tls_fallback) == \
+        ("192.0.2.3", CREDS, HANDSHAKE)
+    assert plain_retry(retry, failed_tls) is None
+    assert plain_retry(tried, SessionResult[str](failure="mx3: 421")) is None
+    assert plain_retry(TryAddress(MX3, "192.0.2.3", ("a",), None, MUST), failed_tls) is None
+    assert plain_retry(TryAddress(MX3, "192.0.2.3", ("a",)), failed_tls) is None
+
+
+def test_ids_may_be_address_ids() -> None:
+    """Address ids go through as item ids do: offered, settled and in the outcomes."""
+    one, two = AddressId("m.1"), AddressId("m.1", 1)
+    attempts = HopAttempts([HopTarget(MX3)], [one, two])
+    assert _try(attempts).item_ids == (one, two)
+    attempts.session_ended(SessionResult(settled={two: delivered("ok")}))
+    assert _done(attempts) == {two: delivered("ok"), one: deferred(NO_HOST_REACHED)}
