@@ -33,7 +33,7 @@ TOO_MANY_RECIPIENTS = 452
 """RFC 5321 4.5.3.1.10: the recipients over the server's limit, to send again."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
 class Settlement(Generic[Id]):
     """One transaction's items: ``settled`` (delivered or failed for good, final for
     this hop) and ``retry`` (deferred: another try may still take them).  Disjoint."""

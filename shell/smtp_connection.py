@@ -1,24 +1,25 @@
 """One SMTP connection: drive the sans-I/O client in ``dma.core.smtp`` over a socket.
 
-The core client decides every command and what each reply means; this module owns
-the socket, TLS, timeouts and the M files, turns the client's per-recipient results
-into outcomes, and reports what the connection did as a ``SessionResult`` for
-``dma.core.hop_attempts`` to weigh.  Which address to connect to is not its
-business (``shell/remote.py`` asks core).
+This module does the I/O of one connection and nothing else: connect where a
+``TryAddress`` says (with the credentials and TLS policy it carries), write what the
+core client gives, feed it what the server sends, wait as long as the client says
+(``SmtpClient.reply_timeout``), read the M files, and report what the connection did
+as a ``SessionResult`` for ``dma.core.hop_attempts`` to weigh.  What the replies make
+of each item and the 452 follow-on are ``dma.core.smtp_outcomes``; which address is
+next, and the plain-text retry after a failed STARTTLS handshake, are
+``dma.core.hop_attempts`` (``shell/remote.py`` asks it).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from dma.adapters import net
-from dma.core.errors import DmaError, IOFailure
-from dma.core.hop_attempts import SessionResult
-from dma.core.outcomes import Outcome, deferred, delivered, failed
+from dma.core.errors import DmaError, IOFailure, SoftwareError
+from dma.core.hop_attempts import SessionResult, TryAddress, plain_retry
+from dma.core.outcomes import Outcome
 from dma.core.routing import NextHop, Target
 from dma.core.smtp import (
     Closed,
@@ -30,13 +31,10 @@ from dma.core.smtp import (
     SessionFailed,
     SessionPolicy,
     SmtpClient,
-    Stage,
     StartTls,
     Transmit,
 )
-from dma.core.smtp import (
-    Outcome as SmtpOutcome,
-)
+from dma.core.smtp_outcomes import follow_on, transaction_settlement
 from dma.core.transport import Security, security_for
 from dma.shell.outgoing_message import (
     OutgoingMessage,
@@ -51,36 +49,9 @@ if TYPE_CHECKING:
     from dma.adapters.log import Logger
 
 CONNECT_TIMEOUT = 30.0
-FINAL_DOT_FACTOR = 2.0  # RFC 5321 4.5.3.2: 10 minutes for the final dot, 5 for the rest
 
 Settle = Callable[[str, Outcome], None]
 """Told each delivered or failed item as soon as its transaction ends."""
-
-
-@dataclass(frozen=True, slots=True)
-class _HandshakeFailed:
-    """The STARTTLS handshake broke down and OPPORTUNISTIC_TLS may go on without TLS."""
-
-    reason: str
-
-
-def _too_many_recipients(message: OutgoingMessage, done: MessageDone) -> OutgoingMessage | None:
-    """The message narrowed to the recipients refused with "452 too many recipients".
-
-    None unless the server also took at least one recipient in this transaction:
-    each further transaction then makes progress, so this ends.
-    """
-    limited = {
-        result.recipient for result in done.results
-        if result.stage is Stage.RCPT and result.reply is not None
-        and result.reply.code == 452 and result.reply.enhanced in (None, "4.5.3")
-    }
-    if not limited or not done.delivered:
-        return None
-    plan = message.plan
-    keep = {item_id for item_id, recipient in zip(plan.item_ids, plan.item_recipients,
-                                                  strict=True) if recipient in limited}
-    return narrowed(message, keep)
 
 
 def _verification(security: Security) -> str:
@@ -99,6 +70,13 @@ def _verified(info: net.TlsInfo) -> str:
     return "verified" if info.verified else "unverified"
 
 
+def _tls_mode(step: TryAddress[str], security: Security) -> str:
+    """The ``tls`` field of "trying remote delivery"."""
+    if step.tls_fallback is not None:
+        return "no (TLS handshake failed)"
+    return "implicit" if security.implicit_tls else security.starttls
+
+
 class SmtpDriver:
     """Deliver what one connection to one address can; the SMTP itself is core's."""
 
@@ -110,30 +88,32 @@ class SmtpDriver:
         self.settle = settle
         self.verbose = verbose
 
-    def session(
-        self, hop: NextHop, target: Target, address: str, messages: list[OutgoingMessage],
-        credentials: tuple[str, str] | None,
-    ) -> SessionResult[str]:
-        """Deliver what one connection to ``address`` can (see SessionResult).
+    @overload
+    def session(self, hop: NextHop, step: TryAddress[str], messages: list[OutgoingMessage],
+                /) -> SessionResult[str]: ...
 
-        With OPPORTUNISTIC_TLS a failed STARTTLS handshake (not a refused
-        certificate) ends that connection; the next one, to the same address,
-        stays in plain text, as Postfix's "may" level does.  Once per address.
+    @overload
+    def session(self, hop: NextHop, step: Target, address: str,
+                messages: list[OutgoingMessage], credentials: tuple[str, str] | None,
+                /) -> SessionResult[str]: ...
+
+    def session(self, hop: NextHop, step: TryAddress[str] | Target,
+                *rest: Any) -> SessionResult[str]:
+        """Deliver what one connection to ``step.address`` can (see SessionResult).
+
+        ``messages``: the step's items as transactions.  The older call (target,
+        address, messages, credentials) is kept until ``shell/remote.py`` hands over
+        the TryAddress: it makes the step here and asks core for the plain-text retry.
         """
-        security = security_for(self.config, hop.kind)
-        result = self._attempt(hop, target, address, messages, credentials, security)
-        if not isinstance(result, _HandshakeFailed):
-            return result
-        self.log.warning("TLS handshake failed; reconnecting to go on without TLS "
-                         "(OPPORTUNISTIC_TLS)", id=message_ids(messages),
-                         host=f"{target.name} [{address}]:{hop.port}",
-                         error=result.reason)
-        plain = dataclasses.replace(security, starttls="no")
-        retried = self._attempt(hop, target, address, messages, credentials, plain,
-                                fallback=True)
-        if isinstance(retried, _HandshakeFailed):  # cannot happen: no STARTTLS in plain text
-            return SessionResult({}, {}, retried.reason)
-        return retried
+        if isinstance(step, TryAddress):
+            (messages,) = rest
+            return self._connection(hop, step, messages)
+        address, messages, credentials = rest
+        tried = TryAddress(step, address, tuple(i for m in messages for i in m.plan.item_ids),
+                           credentials, security_for(self.config, hop.kind))
+        result = self._connection(hop, tried, messages)
+        plain = plain_retry(tried, result)
+        return result if plain is None else self._connection(hop, plain, messages)
 
     def _tls_policy(self, hop: NextHop, target: Target, verify: bool) -> net.TlsPolicy:
         return net.TlsPolicy(
@@ -144,21 +124,23 @@ class SmtpDriver:
             fingerprint=self.config.fingerprint,
         )
 
-    def _attempt(
-        self, hop: NextHop, target: Target, address: str, messages: list[OutgoingMessage],
-        credentials: tuple[str, str] | None, security: Security, *, fallback: bool = False,
-    ) -> SessionResult[str] | _HandshakeFailed:
+    def _connection(self, hop: NextHop, step: TryAddress[str],
+                    messages: list[OutgoingMessage]) -> SessionResult[str]:
         """One connection: connect, talk (``_Conversation``), close."""
+        security = step.security
+        if security is None:
+            raise SoftwareError("a TryAddress without a TLS policy reached the SMTP driver",
+                                hint="give HopAttempts the hop's security_for(...)")
+        target, address = step.target, step.address
         host = f"{target.name} [{address}]:{hop.port}"
         timeout = float(self.config.timeout)
         ids = message_ids(messages)
-        if fallback:
-            mode = "no (TLS handshake failed)"
-        else:
-            mode = "implicit" if security.implicit_tls else security.starttls
+        if step.tls_fallback is not None:
+            self.log.warning("TLS handshake failed; reconnecting to go on without TLS "
+                             "(OPPORTUNISTIC_TLS)", id=ids, host=host, error=step.tls_fallback)
         self.log.info("trying remote delivery", id=ids, host=target.name, address=address,
-                      port=hop.port, preference=target.preference, tls=mode,
-                      verification=_verification(security))
+                      port=hop.port, preference=target.preference,
+                      tls=_tls_mode(step, security), verification=_verification(security))
         tls = self._tls_policy(hop, target, security.verify)
         try:
             connection = net.connect(
@@ -173,36 +155,12 @@ class SmtpDriver:
             helo_name=self.settings.mailname,
             starttls=security.starttls,
             tls_active=security.implicit_tls,
-            credentials=credentials,
+            credentials=step.credentials,
             insecure=self.config.insecure,
         ))
-        talk = _Conversation(self, client, connection, security, tls, host, messages)
-        return talk.run(target.name, timeout)
-
-    def _outcomes(self, message: OutgoingMessage, done: MessageDone,
-                  host: str) -> dict[str, Outcome]:
-        """Each item's outcome from the server's replies to its recipient."""
-        by_recipient: dict[str, Outcome] = {}
-        for result in done.results:
-            reply = str(result.reply) if result.reply is not None else result.reason
-            if result.outcome is SmtpOutcome.DELIVERED:
-                outcome = delivered(f"{host} said: {reply}")
-            elif result.outcome is SmtpOutcome.PERMANENT:
-                from dma.core.bounce import status_from_reply
-
-                status = status_from_reply(
-                    result.reply.code if result.reply else 554,
-                    result.reply.enhanced if result.reply else None, permanent=True)
-                outcome = failed(f"{host} did not like our {result.stage.value}: {reply}",
-                                 status, f"smtp; {reply}", host.split(" ")[0])
-            else:
-                outcome = deferred(f"{host} failed after {result.stage.value}: {reply}")
-            by_recipient[result.recipient] = outcome
-        plan = message.plan
-        return {
-            item_id: by_recipient.get(recipient, deferred("no reply for this recipient"))
-            for item_id, recipient in zip(plan.item_ids, plan.item_recipients, strict=True)
-        }
+        talk = _Conversation(self, client, connection, security, tls, target.name, host,
+                             messages)
+        return talk.run(timeout)
 
     def _trace(self, direction: str, data: bytes) -> None:
         """-v: the conversation on stderr, with AUTH arguments masked."""
@@ -220,7 +178,8 @@ class _Conversation:
 
     def __init__(
         self, driver: SmtpDriver, client: SmtpClient, connection: net.Connection,
-        security: Security, tls: net.TlsPolicy, host: str, messages: list[OutgoingMessage],
+        security: Security, tls: net.TlsPolicy, target_name: str, host: str,
+        messages: list[OutgoingMessage],
     ) -> None:
         self.driver = driver
         self.log = driver.log
@@ -228,7 +187,8 @@ class _Conversation:
         self.connection = connection
         self.security = security
         self.tls = tls
-        self.host = host
+        self.target_name = target_name
+        self.host = host  # "name [address]:port"
         self.ids = message_ids(messages)
         self.queue = list(messages)
         self.inflight: list[OutgoingMessage] = []  # sent, no MessageDone yet; [0] is current
@@ -236,8 +196,8 @@ class _Conversation:
         self.retry: dict[str, Outcome] = {}
         self.failure: str | None = None
         self.auth_failure: Literal["refused", "unusable"] | None = None
+        self.tls_handshake_failed: str | None = None
         self.closed = False
-        self.handshake_failed: _HandshakeFailed | None = None
         self._handlers: dict[type, Callable[[Any], None]] = {
             Transmit: self._transmit,
             StartTls: self._start_tls,
@@ -249,32 +209,36 @@ class _Conversation:
             Closed: self._closed,
         }
 
-    def run(self, target_name: str, timeout: float) -> SessionResult[str] | _HandshakeFailed:
-        """Talk until the session is closed; what it did, or that TLS broke down."""
-        client = self.client
+    def run(self, timeout: float) -> SessionResult[str]:
+        """Talk until the session is closed; what it did."""
         try:
-            while not self.closed and self.handshake_failed is None:
-                event = client.next_event()
-                if event is None:
-                    wait = timeout * FINAL_DOT_FACTOR if client.awaits_final_reply else timeout
-                    data = self.connection.receive(timeout=wait)
-                    self.driver._trace("<<<", data)
-                    client.receive_data(data)
-                else:
-                    handler = self._handlers.get(type(event))
-                    if handler is not None:
-                        handler(event)
+            while not self.closed:
+                self._step(timeout)
         except DmaError as error:
             # keep the server's own words (e.g. a 554 greeting) over the hang-up after it
             if self.failure is None:
-                text = str(error)
-                self.failure = text if text.startswith(target_name) else f"{self.host}: {text}"
-                self.log.warning("connection lost", id=self.ids, host=self.host, error=text)
+                self.failure = self._failure(str(error))
+                self.log.warning("connection lost", id=self.ids, host=self.host, error=str(error))
         finally:
             self.connection.close()
-        if self.handshake_failed is not None:
-            return self.handshake_failed
-        return SessionResult(self.outcomes, self.retry, self.failure, self.auth_failure)
+        return SessionResult(self.outcomes, self.retry, self.failure, self.auth_failure,
+                             self.tls_handshake_failed)
+
+    def _step(self, timeout: float) -> None:
+        """Handle the client's next event, or read what it waits for."""
+        event = self.client.next_event()
+        if event is None:
+            data = self.connection.receive(timeout=self.client.reply_timeout(timeout))
+            self.driver._trace("<<<", data)
+            self.client.receive_data(data)
+            return
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _failure(self, text: str) -> str:
+        """The host's failure as SessionResult reports it: its name first."""
+        return text if text.startswith(self.target_name) else f"{self.host}: {text}"
 
     def _write(self, data: bytes) -> None:
         if data:
@@ -289,10 +253,13 @@ class _Conversation:
         try:
             info = self.connection.start_tls(self.tls)
         except net.TlsHandshakeFailed as broken:
+            self.tls_handshake_failed = str(broken)
             if self.security.starttls != "opportunistic":
-                raise
-            # nothing was in flight: STARTTLS comes before any message
-            self.handshake_failed = _HandshakeFailed(str(broken))
+                raise  # logged as a lost connection, like any other
+            # quietly: core has this address tried again in plain text; nothing was in
+            # flight, STARTTLS comes before any message
+            self.failure = self._failure(str(broken))
+            self.closed = True
             return
         self.log.info("TLS started", id=self.ids, host=self.host, version=info.version,
                       cipher=info.cipher, verification=_verified(info))
@@ -310,15 +277,8 @@ class _Conversation:
     def _ready_for_data(self, _event: ReadyForData) -> None:
         if not self.inflight:
             return
-        current = self.inflight[0]
-        if current.body is not None:
-            for chunk in self.client.send_data_lines((current.body,)):
-                self.connection.send(chunk)
-        else:
-            with open(current.path, "rb") as handle:
-                chunks = iter(lambda: handle.read(1 << 16), b"")
-                for chunk in self.client.send_data_lines(chunks):
-                    self.connection.send(chunk)
+        for chunk in self.client.send_data_lines(_content(self.inflight[0])):
+            self.connection.send(chunk)
         self.driver._trace(">>>", b"(message data)\r\n.")
         if self.queue and self.client.can_pipeline_next:
             # the next message rides behind the dot: one round trip a message
@@ -332,16 +292,13 @@ class _Conversation:
         if not self.inflight:
             return
         done = self.inflight.pop(0)
-        settled = {}
-        for item_id, outcome in self.driver._outcomes(done, event, self.host).items():
-            if outcome.kind == "deferred":
-                self.retry[item_id] = outcome
-            else:
-                settled[item_id] = outcome
-        self.outcomes.update(settled)  # recorded before anything else can fail
-        for item_id, outcome in settled.items():
+        plan = done.plan
+        split = transaction_settlement(plan.item_ids, plan.item_recipients, event, self.host)
+        self.retry.update(split.retry)
+        self.outcomes.update(split.settled)  # recorded before anything else can fail
+        for item_id, outcome in split.settled.items():
             self.driver.settle(item_id, outcome)
-        rest = _too_many_recipients(done, event)
+        rest = narrowed(done, follow_on(plan.item_ids, plan.item_recipients, event))
         if rest is not None:
             # RFC 5321 4.5.3.1.10: the rest go in another transaction, now
             self.log.info("server takes fewer recipients per message; sending the others "
@@ -382,3 +339,12 @@ class _Conversation:
         )
         self.inflight.append(message)
         self._write(self.client.send_message(envelope))
+
+
+def _content(message: OutgoingMessage) -> Iterator[bytes]:
+    """The M file's content for DATA: the small message read before, else read in chunks."""
+    if message.body is not None:
+        yield message.body
+        return
+    with open(message.path, "rb") as handle:
+        yield from iter(lambda: handle.read(1 << 16), b"")
