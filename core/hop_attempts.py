@@ -213,13 +213,7 @@ class HopAttempts(Generic[Id]):
             raise SoftwareError("session_ended() without a TryAddress to answer",
                                 hint="call next_step() and connect where it says first")
         self._awaiting = None
-        offered = set(tried.item_ids)
-        for item_id, outcome in result.settled.items():
-            if item_id in offered and item_id not in self._settled:
-                self._settled[item_id] = outcome
-        for item_id, outcome in result.retry.items():
-            if item_id in offered and item_id not in self._settled:
-                self._temporary[item_id] = outcome
+        self._record(tried.item_ids, result)
         if result.failure:
             self._last_error = result.failure
         self._plain = plain_retry(tried, result)
@@ -229,6 +223,17 @@ class HopAttempts(Generic[Id]):
                 self._refused.append(host.credentials)
             self._leaving = host.target
             self._next_host()
+
+    def _record(self, offered_ids: tuple[Id, ...], result: SessionResult[Id]) -> None:
+        """Keep the session's outcomes for the items it was offered and that are still
+        open: settled ones for good, temporary ones until a later session says more."""
+        offered = set(offered_ids)
+        for item_id, outcome in result.settled.items():
+            if item_id in offered and item_id not in self._settled:
+                self._settled[item_id] = outcome
+        for item_id, outcome in result.retry.items():
+            if item_id in offered and item_id not in self._settled:
+                self._temporary[item_id] = outcome
 
     def _next_host(self) -> None:
         self._host += 1
