@@ -111,6 +111,14 @@ def local_name(address: str, mailname: str) -> str | None:
     return None
 
 
+def local_user(recipient: str, *, mailname: str, nullclient: bool) -> str | None:
+    """The user a queued address is delivered to here, or None when it goes out by SMTP
+    (every address does with NULLCLIENT: SPEC 3.7)."""
+    if nullclient:
+        return None
+    return local_name(recipient, mailname)
+
+
 def resolve_recipients(
     addresses: Sequence[str],
     *,

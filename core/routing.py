@@ -4,7 +4,7 @@ The decisions live here; ``dma.adapters.dns`` only asks the questions.  A next h
 is the smarthost when one is set, an address literal (``user@[192.0.2.1]``, which
 the C dma could not route), or the recipient's domain, whose MX records are looked
 up.  Recipients with the same next hop share one connection, so the shell groups
-them with ``group_by_next_hop``.
+them with ``group_by_next_hop``, which sets an unroutable one aside alone.
 
 DNS outcomes are values, not exceptions: ``Targets`` (hosts to try, in order),
 ``DnsPermanent`` (bounce: NXDOMAIN, a null MX, a domain with neither MX nor address)
@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import ipaddress
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from dma.core.addresses import split_address, unquoted_positions
 from dma.core.errors import DataError
+
+K = TypeVar("K", bound=Hashable)
+"""What a caller groups: an item id, an address id."""
 
 MAX_DOMAIN_OCTETS = 253  # a name on the wire, without the final root dot
 MAX_LABEL_OCTETS = 63
@@ -141,20 +144,33 @@ def next_hop(recipient: str, *, smarthost: str | None, port: int) -> NextHop:
     return NextHop("mx", normalise_domain(domain, recipient), port)
 
 
+@dataclass(frozen=True, slots=True)
+class Routes(Generic[K]):
+    """Keys grouped by next hop (hops and keys in first-seen order), and the keys whose
+    recipient has no next hop, each with the reason (a bounce: SPEC 5.3)."""
+
+    groups: tuple[tuple[NextHop, tuple[K, ...]], ...]
+    unroutable: tuple[tuple[K, DataError], ...]
+
+
 def group_by_next_hop(
-    recipients: Sequence[tuple[str, str]], *, smarthost: str | None, port: int
-) -> tuple[tuple[NextHop, tuple[str, ...]], ...]:
-    """Group ``(item id, recipient)`` pairs by next hop, hops and ids in first-seen order.
+    recipients: Iterable[tuple[K, str]], *, smarthost: str | None, port: int
+) -> Routes[K]:
+    """Group ``(key, recipient)`` pairs by next hop; a recipient ``next_hop`` refuses is
+    set aside alone, so the others still go.
 
     Recipients that share a hop share one connection and one transaction (SPEC 5.3).
-    Raises DataError for the first recipient ``next_hop`` refuses; callers that want
-    to bounce such a recipient and deliver the rest ask ``next_hop`` per item first.
     """
-    groups: dict[NextHop, list[str]] = {}
-    for item_id, recipient in recipients:
-        hop = next_hop(recipient, smarthost=smarthost, port=port)
-        groups.setdefault(hop, []).append(item_id)
-    return tuple((hop, tuple(ids)) for hop, ids in groups.items())
+    groups: dict[NextHop, list[K]] = {}
+    unroutable: list[tuple[K, DataError]] = []
+    for key, recipient in recipients:
+        try:
+            hop = next_hop(recipient, smarthost=smarthost, port=port)
+        except DataError as error:
+            unroutable.append((key, error))
+            continue
+        groups.setdefault(hop, []).append(key)
+    return Routes(tuple((hop, tuple(keys)) for hop, keys in groups.items()), tuple(unroutable))
 
 
 def normalise_domain(domain: str, recipient: str | None = None) -> str:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dma.core.config import Config
+from dma.core.ledger import AddressId
+from dma.core.queuefile import message_id_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +45,9 @@ def security_for(config: Config, hop_kind: str) -> Security:
 
 @dataclass(frozen=True, slots=True)
 class QueuedRecipient:
-    """One queue item as the planner needs it."""
+    """One address of a queue item as the planner needs it."""
 
-    item_id: str
+    item_id: AddressId
     sender: str
     recipient: str
     dsn_notify: str | None = None
@@ -59,17 +61,12 @@ class Transaction:
 
     message_id: str
     sender: str
-    item_ids: tuple[str, ...]
+    item_ids: tuple[AddressId, ...]
     recipients: tuple[str, ...]  # each once, for RCPT
-    item_recipients: tuple[str, ...]  # the recipient of each item, parallel to item_ids
+    item_recipients: tuple[str, ...]  # the recipient of each address, parallel to item_ids
     dsn_notify: str | None = None  # from the message's first item: one submission, one value
     dsn_ret: str | None = None
     dsn_envid: str | None = None
-
-
-def message_id_of(item_id: str) -> str:
-    """The message an item belongs to: its id up to the last '.'."""
-    return item_id.rsplit(".", 1)[0]
 
 
 def plan_transactions(items: Sequence[QueuedRecipient]) -> tuple[Transaction, ...]:
@@ -80,7 +77,7 @@ def plan_transactions(items: Sequence[QueuedRecipient]) -> tuple[Transaction, ..
     """
     groups: dict[tuple[str, str], list[QueuedRecipient]] = {}
     for item in items:
-        groups.setdefault((message_id_of(item.item_id), item.sender), []).append(item)
+        groups.setdefault((message_id_of(item.item_id.item_id), item.sender), []).append(item)
     plans = []
     for (message_id, sender), members in groups.items():
         recipients = dict.fromkeys(member.recipient for member in members)  # linear, ordered

@@ -83,23 +83,30 @@ def test_normalised_domain_is_ascii_and_stable(domain: str) -> None:
 def test_grouping_keeps_every_item_once_and_in_order(
     recipients: list[str], relay: str | None, number: int
 ) -> None:
-    """Each item lands once, in the group of its own next hop, in input order."""
+    """Each item lands once: in the group of its own next hop, in input order, or set
+    aside with the DataError ``next_hop`` raises for it."""
     pairs = [(f"{index:x}", text) for index, text in enumerate(recipients)]
-    try:
-        groups = group_by_next_hop(pairs, smarthost=relay, port=number)
-    except DataError:
-        assert relay is None
-        return
-    hops = [hop for hop, _ in groups]
+    routes = group_by_next_hop(pairs, smarthost=relay, port=number)
+    hops = [hop for hop, _ in routes.groups]
     assert len(set(hops)) == len(hops)
-    expected = {item: next_hop(text, smarthost=relay, port=number) for item, text in pairs}
-    seen = [item for _, items in groups for item in items]
-    assert sorted(seen) == sorted(expected)
-    for hop, items in groups:
+    expected: dict[str, NextHop | None] = {}
+    for item, text in pairs:
+        try:
+            expected[item] = next_hop(text, smarthost=relay, port=number)
+        except DataError:
+            expected[item] = None
+    seen = [item for _, items in routes.groups for item in items]
+    aside = [item for item, _ in routes.unroutable]
+    assert sorted(seen + aside) == sorted(expected)
+    assert all(expected[item] is None for item in aside)
+    assert all(isinstance(error, DataError) for _, error in routes.unroutable)
+    if relay is not None:
+        assert not aside
+    for hop, items in routes.groups:
         assert items
         assert all(expected[item] == hop for item in items)
         assert list(items) == sorted(items, key=lambda item: int(item, 16))
-    first_seen = list(dict.fromkeys(expected[item] for item, _ in pairs))
+    first_seen = list(dict.fromkeys(hop for item, _ in pairs if (hop := expected[item])))
     assert hops == first_seen
 
 

@@ -11,8 +11,8 @@ import os
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
+from dma.core.ledger import AddressId
 from dma.core.transport import Transaction
-from dma.shell.comma_lists import PART
 
 SMALL_MESSAGE = 1 << 16
 """Messages up to this size are read once into memory while they are in flight."""
@@ -25,7 +25,7 @@ class OutgoingMessage:
     """A transaction with what the driver needs to send it."""
 
     plan: Transaction
-    paths: tuple[str, ...]  # each item's M file (links of one message), as plan.item_ids
+    paths: tuple[str, ...]  # each address's M file (links of one message), as plan.item_ids
     size: int
     eight_bit: bool
     body: bytes | None = None  # a small message read once, for the 8-bit check and DATA
@@ -36,7 +36,7 @@ class OutgoingMessage:
         return self.paths[0]
 
 
-def narrowed(message: OutgoingMessage, keep: Collection[str]) -> OutgoingMessage | None:
+def narrowed(message: OutgoingMessage, keep: Collection[AddressId]) -> OutgoingMessage | None:
     """The message narrowed to its items in ``keep``; None when there is none."""
     plan = message.plan
     kept = [i for i, item_id in enumerate(plan.item_ids) if item_id in keep]
@@ -74,12 +74,12 @@ def measured(message: OutgoingMessage) -> OutgoingMessage:
     return dataclasses.replace(message, size=size + lines, eight_bit=eight_bit)
 
 
-def logged_ids(item_ids: Sequence[str]) -> str:
+def logged_ids(ids: Sequence[AddressId]) -> str:
     """Item ids for the ``id`` field of a log line: comma separated, a long list cut short.
 
-    Work ids of comma-list parts (``<item id>/<n>``) are shown as their item's id.
+    The addresses of one comma-list item are shown once, as their item's id.
     """
-    unique = list(dict.fromkeys(item_id.partition(PART)[0] for item_id in item_ids))
+    unique = list(dict.fromkeys(address.item_id for address in ids))
     if len(unique) <= MAX_LOGGED_IDS:
         return ",".join(unique)
     return ",".join(unique[:MAX_LOGGED_IDS]) + f",+{len(unique) - MAX_LOGGED_IDS} more"

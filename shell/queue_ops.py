@@ -211,7 +211,7 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
             continue
         before = run.summary.bounced
         with claim:
-            run.finish(claim, failed(reason, "5.0.0"))
+            run.settle_claimed(claim, failed(reason, "5.0.0"))
         if run.summary.bounced > before:
             print(f"{item_id}: bounced")
         else:

@@ -1,15 +1,14 @@
-"""Deliver queue items: claim each, route it, deliver, then act on the outcome.
+"""Deliver queue items: claim each, deliver its addresses, then act on the decisions.
 
-Delivered items leave the queue; deferred ones get their attempts, next try and last
-error written into the Q file (the arrival time, its mtime, is kept); failed and
+Every outcome, local or remote, goes to one ``core/ledger.Ledger``, which says what to
+do: delivered items leave the queue; deferred ones get their attempts, next try and
+last error written into the Q file (the arrival time, its mtime, is kept); failed and
 expired ones bounce to their sender.  One process handles every item it is given:
 never a process per recipient.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,24 +16,35 @@ from typing import TYPE_CHECKING
 
 from dma.adapters import system
 from dma.adapters.spool import Claim, Spool
-from dma.core.envelope import local_name
+from dma.core.envelope import local_user
 from dma.core.errors import DmaError
-from dma.core.outcomes import Outcome, deferred, failed
-from dma.core.queuefile import QueueItem
-from dma.core.retry import after_temporary_failure, is_expired
-from dma.core.routing import recipient_parts
+from dma.core.ledger import (
+    Address,
+    AddressId,
+    Change,
+    Deferred,
+    Delivered,
+    Failed,
+    Ledger,
+    Moment,
+    Narrowed,
+    Report,
+)
+from dma.core.outcomes import Outcome, failed
+from dma.core.retry import after_temporary_failure
 from dma.shell.guard import describe
 from dma.shell.settings import Settings
 
 if TYPE_CHECKING:
     from dma.adapters.log import Logger
+    from dma.shell.remote import Parcel
 
 MAX_CLAIM_BATCH = 5000
 MAX_OPEN_FILES = 2 * MAX_CLAIM_BATCH + 64
 RESERVED_DESCRIPTORS = 32
 
-Report = Callable[[str, Outcome], None]
-DeliverRemote = Callable[[Sequence[Claim], Report], dict[str, Outcome]]
+DeliverRemote = Callable[[Sequence["Parcel"], Report], None]
+"""Remote delivery: it reports the outcome of each address it is given as it has it."""
 
 
 @dataclass
@@ -78,17 +88,6 @@ def claim_batch_size() -> int:
     return max(1, min(MAX_CLAIM_BATCH, (soft - RESERVED_DESCRIPTORS) // 2))
 
 
-def is_local(recipient: str, settings: Settings) -> str | None:
-    """The local user an item goes to, or None when it is remote (current config rules).
-
-    A comma list (``a@x.org,root``, as the C dma queues it) is None: remote delivery
-    routes each of its parts, local ones included (shell/comma_lists.py keeps count).
-    """
-    if settings.config.nullclient or len(recipient_parts(recipient)) > 1:
-        return None
-    return local_name(recipient, settings.mailname)
-
-
 class QueueRun:
     """One pass over some items of one spool."""
 
@@ -104,6 +103,10 @@ class QueueRun:
         self.summary = RunSummary()
         self.followups: list[str] = []
         self.busy_mailboxes: set[str] = set()
+        self.ledger = Ledger(lifetime=settings.config.queuelifetime)
+        self._claims: dict[str, Claim] = {}
+        self._lock = threading.Lock()  # remote delivery reports from its threads
+        self._sync = True
 
     def run(self, item_ids: Sequence[str]) -> RunSummary:
         """Deliver the named items, then the bounces that they caused.
@@ -127,36 +130,55 @@ class QueueRun:
         is that item's alone: it is logged with the item's id, written into its Q
         file as the last error when we hold it, and the run goes on.
         """
-        local_claims: list[tuple[Claim, str]] = []
-        remote_claims: list[Claim] = []
+        claims: list[Claim] = []
+        local: list[tuple[Address, str]] = []
+        remote: list[Parcel] = []
         try:
             for item_id in item_ids:
                 claim = self._claim(item_id)
                 if claim is None:
                     continue
+                claims.append(claim)
                 try:
-                    user = is_local(claim.item.recipient, self.settings)
+                    self._sort(claim, local, remote)
                 except Exception as error:
-                    self._finish_safely(claim, self._crashed(claim.item.id, error))
-                    continue
-                if user is not None:
-                    local_claims.append((claim, user))
-                else:
-                    remote_claims.append(claim)
-            for claim, user in local_claims:
-                self.log.info("trying delivery", id=claim.item.id, to=user, via="local")
-                try:
-                    outcome = self.deliver_local(claim, user)
-                except Exception as error:
-                    outcome = self._crashed(claim.item.id, error)
-                self._finish_safely(claim, outcome)
-            if remote_claims:
-                self.run_remote(remote_claims)
+                    self._give_up(claim.item.id, error)
+            for address, user in local:
+                self._deliver_local(address, user)
+            if remote:
+                self._run_remote(remote)
+            for claim in claims:  # nobody reported on these: deferred, and said why
+                self._apply(self.ledger.defer_open(claim.item.id, "no outcome reported",
+                                                   self._moment()))
         finally:
-            for claim, _ in local_claims:
+            for claim in claims:
                 claim.release()
-            for claim in remote_claims:
-                claim.release()
+                self._claims.pop(claim.item.id, None)
+
+    def _sort(self, claim: Claim, local: list[tuple[Address, str]],
+              remote: list[Parcel]) -> None:
+        """Put the claimed item's addresses in the book, each as local or remote."""
+        from dma.shell.remote import Parcel
+
+        self._claims[claim.item.id] = claim
+        config = self.settings.config
+        for address in self.ledger.add(claim.item, claim.arrival):
+            user = local_user(address.recipient, mailname=self.settings.mailname,
+                              nullclient=config.nullclient)
+            if user is not None:
+                local.append((address, user))
+            else:
+                remote.append(Parcel(address, claim))
+
+    def _deliver_local(self, address: Address, user: str) -> None:
+        claim = self._claims[address.id.item_id]
+        self.log.info("trying delivery", id=claim.item.id, to=user, via="local")
+        try:
+            outcome = self.deliver_local(claim, user)
+        except Exception as error:
+            self._give_up(claim.item.id, error)
+            return
+        self.report(address.id, outcome)
 
     def _claim(self, item_id: str) -> Claim | None:
         """The claim on ``item_id``, or None (counted as skipped) when it cannot be had."""
@@ -172,49 +194,53 @@ class QueueRun:
             self.summary.skipped += 1
         return claim
 
-    def _crashed(self, item_id: str, error: Exception) -> Outcome:
-        """The outcome of an item whose handling raised: deferred, with the error as the
-        reason (a DmaError says what it is; anything else is our bug, named with where)."""
+    def _give_up(self, item_id: str, error: Exception) -> None:
+        """The item's handling raised: its open addresses are deferred, with the error as
+        the reason (a DmaError says what it is; anything else is our bug, named with where)."""
         if isinstance(error, DmaError):
-            return deferred(str(error))
-        reason = f"internal error: {describe(error)}"
-        self.log.error("internal error while delivering; the item stays queued",
-                       id=item_id, error=reason)
-        return deferred(reason)
+            reason = str(error)
+        else:
+            reason = f"internal error: {describe(error)}"
+            self.log.error("internal error while delivering; the item stays queued",
+                           id=item_id, error=reason)
+        with self._lock:
+            self._apply(self.ledger.defer_open(item_id, reason, self._moment()))
 
-    def run_remote(self, claims: list[Claim]) -> None:
+    def report(self, address: AddressId, outcome: Outcome) -> None:
+        """The one way in for an outcome: the ledger decides, and the decision is acted on
+        at once, so that a crash later in the run cannot send what was accepted again.
+        Delivery threads call this as each transaction ends."""
+        with self._lock:
+            self._apply(self.ledger.record(address, outcome, self._moment()))
+
+    def settle_claimed(self, claim: Claim, outcome: Outcome) -> None:
+        """Give every address of an item claimed by the caller ``outcome`` and act on it
+        (the mail administrator's -Qb: failed, so bounced)."""
+        self._claims[claim.item.id] = claim
+        try:
+            for address in self.ledger.add(claim.item, claim.arrival):
+                self.report(address.id, outcome)
+        finally:
+            self._claims.pop(claim.item.id, None)
+
+    def _moment(self) -> Moment:
+        return Moment(system.epoch(), system.jitter())
+
+    def _run_remote(self, parcels: list[Parcel]) -> None:
         if self.settings.config.localonly:
-            for claim in claims:
-                self._finish_safely(claim, failed(
+            for parcel in parcels:
+                self.report(parcel.address.id, failed(
                     "remote delivery is disabled on this host (LOCALONLY)", "5.3.2"))
             return
-        by_id = {claim.item.id: claim for claim in claims}
-        finished: set[str] = set()
-        lock = threading.Lock()
-
-        def report(item_id: str, outcome: Outcome) -> None:
-            # called from delivery threads as each transaction ends: act at once, so a
-            # crash later in the run cannot send what was already accepted again
-            with lock:
-                if item_id in by_id and item_id not in finished:
-                    finished.add(item_id)
-                    self._finish_safely(by_id[item_id], outcome, sync=False)
-
+        deliver = self._remote()  # a broken auth.conf stops the run (78), mail untouched
+        self._sync = False  # one directory sync for the whole batch, below
         try:
-            deliver = self._remote()  # a broken auth.conf stops the run (78), mail untouched
-            try:
-                outcomes = deliver(claims, report)
-            except Exception as error:  # a bug in remote delivery: every open item keeps it
-                outcomes = {claim.item.id: self._crashed(claim.item.id, error)
-                            for claim in claims}
-            for claim in claims:
-                with lock:
-                    if claim.item.id in finished:
-                        continue
-                    finished.add(claim.item.id)
-                outcome = outcomes.get(claim.item.id, deferred("no outcome reported"))
-                self._finish_safely(claim, outcome, sync=False)
+            deliver(parcels, self.report)
+        except Exception as error:  # a bug in remote delivery: every open item keeps it
+            for item_id in dict.fromkeys(p.address.id.item_id for p in parcels):
+                self._give_up(item_id, error)
         finally:
+            self._sync = True
             self.spool.sync_directory()
 
     def _remote(self) -> DeliverRemote:
@@ -232,87 +258,87 @@ class QueueRun:
 
         return deliver_local(claim, user, self.settings, self.busy_mailboxes)
 
-    def _finish_safely(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
-        """finish(), but an error on one item is logged, not raised into the caller (a
-        delivery thread would take it for a lost connection and resend the rest).
+    # --- acting on the ledger's changes ----------------------------------------------
 
-        When acting on the outcome fails for a bug (a bounce that cannot be built, say),
-        the item stays queued with that error as its last one, so mailq shows it.
+    def _apply(self, changes: Sequence[Change]) -> None:
+        """Act on each change; an error on one item is logged, not raised into the caller
+        (a delivery thread would take it for a lost connection and resend the rest).
+
+        When acting fails (a bounce that cannot be built, say), the item stays queued
+        with that error as its last one, so mailq shows it.
         """
-        try:
-            self.finish(claim, outcome, sync=sync)
-            return
-        except DmaError as error:
-            reason = str(error)
-        except Exception as error:
-            reason = f"internal error: {describe(error)}"
-        self.log.error("cannot record outcome; the item stays queued", id=claim.item.id,
-                       outcome=outcome.kind, error=reason)
-        self.summary.errors.append(f"{claim.item.id}: {reason}")
-        if outcome.kind != "delivered":
-            self._record_error(claim, reason)
+        for change in changes:
+            claim = self._claims.get(change.item.id)
+            if claim is None:
+                continue
+            try:
+                self._act(claim, change)
+                continue
+            except DmaError as error:
+                reason = str(error)
+            except Exception as error:
+                reason = f"internal error: {describe(error)}"
+            self.log.error("cannot record outcome; the item stays queued", id=claim.item.id,
+                           outcome=type(change).__name__.lower(), error=reason)
+            self.summary.errors.append(f"{claim.item.id}: {reason}")
+            if not isinstance(change, Delivered):
+                self._record_error(claim, reason)
 
-    def _record_error(self, claim: Claim, reason: str) -> None:
-        """Write ``reason`` into the item's Q file as its last error (best effort)."""
-        try:
-            claim.update(after_temporary_failure(
-                claim.item, now=int(system.epoch()), error=reason, jitter=_jitter()))
-            self.summary.deferred += 1
-        except Exception as error:
-            self.log.error("cannot write the last error into the queue file",
-                           id=claim.item.id, error=describe(error))
-
-    def finish(self, claim: Claim, outcome: Outcome, *, sync: bool = True) -> None:
-        """Act on an outcome: delete, reschedule, or bounce."""
-        item = claim.item
-        if outcome.kind == "delivered":
-            claim.delete(sync=sync)
+    def _act(self, claim: Claim, change: Change) -> None:
+        if isinstance(change, Narrowed):
+            self._narrow(claim, change)
+        elif isinstance(change, Delivered):
+            claim.delete(sync=self._sync)
             self.summary.delivered += 1
-            self.log.info("delivered", id=item.id, to=item.recipient, detail=outcome.detail)
-            return
-        now = system.epoch()
-        if outcome.kind == "deferred" and outcome.parts_of("failed"):
-            item = self._bounce_failed_parts(claim, outcome)
-        if outcome.kind == "deferred":
-            lifetime = self.settings.config.queuelifetime
-            if not is_expired(claim.arrival, now, lifetime):
-                updated = after_temporary_failure(
-                    item, now=int(now), error=outcome.detail, jitter=_jitter()
-                )
-                claim.update(updated)
-                self.summary.deferred += 1
-                self.log.warning("deferred", id=item.id, to=item.recipient,
-                                 reason=outcome.detail, next_try=updated.next_try,
-                                 attempts=updated.attempts)
-                return
-            from dma.core.bounce import expiry_failure
+            self.log.info("delivered", id=claim.item.id, to=claim.item.recipient,
+                          detail=change.detail)
+        elif isinstance(change, Deferred):
+            self._defer(claim, change)
+        else:
+            self._bounce(claim, change)
 
-            expiry = expiry_failure(item.recipient, outcome.detail, lifetime)
-            outcome = failed(expiry.reason, expiry.status, expiry.diagnostic,
-                             expiry.remote_mta)
+    def _narrow(self, claim: Claim, change: Narrowed) -> None:
+        """Delivered addresses of a list leave its Q file at once."""
+        try:
+            claim.update(change.item)
+        except DmaError as error:
+            self.log.error("cannot remove delivered addresses from the queue item; "
+                           "they may be sent again", id=claim.item.id, error=str(error))
+
+    def _defer(self, claim: Claim, change: Deferred) -> None:
+        rescheduled = change.rescheduled
+        if change.bounce is not None:
+            from dma.shell.bouncing import bounce_parts
+
+            bounce_ids = bounce_parts(claim, change.bounce, self.settings, self.log)
+            if bounce_ids is None and change.unbounced is not None:
+                rescheduled = change.unbounced
+            else:
+                self.followups.extend(bounce_ids or ())
+        claim.update(rescheduled)
+        self.summary.deferred += 1
+        self.log.warning("deferred", id=claim.item.id, to=rescheduled.recipient,
+                         reason=change.reason, next_try=rescheduled.next_try,
+                         attempts=rescheduled.attempts)
+
+    def _bounce(self, claim: Claim, change: Failed) -> None:
         from dma.shell.bouncing import bounce
 
-        bounce_ids = bounce(claim, outcome, self.settings, self.log)
+        bounce_ids = bounce(claim, change.outcome, self.settings, self.log)
         if bounce_ids is None:
             self.summary.deferred += 1
         else:
             self.summary.bounced += 1
             self.followups.extend(bounce_ids)
 
-    def _bounce_failed_parts(self, claim: Claim, outcome: Outcome) -> QueueItem:
-        """Bounce the addresses of a comma-list item refused for good and keep only the
-        deferred ones in it; the item as it is now (unchanged when no bounce was made)."""
-        from dma.core.routing import join_recipient_parts
-        from dma.shell.bouncing import bounce_parts
-
-        bounce_ids = bounce_parts(claim, outcome, self.settings, self.log)
-        if bounce_ids is None:
-            return claim.item
-        self.followups.extend(bounce_ids)
-        waiting = [part for part, own in outcome.parts if own.kind != "failed"]
-        claim.update(dataclasses.replace(claim.item, recipient=join_recipient_parts(waiting)))
-        return claim.item
+    def _record_error(self, claim: Claim, reason: str) -> None:
+        """Write ``reason`` into the item's Q file as its last error (best effort)."""
+        try:
+            claim.update(after_temporary_failure(
+                claim.item, now=int(system.epoch()), error=reason, jitter=system.jitter()))
+            self.summary.deferred += 1
+        except Exception as error:
+            self.log.error("cannot write the last error into the queue file",
+                           id=claim.item.id, error=describe(error))
 
 
-def _jitter() -> float:
-    return int.from_bytes(os.urandom(4), "big") / 2**32

@@ -8,8 +8,9 @@ so that all dma processes together stay within the limit (SPEC 5.1).
 
 Which address to try next and what the connections add up to is decided in core
 (``dma.core.hop_attempts``); this module looks the hosts up, takes the slot and
-logs, ``shell/smtp_connection.py`` drives each connection, and
-``shell/comma_lists.py`` folds the outcomes of a comma list's addresses together.
+logs, and ``shell/smtp_connection.py`` drives each connection.  Every outcome goes
+out through one ``Report`` (the queue run's ledger): a settled one as soon as its
+transaction ends, the others when the hop is done.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from dma.adapters.hosts import system_smarthost_targets
@@ -24,8 +26,8 @@ from dma.adapters.slots import Slot, SlotError, Slots
 from dma.adapters.spool import Claim
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
-from dma.core.errors import DmaError
 from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, LeaveHost, SkipHost
+from dma.core.ledger import Address, AddressId, Report
 from dma.core.outcomes import Outcome, deferred, failed
 from dma.core.routing import (
     DnsOutcome,
@@ -34,13 +36,11 @@ from dma.core.routing import (
     NextHop,
     Target,
     Targets,
-    next_hop,
+    group_by_next_hop,
 )
-from dma.core.transport import QueuedRecipient, plan_transactions
-from dma.shell.comma_lists import ItemOutcomes, Work
+from dma.core.transport import QueuedRecipient, plan_transactions, security_for
 from dma.shell.guard import describe
 from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
-from dma.shell.queue_run import Report, is_local
 from dma.shell.settings import Settings, read_text
 from dma.shell.smtp_connection import SmtpDriver
 
@@ -49,8 +49,20 @@ if TYPE_CHECKING:
     from dma.adapters.log import Logger
 
 
+@dataclass(frozen=True, slots=True)
+class Parcel:
+    """One address to deliver by SMTP, and the claim on its queue item (its M file)."""
+
+    address: Address
+    claim: Claim
+
+
+def _ignore(_address: AddressId, _outcome: Outcome) -> None:
+    """The report before a run gives its own."""
+
+
 class RemoteDelivery:
-    """Deliver claimed remote items; return an outcome per item id."""
+    """Deliver addresses of claimed items by SMTP; report the outcome of each."""
 
     def __init__(self, settings: Settings, log: Logger, *, verbose: bool = False) -> None:
         self.settings = settings
@@ -58,7 +70,7 @@ class RemoteDelivery:
         self.log = log
         self.verbose = verbose
         self.auth = self._load_auth()
-        self.items = ItemOutcomes(log, None)
+        self.report: Report = _ignore
         self.driver = SmtpDriver(settings, log, self._settled, verbose=verbose)
         self._resolver: DnsResolver | None = None
         self.slots = Slots(self.config.spooldir, max(1, self.config.maxconnections))
@@ -97,89 +109,76 @@ class RemoteDelivery:
             pass
         return parse_auth(text, path)
 
-    def __call__(self, claims: Sequence[Claim], report: Report | None = None
-                 ) -> dict[str, Outcome]:
-        """Deliver ``claims``; ``report`` hears each outcome as soon as it is final."""
-        self.items = items = ItemOutcomes(self.log, report)
-        hops: dict[NextHop, list[Work]] = {}
-        local: list[tuple[Work, str]] = []
-        for claim in claims:
-            works = items.works(claim)
-            for work in works:
-                user = is_local(work.recipient, self.settings) if len(works) > 1 else None
-                if user is not None:  # a local name in a comma list
-                    local.append((work, user))
-                    continue
-                try:
-                    hop = next_hop(work.recipient, smarthost=self.config.smarthost,
-                                   port=self.config.port)
-                except DmaError as error:
-                    items.record(work.id, failed(str(error), "5.1.3"))
-                    continue
-                hops.setdefault(hop, []).append(work)
-        for work, user in local:
-            from dma.shell.local import deliver_local
-
-            self.log.info("trying delivery", id=work.claim.item.id, to=user, via="local")
-            items.record(work.id, deliver_local(work.claim, user, self.settings))
+    def __call__(self, parcels: Sequence[Parcel], report: Report) -> None:
+        """Deliver ``parcels``; ``report`` hears each address's outcome once it is final
+        for this run (thread-safe: hops are worked on at once)."""
+        self.report = report
+        routes = group_by_next_hop(((n, parcel.address.recipient)
+                                    for n, parcel in enumerate(parcels)),
+                                   smarthost=self.config.smarthost, port=self.config.port)
+        for n, error in routes.unroutable:
+            report(parcels[n].address.id, failed(str(error), "5.1.3"))
+        hops = [(hop, [parcels[n] for n in keys]) for hop, keys in routes.groups]
         if len(hops) == 1:  # one connection: no thread needed
-            ((hop, works),) = hops.items()
-            for work_id, outcome in self._deliver_hop_safely(hop, works).items():
-                items.record(work_id, outcome)
+            self._deliver_hop_safely(*hops[0])
         elif hops:
             workers = max(1, min(self.config.maxconnections, len(hops)))
             from concurrent.futures import ThreadPoolExecutor  # only for several hops
 
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = pool.map(lambda pair: self._deliver_hop_safely(*pair), hops.items())
-                for result in results:
-                    for work_id, outcome in result.items():
-                        items.record(work_id, outcome)
-        return items.finish()
+                for _ in pool.map(lambda pair: self._deliver_hop_safely(*pair), hops):
+                    pass
 
-    def _settled(self, work_id: str, outcome: Outcome) -> None:
+    def _settled(self, address: AddressId, outcome: Outcome) -> None:
         """A transaction ended: tell the run at once, before anything else can fail."""
-        self.items.record(work_id, outcome, now=True)
+        self.report(address, outcome)
 
     # --- one hop -------------------------------------------------------------------
 
-    def _deliver_hop_safely(self, hop: NextHop, works: list[Work]) -> dict[str, Outcome]:
-        """``_deliver_hop``, but a bug met on one hop defers that hop's open items alone
-        (the others' hops go on, SPEC 5.1); what it settled before stays settled."""
+    def _deliver_hop_safely(self, hop: NextHop, parcels: list[Parcel]) -> None:
+        """``_deliver_hop``, but a bug met on one hop defers that hop's open addresses
+        alone (the others' hops go on, SPEC 5.1); what it settled before stays settled."""
         try:
-            return self._deliver_hop(hop, works)
+            self._deliver_hop(hop, parcels)
         except Exception as error:
             reason = f"internal error: {describe(error)}"
+            ids = [parcel.address.id for parcel in parcels]
             self.log.error("internal error while delivering to this hop; its items stay "
-                           "queued", id=logged_ids([work.id for work in works]),
-                           host=hop.host, error=reason)
-            return {work.id: deferred(reason) for work in works}
+                           "queued", id=logged_ids(ids), host=hop.host, error=reason)
+            self._report_all(ids, deferred(reason))  # the ledger keeps what was settled
 
-    def _deliver_hop(self, hop: NextHop, works: list[Work]) -> dict[str, Outcome]:
+    def _report_all(self, ids: Sequence[AddressId], outcome: Outcome) -> None:
+        for address in ids:
+            self.report(address, outcome)
+
+    def _deliver_hop(self, hop: NextHop, parcels: list[Parcel]) -> None:
         """Look the hop's hosts up, then connect where core says until it is done."""
-        by_id = {work.id: work for work in works}
+        ids = [parcel.address.id for parcel in parcels]
         if hop.kind == "smarthost":
-            self.log.info("using smarthost", id=logged_ids(list(by_id)), host=hop.host,
-                          port=hop.port)
+            self.log.info("using smarthost", id=logged_ids(ids), host=hop.host, port=hop.port)
         lookup_result = self._targets(hop)
         if isinstance(lookup_result, DnsPermanent):
-            return {i: failed(lookup_result.reason, "5.1.2") for i in by_id}
+            self._report_all(ids, failed(lookup_result.reason, "5.1.2"))
+            return
         if isinstance(lookup_result, DnsTemporary):
-            return {i: deferred(lookup_result.reason) for i in by_id}
-        messages = self._messages(works)
+            self._report_all(ids, deferred(lookup_result.reason))
+            return
+        messages = self._messages(parcels)
         if not messages:
-            return {}
-        item_ids = [i for m in messages for i in m.plan.item_ids]
-        slot = self._take_slot(item_ids)
+            return
+        planned = [i for m in messages for i in m.plan.item_ids]
+        slot = self._take_slot(planned)
         if isinstance(slot, str):
-            return {i: deferred(slot) for i in item_ids}
+            self._report_all(planned, deferred(slot))
+            return
         with self._refused_lock:
             refused = tuple(self._refused)
         attempts = HopAttempts(
             [HopTarget(target, self._credentials(hop, target))
              for target in lookup_result.targets],
-            item_ids,
+            planned,
             refused,
+            security=security_for(self.config, hop.kind),
         )
         try:
             while not isinstance(step := attempts.next_step(), HopDone):
@@ -194,37 +193,38 @@ class RemoteDelivery:
                 else:
                     offered = [left for m in messages
                                if (left := narrowed(m, step.item_ids)) is not None]
-                    credentials = self._credentials(hop, step.target)
-                    attempts.session_ended(self.driver.session(
-                        hop, step.target, step.address, offered, credentials))
+                    attempts.session_ended(self.driver.session(hop, step, offered))
         finally:
             slot.release()
             with self._refused_lock:  # later hops and batches of this run skip them too
                 self._refused.update(attempts.refused)
-        return dict(step.outcomes)
+        for address in attempts.open_ids:  # settled ones were reported as they settled
+            self.report(address, step.outcomes[address])
 
-    def _messages(self, works: list[Work]) -> list[OutgoingMessage]:
-        """The hop's transactions, one per message; an item whose M file is gone is left out."""
-        by_id = {work.id: work for work in works}
+    def _messages(self, parcels: list[Parcel]) -> list[OutgoingMessage]:
+        """The hop's transactions, one per message; an item whose M file is gone is left
+        out (the run defers it: no outcome reported)."""
+        claims = {parcel.address.id: parcel.claim for parcel in parcels}
         plans = plan_transactions([
-            QueuedRecipient(w.id, w.claim.item.sender, w.recipient, w.claim.item.dsn_notify,
-                            w.claim.item.dsn_ret, w.claim.item.dsn_envid)
-            for w in works
+            QueuedRecipient(p.address.id, p.claim.item.sender, p.address.recipient,
+                            p.claim.item.dsn_notify, p.claim.item.dsn_ret,
+                            p.claim.item.dsn_envid)
+            for p in parcels
         ])
         messages = []
         for plan in plans:
-            path = by_id[plan.item_ids[0]].claim.message_path
+            path = claims[plan.item_ids[0]].message_path
             try:
                 if not os.path.exists(path):
                     raise FileNotFoundError(2, "No such file or directory", path)
-                paths = tuple(by_id[item_id].claim.message_path for item_id in plan.item_ids)
+                paths = tuple(claims[address].message_path for address in plan.item_ids)
                 messages.append(OutgoingMessage(plan, paths, 0, False))
             except OSError as unreadable:
                 self.log.error("cannot read queued message", id=logged_ids(plan.item_ids),
                                path=path, error=unreadable.strerror)
         return messages
 
-    def _take_slot(self, item_ids: list[str]) -> Slot | str:
+    def _take_slot(self, item_ids: list[AddressId]) -> Slot | str:
         """One of the spool's MAXCONNECTIONS slots, held while this hop has a connection.
 
         Returns the reason to defer when none came free within ``slot_wait``.  When

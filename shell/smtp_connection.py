@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal
 
 from dma.adapters import net
 from dma.core.errors import DmaError, IOFailure, SoftwareError
-from dma.core.hop_attempts import SessionResult, TryAddress, plain_retry
+from dma.core.hop_attempts import SessionResult, TryAddress
+from dma.core.ledger import AddressId, Report
 from dma.core.outcomes import Outcome
 from dma.core.routing import NextHop, Target
 from dma.core.smtp import (
@@ -35,7 +36,7 @@ from dma.core.smtp import (
     Transmit,
 )
 from dma.core.smtp_outcomes import follow_on, transaction_settlement
-from dma.core.transport import Security, security_for
+from dma.core.transport import Security
 from dma.shell.outgoing_message import (
     OutgoingMessage,
     logged_ids,
@@ -50,8 +51,8 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT = 30.0
 
-Settle = Callable[[str, Outcome], None]
-"""Told each delivered or failed item as soon as its transaction ends."""
+Settle = Report
+"""Told each delivered or failed address as soon as its transaction ends."""
 
 
 def _verification(security: Security) -> str:
@@ -70,7 +71,7 @@ def _verified(info: net.TlsInfo) -> str:
     return "verified" if info.verified else "unverified"
 
 
-def _tls_mode(step: TryAddress[str], security: Security) -> str:
+def _tls_mode(step: TryAddress[AddressId], security: Security) -> str:
     """The ``tls`` field of "trying remote delivery"."""
     if step.tls_fallback is not None:
         return "no (TLS handshake failed)"
@@ -88,32 +89,11 @@ class SmtpDriver:
         self.settle = settle
         self.verbose = verbose
 
-    @overload
-    def session(self, hop: NextHop, step: TryAddress[str], messages: list[OutgoingMessage],
-                /) -> SessionResult[str]: ...
-
-    @overload
-    def session(self, hop: NextHop, step: Target, address: str,
-                messages: list[OutgoingMessage], credentials: tuple[str, str] | None,
-                /) -> SessionResult[str]: ...
-
-    def session(self, hop: NextHop, step: TryAddress[str] | Target,
-                *rest: Any) -> SessionResult[str]:
-        """Deliver what one connection to ``step.address`` can (see SessionResult).
-
-        ``messages``: the step's items as transactions.  The older call (target,
-        address, messages, credentials) is kept until ``shell/remote.py`` hands over
-        the TryAddress: it makes the step here and asks core for the plain-text retry.
-        """
-        if isinstance(step, TryAddress):
-            (messages,) = rest
-            return self._connection(hop, step, messages)
-        address, messages, credentials = rest
-        tried = TryAddress(step, address, tuple(i for m in messages for i in m.plan.item_ids),
-                           credentials, security_for(self.config, hop.kind))
-        result = self._connection(hop, tried, messages)
-        plain = plain_retry(tried, result)
-        return result if plain is None else self._connection(hop, plain, messages)
+    def session(self, hop: NextHop, step: TryAddress[AddressId],
+                messages: list[OutgoingMessage]) -> SessionResult[AddressId]:
+        """Deliver what one connection to ``step.address`` can (see SessionResult);
+        ``messages``: the step's addresses as transactions."""
+        return self._connection(hop, step, messages)
 
     def _tls_policy(self, hop: NextHop, target: Target, verify: bool) -> net.TlsPolicy:
         return net.TlsPolicy(
@@ -124,8 +104,8 @@ class SmtpDriver:
             fingerprint=self.config.fingerprint,
         )
 
-    def _connection(self, hop: NextHop, step: TryAddress[str],
-                    messages: list[OutgoingMessage]) -> SessionResult[str]:
+    def _connection(self, hop: NextHop, step: TryAddress[AddressId],
+                    messages: list[OutgoingMessage]) -> SessionResult[AddressId]:
         """One connection: connect, talk (``_Conversation``), close."""
         security = step.security
         if security is None:
@@ -192,8 +172,8 @@ class _Conversation:
         self.ids = message_ids(messages)
         self.queue = list(messages)
         self.inflight: list[OutgoingMessage] = []  # sent, no MessageDone yet; [0] is current
-        self.outcomes: dict[str, Outcome] = {}
-        self.retry: dict[str, Outcome] = {}
+        self.outcomes: dict[AddressId, Outcome] = {}
+        self.retry: dict[AddressId, Outcome] = {}
         self.failure: str | None = None
         self.auth_failure: Literal["refused", "unusable"] | None = None
         self.tls_handshake_failed: str | None = None
@@ -209,7 +189,7 @@ class _Conversation:
             Closed: self._closed,
         }
 
-    def run(self, timeout: float) -> SessionResult[str]:
+    def run(self, timeout: float) -> SessionResult[AddressId]:
         """Talk until the session is closed; what it did."""
         try:
             while not self.closed:

@@ -11,6 +11,7 @@ from dma.core.envelope import (
     check_no_control,
     envelope_sender,
     local_name,
+    local_user,
     resolve_recipients,
 )
 from dma.core.errors import DataError, NoUserError, UsageError
@@ -170,6 +171,15 @@ def test_local_and_remote_classification() -> None:
         Recipient("bob", local=True),
         Recipient("carol@Example.com", local=False),
     )
+
+
+def test_local_user_is_the_local_name_unless_nullclient() -> None:
+    """Queued addresses of ours go to their user here, except with NULLCLIENT, where
+    every address goes out by SMTP; others always do."""
+    assert local_user("bob@" + MAILNAME, mailname=MAILNAME, nullclient=False) == "bob"
+    assert local_user("bob", mailname=MAILNAME, nullclient=False) == "bob"
+    assert local_user("bob", mailname=MAILNAME, nullclient=True) is None
+    assert local_user("bob@elsewhere.example", mailname=MAILNAME, nullclient=False) is None
 
 
 def test_aliases_apply_to_local_names() -> None:

@@ -11,6 +11,7 @@ from dma.core.routing import (
     HostLookup,
     MxRecord,
     NextHop,
+    Routes,
     Target,
     Targets,
     group_by_next_hop,
@@ -131,11 +132,12 @@ def test_grouping_keeps_first_seen_order_of_hops_and_items() -> None:
         smarthost=None,
         port=25,
     )
-    assert groups == (
+    assert groups.groups == (
         (NextHop("mx", "b.example", 25), ("1", "3")),
         (NextHop("mx", "c.example", 25), ("2",)),
         (NextHop("literal", "192.0.2.1", 25), ("4",)),
     )
+    assert groups.unroutable == ()
 
 
 def test_grouping_with_smarthost_makes_one_group() -> None:
@@ -143,18 +145,24 @@ def test_grouping_with_smarthost_makes_one_group() -> None:
     groups = group_by_next_hop(
         [("1", "a@b.example"), ("2", "root")], smarthost="relay", port=25
     )
-    assert groups == ((NextHop("smarthost", "relay", 25), ("1", "2")),)
+    assert groups.groups == ((NextHop("smarthost", "relay", 25), ("1", "2")),)
 
 
 def test_grouping_nothing_gives_nothing() -> None:
     """No recipients, no hops."""
-    assert group_by_next_hop([], smarthost=None, port=25) == ()
+    assert group_by_next_hop([], smarthost=None, port=25) == Routes((), ())
 
 
-def test_grouping_refuses_an_unroutable_recipient() -> None:
-    """A recipient without domain makes grouping raise DataError naming it."""
-    with pytest.raises(DataError, match="'root'"):
-        group_by_next_hop([("1", "a@b.example"), ("2", "root")], smarthost=None, port=25)
+def test_grouping_sets_an_unroutable_recipient_aside_alone() -> None:
+    """A recipient without domain is set aside with a DataError naming it; the others
+    are grouped as if it were not there (one bad item never costs the others)."""
+    routes = group_by_next_hop([("1", "a@b.example"), ("2", "root"), ("3", "c@b.example")],
+                               smarthost=None, port=25)
+    assert routes.groups == ((NextHop("mx", "b.example", 25), ("1", "3")),)
+    ((key, error),) = routes.unroutable
+    assert key == "2"
+    assert isinstance(error, DataError)
+    assert "'root'" in str(error)
 
 
 # -- DNS answers ------------------------------------------------------------------------

@@ -25,9 +25,10 @@ from smtp_peers import (  # noqa: F401 (fixtures)
 from dma.core.config import Config
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, SessionResult, TryAddress
+from dma.core.ledger import AddressId
 from dma.core.outcomes import Outcome
 from dma.core.routing import NextHop, Target
-from dma.core.transport import QueuedRecipient, Security, plan_transactions, security_for
+from dma.core.transport import QueuedRecipient, Security, plan_transactions
 from dma.shell.outgoing_message import OutgoingMessage, narrowed
 from dma.shell.settings import Settings
 from dma.shell.smtp_connection import SmtpDriver
@@ -70,21 +71,22 @@ class Hop:
         self.hop = NextHop("smarthost", "127.0.0.1", port)
         self.target = Target("127.0.0.1", ("127.0.0.1",), 0)
         self.log = Recorder()
-        self.settled: list[tuple[str, Outcome]] = []
+        self.settled: list[tuple[AddressId, Outcome]] = []
         settings = Settings(Config(timeout=5, insecure=insecure), str(tmp / "dma.conf"),
                             False, "dma.test", "dma.test")
         self.driver = SmtpDriver(settings, self.log,
                                  lambda i, o: self.settled.append((i, o)))
         path = tmp / "Mabc"
         path.write_bytes(b"Subject: hi\n\nhello\n")
-        items = [QueuedRecipient(f"abc.{n}", "s@dma.test", r) for n, r in enumerate(recipients)]
+        items = [QueuedRecipient(AddressId(f"abc.{n}"), "s@dma.test", r)
+                 for n, r in enumerate(recipients)]
         (plan,) = plan_transactions(items)
         self.messages = [OutgoingMessage(plan, (str(path),) * len(items), 0, False)]
         self.ids = list(plan.item_ids)
 
-    def walk(self, attempts: HopAttempts[str]) -> tuple[list[TryAddress[str]],
-                                                         list[SessionResult[str]],
-                                                         dict[str, Outcome]]:
+    def walk(self, attempts: HopAttempts[AddressId]) -> tuple[list[TryAddress[AddressId]],
+                                                         list[SessionResult[AddressId]],
+                                                         dict[AddressId, Outcome]]:
         """The hop loop of shell/remote.py: every step, each TryAddress to the driver."""
         steps, results = [], []
         while not isinstance(step := attempts.next_step(), HopDone):
@@ -109,8 +111,8 @@ def test_failed_handshake_under_opportunistic_tls_is_retried_plain_by_core(
     assert [s.tls_fallback is not None for s in steps] == [False, True]
     assert results[0].tls_handshake_failed and not results[0].settled
     assert results[0].tls_handshake_failed == steps[1].tls_fallback
-    assert outcomes["abc.0"].kind == "delivered"
-    assert hop.settled == [("abc.0", outcomes["abc.0"])]
+    assert outcomes[AddressId("abc.0")].kind == "delivered"
+    assert hop.settled == [(AddressId("abc.0"), outcomes[AddressId("abc.0")])]
     first, second = sink.connections
     assert first.commands == ["EHLO dma.test", "STARTTLS"]
     assert "STARTTLS" not in second.commands
@@ -140,7 +142,8 @@ def test_failed_handshake_with_tls_required_is_a_lost_connection_and_no_retry(
     failure = results[0].failure
     assert failure is not None and failure.startswith(f"127.0.0.1 [127.0.0.1]:{sink.port}: ")
     assert results[0].tls_handshake_failed is not None
-    assert outcomes["abc.0"].kind == "deferred" and outcomes["abc.0"].detail == failure
+    only = outcomes[AddressId("abc.0")]
+    assert only.kind == "deferred" and only.detail == failure
     assert "connection lost" in hop.log.events()
 
 
@@ -152,7 +155,7 @@ def test_the_try_carries_the_credentials_the_driver_logs_in_with(
     hop = Hop(tmp_path, sink.port, ("bob@example.org",), insecure=True)
     _, _, outcomes = hop.walk(HopAttempts([HopTarget(hop.target, (LOGIN, PASSWORD))],
                                           hop.ids, security=PLAIN))
-    assert outcomes["abc.0"].kind == "delivered"
+    assert outcomes[AddressId("abc.0")].kind == "delivered"
     [arrival] = sink.wait_for(1)
     assert arrival.login == LOGIN
 
@@ -169,7 +172,7 @@ def test_the_452_follow_on_sends_the_rest_in_the_same_connection(
     assert len(steps) == 1 and len(sink.connections) == 1
     assert [m.recipients for m in sink.wait_for(2)] == [
         ["a@example.org", "b@example.org"], ["c@example.org"]]
-    assert [i for i, _ in hop.settled] == ["abc.0", "abc.1", "abc.2"]
+    assert [i for i, _ in hop.settled] == [AddressId(f"abc.{n}") for n in range(3)]
     assert {o.kind for o in outcomes.values()} == {"delivered"}
     assert "server takes fewer recipients per message; sending the others in another " \
         "transaction" in hop.log.events()
@@ -179,22 +182,6 @@ def test_a_try_without_security_is_our_bug(tmp_path: Path) -> None:
     """A TryAddress with no TLS policy raises SoftwareError before connecting."""
     hop = Hop(tmp_path, 9, ("bob@example.org",))
     with pytest.raises(SoftwareError):
-        hop.driver.session(hop.hop, TryAddress(hop.target, "127.0.0.1", ("abc.0",)),
+        hop.driver.session(hop.hop, TryAddress(hop.target, "127.0.0.1", (AddressId("abc.0"),)),
                            hop.messages)
     assert hop.log.lines == []
-
-
-def test_the_older_call_still_works_and_retries_plain_itself(
-    tmp_path: Path, scripted_sink: Callable[..., ScriptedSink]
-) -> None:
-    """session(hop, target, address, messages, credentials), kept until shell/remote.py
-    passes the TryAddress: it asks core for the plain-text retry and returns its result."""
-    sink = scripted_sink(Script(extensions=("8BITMIME", "STARTTLS"), broken_starttls=True))
-    hop = Hop(tmp_path, sink.port, ("bob@example.org",))
-    config = Config(securetransfer=True, starttls=True, opportunistic_tls=True, timeout=5)
-    hop.driver.config = config
-    assert security_for(config, "smarthost") == MAY
-    result = hop.driver.session(hop.hop, hop.target, "127.0.0.1", hop.messages, None)
-    assert result.settled["abc.0"].kind == "delivered"
-    assert result.tls_handshake_failed is None
-    assert len(sink.connections) == 2

@@ -9,6 +9,7 @@ import pytest
 
 from dma.core.config import parse_config
 from dma.core.errors import ConfigError
+from dma.core.ledger import AddressId
 from dma.core.transport import QueuedRecipient, Security, plan_transactions, security_for
 
 PIN = "ab" * 32
@@ -74,7 +75,7 @@ def test_transactions_send_each_recipient_once() -> None:
     """100 000 items of one message (a -t with that many recipients) plan into one
     transaction with each recipient once, in first-seen order (it took 113 s when each
     recipient was looked up in a list)."""
-    items = [QueuedRecipient(f"66aa.{n:x}", "s@x.example", f"r{n % 50000}@y.example")
+    items = [QueuedRecipient(AddressId(f"66aa.{n:x}"), "s@x.example", f"r{n % 50000}@y.example")
              for n in range(100_000)]
     (plan,) = plan_transactions(items)
     assert len(plan.item_ids) == 100_000
