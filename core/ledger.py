@@ -150,6 +150,13 @@ class Ledger:
         """The items still waiting for an outcome of some address, in the order added."""
         return tuple(item_id for item_id, entry in self._entries.items() if not entry.decided)
 
+    def forget(self, item_id: str) -> None:
+        """Drop a decided item's book (a long run over a big queue keeps only its batch);
+        an undecided one is kept, so its outcome can still come."""
+        entry = self._entries.get(item_id)
+        if entry is not None and entry.decided:
+            del self._entries[item_id]
+
     def record(self, address: AddressId, outcome: Outcome, at: Moment) -> tuple[Change, ...]:
         """Take in the outcome of one address; the changes it makes (maybe none).
 

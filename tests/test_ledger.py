@@ -149,3 +149,15 @@ def test_defer_open_gives_one_reason_to_the_rest_of_an_item() -> None:
     assert isinstance(decision, Deferred)
     assert decision.rescheduled.recipient == "b@z.example,c@y.example"
     assert decision.reason == "b@z.example, c@y.example: internal error: boom"
+
+
+def test_forget_drops_only_decided_items() -> None:
+    """A decided item's book can be dropped; an undecided one stays and still decides."""
+    ledger = _ledger(SINGLE, LIST)
+    ledger.record(AddressId("a1.0"), delivered("250 ok"), AT)
+    ledger.forget("a1.0")
+    ledger.forget("b2.0")
+    assert not ledger.is_decided("a1.0")
+    assert ledger.record(AddressId("a1.0"), failed("550 no", "5.1.1"), AT) == ()
+    assert ledger.undecided() == ("b2.0",)
+    assert len(ledger.close(AT)) == 1
