@@ -12,6 +12,11 @@ The invocation name picks the grammar: ``mailq`` lists the queue and accepts onl
 ``-j``, ``-v`` and ``-C FILE``; ``newaliases`` reads only ``-C FILE`` and ignores the
 rest, as the C dma does; every other name parses the full sendmail option set.
 
+``--help`` (the one long option; sendmail's ``-h`` is the hop count) asks for the
+option summary of core/manual.py under every name.  It counts where getopt would
+see an option: ``--`` before it, or an option that takes it as its value
+(``-f --help``), makes it an ordinary word.
+
 Where sendmail and the C dma disagree with safety we do not follow them: ``-q`` never
 eats the next word, a recipient beside ``-bp`` or ``-q`` is an error, and a CR, LF or
 NUL in any argument is refused before it can reach a header or a queue file.
@@ -48,6 +53,7 @@ class Mode(enum.Enum):
     DELETE = "delete"
     BOUNCE = "bounce"
     RELEASE = "release"
+    HELP = "help"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,9 @@ class Invocation:
 
 # The word that asks -Qd to delete every item in the queue.
 DELETE_ALL = "ALL"
+
+# The one long option: print the option summary (core/manual.help_text) and exit 0.
+HELP_OPTION = "--help"
 
 # A queue run interval longer than this is surely a typo (and would overflow sleep()).
 MAX_QUEUE_INTERVAL = 30 * 86400
@@ -184,6 +193,11 @@ def _scan(
             for rest in words[index:]:
                 yield _Word(_checked(rest, "argument"))
             return
+        if word.startswith("--"):
+            if word != HELP_OPTION:
+                raise UsageError(f"invalid option {_show(word)}", hint=hint)
+            yield _Option(word, None, word)
+            continue
         if len(word) < 2 or not word.startswith("-"):
             yield _Word(_checked(word, "argument"))
             continue
@@ -260,6 +274,8 @@ def _parse_mailq(program: str, words: Sequence[str]) -> Invocation:
     for item in _scan(words, _MAILQ_TABLE, _MAILQ_HINT):
         if isinstance(item, _Word):
             raise UsageError(f"mailq takes no arguments: {_show(item.text)}", hint=_MAILQ_HINT)
+        if item.letter == HELP_OPTION:
+            return Invocation(program=program, mode=Mode.HELP)
         if item.letter == "j":
             json = True
         elif item.letter == "v":
@@ -280,6 +296,8 @@ def _parse_newaliases(program: str, words: Sequence[str]) -> Invocation:
         index += 1
         if word == "--":
             break
+        if word == HELP_OPTION:
+            return Invocation(program=program, mode=Mode.HELP)
         if not word.startswith("-C"):
             continue
         value = word[2:]
@@ -342,6 +360,8 @@ def _parse_full(program: str, words: Sequence[str]) -> Invocation:
     for item in _scan(words, _FULL_TABLE, _HINT):
         if isinstance(item, _Word):
             draft.words.append(item.text)
+        elif item.letter == HELP_OPTION:
+            return Invocation(program=program, mode=Mode.HELP)
         else:
             _apply(draft, item)
     mode = draft.mode or Mode.SEND
