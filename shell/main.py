@@ -77,6 +77,11 @@ def _run(args: list[str]) -> int:
     from dma.core.cmdline import Mode, parse_command_line
 
     invocation = parse_command_line(args)
+    if invocation.mode is Mode.HELP:  # before dma.conf: help works with a broken one
+        from dma.core.manual import help_text
+
+        sys.stdout.write(help_text())
+        return 0
     from dma.adapters import system
     from dma.shell.settings import load_settings
 

@@ -172,7 +172,6 @@ def test_help_text_lists_every_option_and_key_in_80_columns() -> None:
     assert text.endswith("\n") and "\t" not in text
 
 
-@pytest.mark.xfail(strict=True, reason="shell/main.py does not dispatch Mode.HELP yet")
 def test_dma_help_prints_the_summary_and_exits_0(tmp_path: Path) -> None:
     """`dma --help` prints help_text() and exits 0, even when dma.conf is broken."""
     broken = tmp_path / "dma.conf"
