@@ -3,8 +3,8 @@
 The C dma reads a Q file line by line with ``fgets`` into 1000 octets, drops the
 last character, splits at the first ``:``, skips leading blanks in the value and
 ignores keys it does not know.  So we write ``ID``, ``Sender`` and ``Recipient``
-exactly as it does, add ``X-Attempts``, ``X-Next-Try``, ``X-Last-Error`` and the
-``X-DSN-*`` requests only
+exactly as it does, add ``X-Attempts``, ``X-Next-Try``, ``X-Last-Error``, the
+``X-DSN-*`` requests and ``X-Uid`` only
 when they carry something, and never write a line it would cut in two.
 """
 
@@ -45,6 +45,9 @@ class QueueItem:
     dsn_notify: str | None = None
     dsn_ret: str | None = None
     dsn_envid: str | None = None
+    # who handed the message in, when it came through the maildrop (SPEC 8.2): the
+    # maildrop file's owner; None for a message written into the spool directly
+    uid: int | None = None
 
 
 def item_id_from_filename(name: str) -> str | None:
@@ -154,6 +157,10 @@ def render_queue_file(item: QueueItem) -> bytes:
     ):
         if value:
             parts.append(_field(key, value))
+    if item.uid is not None:
+        if item.uid < 0:
+            raise SoftwareError(f"queue item {item.id} has a negative uid", hint="this is a bug")
+        parts.append(_field("X-Uid", str(item.uid)))
     return b"".join(parts)
 
 
@@ -256,6 +263,7 @@ def parse_queue_file(data: bytes, name: str) -> QueueItem:
         dsn_notify=fields.get("X-DSN-Notify") or None,
         dsn_ret=fields.get("X-DSN-Ret") or None,
         dsn_envid=fields.get("X-DSN-Envid") or None,
+        uid=_number(fields.get("X-Uid", "")),
     )
 
 
