@@ -17,6 +17,11 @@ at it finishes the move; other files are renamed.  Whoever moves, releases or
 deletes holds an exclusive ``flock`` on the quarantine directory, and a move of an
 item with a regular Q file happens under that Q file's lock too.
 
+A maildrop file that the runner refuses (SPEC 8.2: a link, a FIFO, a file with more
+than one link, too large, malformed) comes here too, by rename (``move_foreign``),
+as ``maildrop-<its name>/M<that name>`` beside a reason file: listed like a damaged
+item, deleted with ``-Qd``, never released (it has no queue file) and never opened.
+
 The C dma reads only the spool's names that start with ``Q`` (``spool.c:load_queue``),
 so it never looks into the directory.
 """
@@ -184,6 +189,39 @@ class Quarantine:
         finally:
             os.close(spool_fd)
         return Quarantined(item_id, name, reason, os.path.join(self.directory, name))
+
+    def move_foreign(self, source_fd: int, name: str, info: os.stat_result, label: str,
+                     reason: str) -> Quarantined | None:
+        """Move a file that is no queue item (a refused maildrop file) aside, by rename.
+
+        ``name`` is in the directory ``source_fd`` on the spool's file system; ``info``
+        is what lstat (or fstat) saw there, and the move happens only while the name
+        still holds that file (None otherwise: whoever changed it is looked at next
+        time).  It becomes ``M<label>`` in ``quarantine/<label>`` (``<label>-2``...
+        when taken), beside a reason file, so mailq lists it and ``dma -Qd`` deletes
+        it; ``-Qr`` refuses it, there being no queue file.  Whatever the file is (a
+        link, a FIFO, a hard link to a file elsewhere, a directory), it is renamed,
+        never opened or followed.  Raises OSError when it cannot be moved; it stays.
+        """
+        top = self._open_top(create=True)
+        try:
+            fcntl.flock(top, fcntl.LOCK_EX)
+            if not _same(_lstat_at(name, source_fd), info):
+                return None
+            file_name = f"M{label}"
+            directory, item_fd = self._item_directory(top, label, {file_name: info})
+            try:
+                self._write_reason(item_fd, label, reason, info)
+                if not _same(_lstat_at(file_name, item_fd), info):
+                    os.rename(name, file_name, src_dir_fd=source_fd, dst_dir_fd=item_fd)
+                os.fsync(item_fd)
+            finally:
+                os.close(item_fd)
+            os.fsync(top)
+        finally:
+            os.close(top)
+        os.fsync(source_fd)
+        return Quarantined(label, directory, reason, os.path.join(self.directory, directory))
 
     def _open_top(self, *, create: bool) -> int:
         """The quarantine directory (mode 0700), made when ``create`` and missing."""

@@ -127,7 +127,7 @@ def test_a_message_that_looks_like_a_trailer_is_still_message() -> None:
 )
 def test_what_is_wrong_is_named(data: bytes, says: str) -> None:
     """Each way a file can be malformed is a DataError that says what."""
-    with pytest.raises(DataError, match=".*") as raised:
+    with pytest.raises(DataError) as raised:
         parse_maildrop(data, "/var/spool/dma/maildrop/f")
     assert says in str(raised.value)
     assert str(raised.value).startswith("/var/spool/dma/maildrop/f")
