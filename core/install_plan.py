@@ -886,6 +886,17 @@ def plan_install(host: Host, options: Options = Options()) -> Plan:
     return Plan(tuple(plan.steps), tuple(plan.notes))
 
 
+def _of(records: list[Record], *actions: Action) -> list[Record]:
+    """The records of these actions, in order."""
+    return [record for record in records if record.action in actions]
+
+
+def _some(names: list[str]) -> str:
+    """Up to five names, sorted, for a note."""
+    shown = ", ".join(sorted(names)[:5])
+    return shown + (", ..." if len(names) > 5 else "")
+
+
 def _kind_phrase(state: PathState) -> str:
     """``a symbolic link to X``, ``a regular file``, ... for error messages."""
     if state.kind is Kind.LINK:
@@ -907,14 +918,15 @@ class _Uninstall:
         self.notes: list[str] = []
         self.gone: set[str] = set()
 
-    def subjects(self) -> Iterator[tuple[str, list[Record]]]:
-        """Each subject's records, subjects in reverse order of their first record."""
+    def subjects(self) -> Iterator[tuple[str, str, list[Record]]]:
+        """(category, subject, its records), subjects in reverse order of their first
+        record; the category is ``path`` or the action (user, group, unit)."""
         grouped: dict[tuple[str, str], list[Record]] = {}
         for record in self.host.manifest.records:
             category = "path" if record.action in _PATH_ACTIONS else record.action.value
             grouped.setdefault((category, record.subject), []).append(record)
-        for (_, subject), records in reversed(grouped.items()):
-            yield subject, records
+        for (category, subject), records in reversed(grouped.items()):
+            yield category, subject, records
 
     def stop(self) -> None:
         """Units disabled and the runner stopped before anything they use goes."""
@@ -927,30 +939,30 @@ class _Uninstall:
         if self.host.runner_running:
             self.steps.append(StopRunner(self.layout.spooldir))
 
-    def undo(self, subject: str, records: list[Record]) -> None:
-        """Undo what ``records`` did to ``subject``, where the host still shows it."""
-        actions = {record.action for record in records}
-        if Action.USER in actions:
-            if subject in self.host.users:
-                self.steps.append(DeleteUser(subject))
-            return
-        if Action.GROUP in actions:
+    def undo(self, category: str, subject: str, records: list[Record]) -> None:
+        """Undo what ``records`` did to ``subject``, where the host still shows it
+        (units were handled by ``stop``)."""
+        if category == Action.USER.value and subject in self.host.users:
+            self.steps.append(DeleteUser(subject))
+        elif category == Action.GROUP.value:
             self.group(subject)
-            return
-        if Action.UNIT in actions:
-            return
-        made = [r for r in records if r.action in (Action.DIRECTORY, Action.FILE, Action.LINK)]
+        elif category == "path":
+            self.undo_path(subject, records)
+
+    def undo_path(self, path: str, records: list[Record]) -> None:
+        """A path install made (removed), changed (owner and mode back) or set aside
+        (put back), in that order."""
+        made = _of(records, Action.DIRECTORY, Action.FILE, Action.LINK)
+        changed = _of(records, Action.OWNER_MODE)
+        aside = _of(records, Action.SET_ASIDE)
         if made:
-            self.unmake(subject, made[-1])
-        changed = [r for r in records if r.action is Action.OWNER_MODE]
+            self.unmake(path, made[-1])
         if changed:
-            self.restore(subject, changed[0].before, changed[-1].after)
-        aside = [r for r in records if r.action is Action.SET_ASIDE]
+            self.restore(path, changed[0].before, changed[-1].after)
+            if path == self.layout.spooldir and self.host.at(path).kind is Kind.DIRECTORY:
+                self.keep_mail(changed[0].before.group)
         if aside:
-            self.put_back(subject, aside[0])
-        if (subject == self.layout.spooldir and changed and not made
-                and self.host.at(subject).kind is Kind.DIRECTORY):
-            self.keep_mail(changed[0].before.group)
+            self.put_back(path, aside[0])
 
     def group(self, name: str) -> None:
         """groupdel, unless mailboxes still use the mail group install added."""
@@ -969,9 +981,7 @@ class _Uninstall:
             return
         if made.action is Action.DIRECTORY and state.kind is Kind.DIRECTORY:
             self.remove_directory(path, state)
-        elif state.kind is made.after.kind and (
-                state.target == made.after.target if state.kind is Kind.LINK
-                else state.digest == made.after.digest):
+        elif made.after.same(state):
             self.steps.append(Remove(path))
             self.gone.add(path)
         else:
@@ -980,20 +990,23 @@ class _Uninstall:
 
     def remove_directory(self, path: str, state: PathState) -> None:
         """rmdir when nothing but lock files would be left; the spool keeps its mail."""
-        locks = tuple(name for name in state.entries if self.is_lock(path, name))
-        left = [name for name in state.entries
-                if name not in locks and join(path, name) not in self.gone]
+        locks, left = self.contents(path, state)
         if path == STATE_DIR:
             self.steps.append(ForgetInstall())
-            left = [name for name in left if join(path, name) != MANIFEST]
         if not left:
             self.steps.append(RemoveDirectory(path, locks))
             self.gone.add(path)
         elif path == self.layout.spooldir:
             self.keep_mail(ROOT)
         elif not path.startswith(join(self.layout.spooldir, "")):  # the spool's note has it
-            self.notes.append(f"kept {path}: it is not empty ({', '.join(sorted(left)[:5])}"
-                              f"{', ...' if len(left) > 5 else ''})")
+            self.notes.append(f"kept {path}: it is not empty ({_some(left)})")
+
+    def contents(self, path: str, state: PathState) -> tuple[tuple[str, ...], list[str]]:
+        """The lock files in a directory, and what else will be left in it once this
+        plan's removals (and the manifest's) are done."""
+        locks = tuple(name for name in state.entries if self.is_lock(path, name))
+        gone = {*self.gone, MANIFEST, *(join(path, name) for name in locks)}
+        return locks, [name for name in state.entries if join(path, name) not in gone]
 
     def is_lock(self, directory: str, name: str) -> bool:
         """True for the spool's lock files: the runner's lock and the connection slots."""
@@ -1052,8 +1065,8 @@ def plan_uninstall(host: Host) -> Plan:
         return Plan((), (f"nothing to undo: {MANIFEST} records no install",))
     plan = _Uninstall(host)
     plan.stop()
-    for subject, records in plan.subjects():
-        plan.undo(subject, records)
+    for category, subject, records in plan.subjects():
+        plan.undo(category, subject, records)
     unit_removals = [index for index, step in enumerate(plan.steps)
                      if isinstance(step, Remove) and step.path.startswith(UNIT_DIR + "/")]
     if unit_removals and host.systemd:

@@ -18,7 +18,9 @@ from dma.core.errors import CantCreateError
 from dma.core.install_plan import (
     COMMAND_LINKS,
     CRON_FILE,
+    STATE_DIR,
     Options,
+    Plan,
     parse_manifest,
     plan_install,
     plan_uninstall,
@@ -116,3 +118,20 @@ def test_without_force_another_mtas_files_refuse_the_whole_install(world: World)
     else:
         assert not foreign
         assert not [step for step in plan.steps if type(step).__name__ == "SetAside"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(hosts(), st.integers(0, 60))
+def test_an_install_that_stopped_midway_is_undone(world: World, done: int) -> None:
+    """Install stopped after ``done`` steps, the next one recorded in the manifest but
+    not made (a crash between the two): uninstall still gives back every path, user
+    and group as they were."""
+    before = _state(world)
+    plan = plan_install(view(world), Options(force=True))
+    apply(world, Plan(plan.steps[:done]))
+    if done < len(plan.steps) and world.paths.get(STATE_DIR) is not None:
+        record = plan.steps[done].record()
+        if record is not None:
+            world.manifest = world.manifest.plus(record)
+    apply(world, plan_uninstall(view(world, uninstall=True)))
+    assert _state(world) == before

@@ -317,3 +317,29 @@ def test_where_systemd_runs_units_are_installed_enabled_and_removed(tmp_path: Pa
     assert [c for c in calls if not c.startswith("is-")] == [
         "disable --now dma-pickup.path", "disable --now dma.service", "daemon-reload"]
     assert read(out, "after") == read(out, "before")
+
+
+def test_an_install_that_fails_midway_is_undone(tmp_path: Path) -> None:
+    """A step that fails (here the link /usr/lib/sendmail: a directory squats its
+    temporary name) stops install with exit 73 naming the step and the way back; what
+    was done before it is in the manifest, and --uninstall undoes it all."""
+    out = tmp_path / "out"
+    on_host_copy(r"""
+        no_mta
+        listing > $OUT/before
+        mkdir /usr/lib/sendmail.dma-new
+        status=0; inst > $OUT/install 2> $OUT/failed || status=$?
+        echo $status > $OUT/status
+        readlink /usr/sbin/sendmail > $OUT/first-link
+        inst --uninstall > $OUT/uninstall
+        rmdir /usr/lib/sendmail.dma-new
+        listing > $OUT/after
+    """, out)
+    assert read(out, "status").strip() == "73"
+    assert read(out, "failed").startswith(
+        f"dma install-system: failed: link /usr/lib/sendmail -> {BIN / 'sendmail'}: Is a"
+        " directory: /usr/lib/sendmail.dma-new (what was done is recorded in"
+        " /var/lib/dma/install.json")
+    assert read(out, "first-link").strip() == str(BIN / "sendmail")
+    assert "  remove /usr/sbin/sendmail\n" in read(out, "uninstall")
+    assert read(out, "after") == read(out, "before")
