@@ -274,12 +274,12 @@ def parse_arguments(argv: Sequence[str]) -> Options:
     for argument in argv:
         name = flags.get(argument)
         if name is None:
-            raise UsageError(f"install-system: unknown argument {printable(argument)!s}",
+            raise UsageError(f"unknown argument {printable(argument)}",
                              hint=USAGE)
         chosen[name] = True
     options = Options(**chosen)
     if options.force and options.uninstall:
-        raise UsageError("install-system: --force goes with an install, not --uninstall",
+        raise UsageError("--force goes with an install, not --uninstall",
                          hint=USAGE)
     return options
 
