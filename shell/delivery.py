@@ -5,6 +5,13 @@ new message's items and exits; the caller gets its exit status at once.  `-D`
 delivers in the foreground instead.  `dma -q` tries every item now; `dma -qTIME`
 is a long-lived runner (one per spool, by a lock) that honours each item's next
 try time.  Nothing ever sleeps for days inside a delivery.
+
+System mode (SPEC 8.2): every queue run as root first picks up the maildrop
+(shell/pickup.py), and so does the detached delivery after root's own submission.
+The ``-qTIME`` runner also watches the maildrop (inotify, else a look each second)
+and delivers what it picks up at once.  A submission that went into the maildrop
+starts no delivery: it has no privilege to, and the runner notices the new file by
+itself (inotify sees the rename; a systemd path unit does the same).
 """
 
 from __future__ import annotations
@@ -47,14 +54,26 @@ def deliver_now(invocation: Invocation, settings: Settings, item_ids: Sequence[s
 
 
 def after_submission(invocation: Invocation, settings: Settings, item_ids: list[str]) -> int:
-    """Queue only (DEFER, -bq), deliver in the foreground (-D), or detach a deliverer."""
+    """Queue only (DEFER, -bq), deliver in the foreground (-D), or detach a deliverer.
+
+    A message handed to the maildrop is the runner's from then on (even with -D: the
+    delivery needs privileges this process does not have).
+    """
+    from dma.shell.submit import maildrop_for
+
+    if maildrop_for(settings) is not None:
+        return 0
     if settings.config.defer or invocation.queue_only:
         return 0
     if invocation.foreground:
         return deliver_now(invocation, settings, item_ids, stderr=True)
+
+    def work() -> int:
+        return deliver_now(invocation, settings, [*item_ids, *_pick_up(invocation, settings)],
+                           stderr=False)
+
     try:
-        _detach(lambda: deliver_now(invocation, settings, item_ids, stderr=False),
-                invocation.syslog_tag)
+        _detach(work, invocation.syslog_tag)
     except OSError as error:
         # the message is safely queued: the next queue run delivers it; a non-zero
         # exit here would make the caller submit it twice
@@ -99,10 +118,34 @@ def _log_failure(invocation: Invocation | None, event: str, error: BaseException
     log_crash(invocation.syslog_tag if invocation is not None else "dma", event, error)
 
 
+def _pick_up(invocation: Invocation, settings: Settings) -> list[str]:
+    """Take the maildrop's files into the spool (root, system mode); the ids to deliver
+    now.  A failure is logged, never raised: the queue run goes on without them."""
+    try:
+        from dma.shell.pickup import maildrop_ready, pick_up
+
+        if not maildrop_ready(settings):
+            return []
+        return pick_up(settings, _logger(invocation, stderr=invocation.verbose))
+    except Exception as error:
+        _log_failure(invocation, "maildrop pickup failed; its files wait for the next run",
+                     error)
+        return []
+
+
+def _deliver_picked_up(invocation: Invocation, settings: Settings) -> None:
+    """The runner saw something arrive in the maildrop: pick it up and deliver it now
+    (with DEFER, at the next pass)."""
+    ids = _pick_up(invocation, settings)
+    if ids and not settings.config.defer:
+        deliver_now(invocation, settings, ids, stderr=invocation.verbose)
+
+
 def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
     from dma.core.mailq import select_entries  # queue runs only: keeps submission light
     from dma.shell.queue_ops import report_quarantined
 
+    _pick_up(invocation, settings)  # new items are due at once: this pass delivers them
     log = None
 
     def moved_aside(moved: Any) -> None:  # damaged items clean() or scan() set aside
@@ -161,6 +204,8 @@ def run_queue(invocation: Invocation, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGHUP, request_run)  # SIGHUP: run the queue now
+    watcher = _MaildropWatcher(invocation, settings)
+    watcher.open()  # before the first pass: what arrives during it wakes the first wait
     try:
         while not stop:
             wake = False
@@ -170,7 +215,53 @@ def run_queue(invocation: Invocation, settings: Settings) -> int:
                 _log_failure(invocation, "queue run failed; trying again later", error)
             deadline = time.monotonic() + invocation.queue_interval
             while not stop and not wake and time.monotonic() < deadline:
-                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                watcher.wait(min(1.0, max(0.0, deadline - time.monotonic())))
     finally:
+        watcher.close()
         os.close(lock_fd)
     return 0
+
+
+class _MaildropWatcher:
+    """The runner's eye on the maildrop (system mode, root): waits up to a second at a
+    time, and picks up and delivers at once whatever arrives.  Without a maildrop (or
+    not root) it only sleeps; the watch is opened when the maildrop appears and opened
+    again when it breaks (the directory replaced), each time followed by a pickup, as
+    files may have come while nothing watched."""
+
+    def __init__(self, invocation: Invocation, settings: Settings) -> None:
+        self._invocation = invocation
+        self._settings = settings
+        self._watch: Any = None
+
+    def open(self) -> bool:
+        """Open the watch if it is not open (or broke) and the maildrop is ours to watch;
+        True when it was opened just now."""
+        if self._watch is not None and not self._watch.broken:
+            return False
+        self.close()
+        from dma.shell.pickup import maildrop_ready
+
+        if not maildrop_ready(self._settings):
+            return False
+        from dma.adapters.maildrop import open_watch
+
+        self._watch = open_watch(self._settings.config.spooldir)
+        return True
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds (at most one), delivering what arrives."""
+        fresh = self.open()
+        if self._watch is None:
+            time.sleep(timeout)
+            return
+        if fresh or self._watch.wait(timeout):
+            try:
+                _deliver_picked_up(self._invocation, self._settings)
+            except Exception as error:  # a runner outlives one bad delivery
+                _log_failure(self._invocation, "delivery of picked-up mail failed", error)
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
