@@ -74,6 +74,10 @@ def _syslog_tag(args: Sequence[str]) -> str:
 
 
 def _run(args: list[str]) -> int:
+    if args[1:2] == ["install-system"] and _program(args) == "dma":
+        from dma.shell.install_system import main as install_system
+
+        return install_system(args[2:])
     from dma.core.cmdline import Mode, parse_command_line
 
     invocation = parse_command_line(args)

@@ -23,8 +23,7 @@ EXIM = "exim4-daemon-light"
 # and dpkg diversions), `stop_runners` ends any queue runner the scenario left.
 PRELUDE = r"""
 inst() {
-    "$PY" -c 'import sys; from dma.shell.install_system import main
-sys.exit(main(sys.argv[1:]))' "$@"
+    "$BIN/dma" install-system "$@"
 }
 listing() {
     for p in /usr/sbin/sendmail /usr/lib/sendmail /usr/bin/mailq /usr/bin/newaliases \
