@@ -117,12 +117,14 @@ def deliver(
     stale_lock_age: float = 300.0,
     owner: tuple[int, int] | None = None,
     intent_dir: str | None = None,
+    mode: int = MAILBOX_MODE,
 ) -> str:
     """Deliver ``message`` (a spooled M file, read from its current position) to ``path``.
 
     ``path`` is ``MAILDIR/<user>``: a directory holding cur/, new/ and tmp/ gets a
-    Maildir delivery, anything else an appended mbox record (created 0600 if missing,
-    owned by ``owner`` (uid, gid) when given, else by the calling process).  With
+    Maildir delivery, anything else an appended mbox record (created with ``mode``,
+    0600 unless told, if missing, owned by ``owner`` (uid, gid) when given, else by
+    the calling process; see ``new_mailbox_owner``).  With
     ``owner`` given, an existing mailbox or Maildir of another uid is refused.
     ``moment`` dates the mbox separator line.
     Returns the file the message went into, for the log, followed by a note in
@@ -149,8 +151,33 @@ def deliver(
             return _deliver_maildir(path, message, owner)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path)
-    return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age, owner,
-                         intent_dir)
+    return _deliver_mbox(path, message, sender, moment, lock_timeout, stale_lock_age,
+                         (owner, mode), intent_dir)
+
+
+def new_mailbox_owner(maildir: str, uid: int, gid: int) -> tuple[tuple[int, int], int]:
+    """Owner (uid, gid) and mode of a new mbox for the user ``uid`` (group ``gid``), as
+    the host has them (SPEC 8.2).
+
+    A MAILDIR of root's whose group is ``MAIL_GROUP`` (Debian's root:mail 2775
+    /var/mail, also Fedora's root:mail 0775 /var/spool/mail): ``<user>:mail``
+    ``core/system_layout.MAILBOX_MODE`` (0660), as useradd and the host's MTAs make
+    them.  Anything else (a MAILDIR of the user's, one of root's group, or one that
+    cannot be looked at): ``<user>:<user's group>`` 0600, as before.
+    """
+    import grp
+
+    from dma.core.system_layout import MAIL_GROUP
+    from dma.core.system_layout import MAILBOX_MODE as SHARED_MAILBOX_MODE
+
+    try:
+        info = os.stat(maildir)
+        group = grp.getgrgid(info.st_gid).gr_name
+    except (OSError, KeyError):
+        return (uid, gid), MAILBOX_MODE
+    if info.st_uid == 0 and group == MAIL_GROUP and stat.S_ISDIR(info.st_mode):
+        return (uid, info.st_gid), SHARED_MAILBOX_MODE
+    return (uid, gid), MAILBOX_MODE
 
 
 # --- mbox -------------------------------------------------------------------------
@@ -163,10 +190,12 @@ def _deliver_mbox(
     moment: datetime,
     lock_timeout: float,
     stale_lock_age: float,
-    owner: tuple[int, int] | None = None,
+    new_file: tuple[tuple[int, int] | None, int] = (None, MAILBOX_MODE),
     intent_dir: str | None = None,
 ) -> str:
     """Open, lock, check the file is still the one at ``path``, append, unlock.
+
+    ``new_file``: the owner (see ``deliver``) and the mode of the mailbox if made now.
 
     A mail reader may replace the mailbox (rename a rewritten copy over it) while we
     wait for the locks; appending to the old inode would lose the mail, so then we
@@ -174,7 +203,7 @@ def _deliver_mbox(
     """
     deadline = time.monotonic() + lock_timeout
     while True:
-        fd = _open_mbox(path, owner)
+        fd = _open_mbox(path, *new_file)
         try:
             locks = _lock(fd, path, deadline, stale_lock_age)
             try:
@@ -196,14 +225,16 @@ def _deliver_mbox(
             )
 
 
-def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
+def _open_mbox(path: str, owner: tuple[int, int] | None = None,
+               mode: int = MAILBOX_MODE) -> int:
     """Open the mailbox for appending, creating it exclusively when missing.
 
     O_NOFOLLOW refuses a symlink (even one planted after our lstat), O_EXCL never
     opens a file someone else created in between, O_NONBLOCK keeps a FIFO from
-    hanging us until we can refuse it.  A file we create is given to ``owner``;
-    should that fail it is removed again, so that no empty mailbox its user cannot
-    read stays behind.  An existing mailbox must already belong to ``owner``.
+    hanging us until we can refuse it.  A file we create is given to ``owner``
+    with ``mode`` (whatever the umask); should that fail it is removed again, so that
+    no empty mailbox its user cannot read stays behind.  An existing mailbox must
+    already belong to ``owner``.
     """
     created = False
     try:
@@ -223,12 +254,7 @@ def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
         info = os.fstat(fd)
         if created:
             ours = (info.st_dev, info.st_ino)
-            if owner is not None:
-                try:
-                    os.fchown(fd, *owner)
-                except OSError as exc:
-                    raise _failure(exc, path, "cannot give mailbox", "to its user") from exc
-                info = os.fstat(fd)
+            info = _give_new_mailbox(fd, path, owner, mode)
         if not stat.S_ISREG(info.st_mode):
             raise _not_regular(path)
         if info.st_nlink != 1:
@@ -246,6 +272,20 @@ def _open_mbox(path: str, owner: tuple[int, int] | None = None) -> int:
             raise _failure(exc, path, "cannot open mailbox") from exc
         raise
     return fd
+
+
+def _give_new_mailbox(fd: int, path: str, owner: tuple[int, int] | None,
+                      mode: int) -> os.stat_result:
+    """Give the mailbox just created to ``owner``, then ``mode`` (which the umask may
+    have cut: 0660 under umask 022); its stat after."""
+    try:
+        if owner is not None:
+            os.fchown(fd, *owner)
+        if mode != MAILBOX_MODE:
+            os.fchmod(fd, mode)
+    except OSError as exc:
+        raise _failure(exc, path, "cannot give mailbox", "to its user") from exc
+    return os.fstat(fd)
 
 
 def _open_existing(path: str) -> int:

@@ -12,6 +12,13 @@ for at most the time it is given; then it gets None and its caller defers the
 mail.  The directory is invisible to the rest of the spool: the C dma and
 ``adapters/spool.py`` only look at ``Q*``, ``M*`` and ``tmp_*`` names.
 
+In system mode (SPEC 8.2) the root queue run and its unprivileged child, the
+delivery user, share the slots: when the spool directory is set-gid (its group the
+delivery group), the slot directory is made ``SHARED_DIR_MODE`` (set-gid,
+group-writable, whatever the umask), and in a group-writable slot directory slot
+files we create are ``FILE_MODE`` (0660) for the same reason.  Otherwise the modes
+are ``DIR_MODE`` and ``FILE_MODE`` under the umask, as before.
+
 Should the slot directory be unusable (permissions, a full disk), ``acquire``
 raises ``SlotError``: the caller decides whether to go on without the limit.
 """
@@ -30,6 +37,7 @@ from dma.core.errors import TempFailure
 
 SLOT_DIR = ".slots"
 DIR_MODE = 0o770
+SHARED_DIR_MODE = 0o2770
 FILE_MODE = 0o660
 POLL_MIN = 0.05
 POLL_MAX = 0.25
@@ -71,16 +79,30 @@ class Slot:
         self.release()
 
 
+def _share(fd: int) -> None:
+    """Give a slot file of ours FILE_MODE whatever the umask: the group shares it."""
+    try:
+        info = os.fstat(fd)
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != FILE_MODE:
+            os.fchmod(fd, FILE_MODE)
+    except OSError:
+        pass  # whoever cannot open it then says so
+
+
 class Slots:
     """The ``count`` connection slots of the spool in ``spooldir``."""
 
     def __init__(self, spooldir: str, count: int) -> None:
         if count < 1:
             raise ValueError(f"slot count must be at least 1, not {count}")
+        self.spooldir = spooldir
         self.directory = os.path.join(spooldir, SLOT_DIR)
         self.count = count
+        self._group_writable = False
 
-    def _prepare(self) -> None:
+    def prepare(self) -> None:
+        """Make the slot directory if it is missing (shared with the delivery group when
+        the spool is: see the module doc); SlotError when it cannot be used."""
         try:
             os.mkdir(self.directory, DIR_MODE)
         except FileExistsError:
@@ -100,20 +122,38 @@ class Slots:
                 f"{self.directory} is not a directory",
                 hint="remove it; dma makes the connection slot directory itself",
             )
+        if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) != SHARED_DIR_MODE \
+                and self._spool_is_shared():
+            try:
+                os.chmod(self.directory, SHARED_DIR_MODE, follow_symlinks=False)
+                info = os.lstat(self.directory)
+            except OSError:
+                pass  # the delivery user may then not get a slot: it says so
+        self._group_writable = bool(info.st_mode & stat.S_IWGRP)
+
+    def _spool_is_shared(self) -> bool:
+        """True when the spool directory is set-gid: shared with the delivery group."""
+        try:
+            return bool(os.stat(self.spooldir).st_mode & stat.S_ISGID)
+        except OSError:
+            return False
 
     def _open(self, index: int) -> int:
         path = os.path.join(self.directory, str(index))
         try:
-            return os.open(path, os.O_RDONLY | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE)
+            fd = os.open(path, os.O_RDONLY | os.O_CREAT | _NOFOLLOW | _CLOEXEC, FILE_MODE)
         except OSError as error:
             raise SlotError(
                 f"cannot open connection slot {path}: {error.strerror}",
                 hint="check the spool directory's owner and permissions",
             ) from error
+        if self._group_writable:
+            _share(fd)
+        return fd
 
     def try_acquire(self) -> Slot | None:
         """A free slot now, or None when all ``count`` are held."""
-        self._prepare()
+        self.prepare()
         start = random.randrange(self.count)
         for step in range(self.count):
             index = (start + step) % self.count

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from dma.core.mailq import QueueEntry
 
 FILE_MODE = 0o660
+"""Q, M and temp files of a spool of one user's (embedded mode, SPEC 8.1)."""
 DIR_MODE = 0o700
 TEMP_PREFIX = "tmp_"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -326,6 +327,7 @@ class Spool:
     ) -> None:
         self.directory = directory
         self.on_quarantine = on_quarantine
+        self._file_mode: int | None = None
 
     def path(self, name: str) -> str:
         """The full path of ``name`` in the spool directory."""
@@ -366,17 +368,33 @@ class Spool:
         """
         return f"{time.time_ns() // 1000:013x}{_random_hex(6)}"
 
+    def file_mode(self) -> int:
+        """The mode of the files this spool gets: in a set-gid spool directory (system
+        mode, SPEC 8.2: root:DELIVERY_GROUP, ``SPOOL_MODE``) ``SPOOL_FILE_MODE``, 0640,
+        so that the delivery group reads what root writes and writes nothing; else
+        ``FILE_MODE``.  Looked up once per Spool."""
+        if self._file_mode is None:
+            from dma.core.system_layout import SPOOL_FILE_MODE
+
+            try:
+                shared = bool(os.stat(self.directory).st_mode & stat.S_ISGID)
+            except OSError:
+                shared = False  # creating the file then says what is wrong
+            self._file_mode = SPOOL_FILE_MODE if shared else FILE_MODE
+        return self._file_mode
+
     def _create_temp(self, prefix: str) -> tuple[str, int]:
-        """Create ``<prefix><random>`` exclusively, mode 0660; return its path and fd."""
+        """Create ``<prefix><random>`` exclusively (``file_mode``); return its path and fd."""
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+        mode = self.file_mode()
         for _ in range(8):
             path = self.path(prefix + _random_hex(8))
             try:
-                fd = os.open(path, flags, FILE_MODE)
+                fd = os.open(path, flags, mode)
             except FileExistsError:
                 continue
             try:
-                os.fchmod(fd, FILE_MODE)
+                os.fchmod(fd, mode)
             except OSError:
                 os.close(fd)
                 os.unlink(path)

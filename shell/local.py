@@ -11,7 +11,13 @@ import os
 from collections.abc import Mapping
 
 from dma.adapters import system
-from dma.adapters.mailbox import INTENT_DIR, MailboxLocked, deliver
+from dma.adapters.mailbox import (
+    INTENT_DIR,
+    MAILBOX_MODE,
+    MailboxLocked,
+    deliver,
+    new_mailbox_owner,
+)
 from dma.adapters.spool import Claim
 from dma.core.errors import DmaError
 from dma.core.outcomes import Outcome, deferred, delivered
@@ -34,12 +40,16 @@ def lock_timeout(environ: Mapping[str, str]) -> float:
     return value if math.isfinite(value) and 0 <= value <= 3600 else LOCK_TIMEOUT
 
 
-def _owner(user: str) -> tuple[int, int] | None:
-    """Who a new mailbox should belong to: the user, when we may give it away (root)."""
+def _new_mailbox(user: str, maildir: str) -> tuple[tuple[int, int] | None, int]:
+    """Who a new mailbox should belong to, and its mode: the user's, as the host has its
+    mailboxes (``new_mailbox_owner``: Debian's ``<user>:mail 0660``), when we may give
+    it away (root); else ours, 0600."""
     if system.euid() != 0:
-        return None
+        return None, MAILBOX_MODE
     entry = system.user_entry(user)
-    return (entry.uid, entry.gid) if entry is not None else None
+    if entry is None:
+        return None, MAILBOX_MODE
+    return new_mailbox_owner(maildir, entry.uid, entry.gid)
 
 
 def _existing_user(user: str) -> str | None:
@@ -82,11 +92,13 @@ def deliver_local(
         return deferred(
             f"mailbox {mailbox} is locked by another program; tried earlier in this run"
         )
+    owner, mode = _new_mailbox(name, maildir)
     try:
         with open(claim.message_path, "rb") as message:
             where = deliver(mailbox, message, claim.item.sender, system.now(),
-                            lock_timeout=lock_timeout(system.environment()), owner=_owner(name),
-                            intent_dir=os.path.join(settings.config.spooldir, INTENT_DIR))
+                            lock_timeout=lock_timeout(system.environment()), owner=owner,
+                            intent_dir=os.path.join(settings.config.spooldir, INTENT_DIR),
+                            mode=mode)
     except MailboxLocked as error:
         if busy is not None:
             busy.add(mailbox)
