@@ -23,7 +23,7 @@ from __future__ import annotations
 import binascii
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -161,11 +161,10 @@ def reencode(lines: Iterable[bytes], parts: LongParts) -> Iterator[bytes]:
     cannot be re-encoded without losing content (an unknown Content-Transfer-Encoding,
     a boundary longer than the limit) is a DataError.
     """
-    mode = "pass"
-    name: str | None = None  # the current header field's name
-    dropping = False  # the current header field is the CTE that conversion replaces
-    previous = b""  # the field's last line out, to see whether it ends in an encoded word
+    mode = "pass"  # what the current part's body needs: pass, convert, or its CTE
+    fields = _HeaderFolder(parts.convert)
     work: _LineWork | None = None  # the re-encoder of the current long line
+    # The per-event loop: the hot path is a body line that passes unchanged.
     for event in _Walker().events(lines):
         if isinstance(event, _Piece):
             if event.first:
@@ -176,42 +175,74 @@ def reencode(lines: Iterable[bytes], parts: LongParts) -> Iterator[bytes]:
             elif work is None:
                 raise SoftwareError(f"line {event.number}: a piece without its line's start")
             yield from work.feed(event.data)
-            continue
-        if isinstance(event, _HeaderEnd):
-            entity = event.entity
-            convert = entity.ordinal in parts.convert
-            if convert:
-                if not (
-                    entity.ordinal in parts.long and event.ended and not entity.container
-                    and entity.cte in _PLAIN_CTES
-                ):
-                    raise SoftwareError(
-                        f"part {entity.ordinal} is listed for conversion but cannot convert",
-                        hint="pass what find_long_parts returned for the same lines",
-                    )
-                if entity.ordinal == 0 and not entity.has_mime_version:
-                    yield b"MIME-Version: 1.0\n"
-                yield b"Content-Transfer-Encoding: quoted-printable\n"
-            listed = entity.ordinal in parts.long
-            mode = "convert" if convert else entity.cte if listed else "pass"
-            name = None
-            continue
+        elif isinstance(event, _HeaderEnd):
+            yield from _added_fields(event, parts)
+            mode = _body_mode(event.entity, parts)
+            fields.block_end()
+        else:
+            yield from fields.line(event)
+
+
+def _added_fields(event: _HeaderEnd, parts: LongParts) -> list[bytes]:
+    """The header lines a part converting to quoted-printable gets at its block's end."""
+    entity = event.entity
+    if entity.ordinal not in parts.convert:
+        return []
+    if not (
+        entity.ordinal in parts.long and event.ended and not entity.container
+        and entity.cte in _PLAIN_CTES
+    ):
+        raise SoftwareError(
+            f"part {entity.ordinal} is listed for conversion but cannot convert",
+            hint="pass what find_long_parts returned for the same lines",
+        )
+    added = [b"Content-Transfer-Encoding: quoted-printable\n"]
+    if entity.ordinal == 0 and not entity.has_mime_version:
+        added.insert(0, b"MIME-Version: 1.0\n")
+    return added
+
+
+def _body_mode(entity: _Entity, parts: LongParts) -> str:
+    """What the body after ``entity``'s header block needs: convert, its CTE, or pass."""
+    if entity.ordinal in parts.convert:
+        return "convert"
+    return entity.cte if entity.ordinal in parts.long else "pass"
+
+
+class _HeaderFolder:
+    """Folds the long lines of header blocks, and drops the Content-Transfer-Encoding
+    field of the parts that convert (``_added_fields`` puts the new one)."""
+
+    def __init__(self, convert: frozenset[int]) -> None:
+        self._convert = convert
+        self._name: str | None = None  # the current header field's name
+        self._dropping = False  # the current field is the CTE that conversion replaces
+        self._previous = b""  # the field's last line out: does it end in an encoded word?
+
+    def block_end(self) -> None:
+        """A header block ended: a continuation line next belongs to no named field."""
+        self._name = None
+
+    def line(self, event: _HeaderLine) -> list[bytes]:
+        """The lines to write for one whole header line."""
         line = event.line
         continuation = line[:1] in (b" ", b"\t")
         if not continuation:
-            name = _field_name(line)
-            dropping = event.ordinal in parts.convert and name == "content-transfer-encoding"
-            previous = b""
-        if dropping:
-            continue
+            self._name = _field_name(line)
+            self._dropping = (
+                event.ordinal in self._convert and self._name == "content-transfer-encoding"
+            )
+            self._previous = b""
+        if self._dropping:
+            return []
         if len(line) <= _LONGEST:
-            previous = line[:-1]
-            yield line
-            continue
-        after_word = _ENDS_IN_WORD.search(previous) is not None
-        for piece in _fold(line[:-1], name, continuation, after_word):
-            previous = piece
-            yield piece + b"\n"
+            self._previous = line[:-1]
+            return [line]
+        after_word = _ENDS_IN_WORD.search(self._previous) is not None
+        pieces = _fold(line[:-1], self._name, continuation, after_word)
+        if pieces:
+            self._previous = pieces[-1]
+        return [piece + b"\n" for piece in pieces]
 
 
 def _line_work(event: _Piece, mode: str, parts: LongParts) -> _LineWork | None:
@@ -259,6 +290,11 @@ class _Walker:
         self.number = 0
         self.header_pieces: list[bytes] = []  # a header line arriving in pieces
         self.header_size = 0
+        self.lead: list[bytes] = []  # a line's first pieces, until it can be judged
+        self.lead_size = 0
+        self.held: list[bytes] = []  # a long line that may still turn out to be a delimiter
+        self.held_size = 0
+        self.match = (-1, False)  # what _match_delimiter said of the held line
 
     def events(self, lines: Iterable[bytes]) -> Iterator[_Event]:
         """The events of the message in ``lines``, in order.
@@ -267,70 +303,92 @@ class _Walker:
         passed the limit, so the size of the pieces it came in does not matter.
         """
         state = "start"  # of the current line: start, lead, held, rest
-        lead: list[bytes] = []  # the line's first pieces, until it can be judged
-        lead_size = 0
-        held: list[bytes] = []  # a long line that may still turn out to be a delimiter
-        held_size = 0
-        match = (-1, False)
+        # The per-piece loop: the hot path.  A whole short line, the common case, is
+        # judged on its one piece; what is rare (a line too short to judge yet, one that
+        # may be a delimiter, the rest of a long line) is a method of its own.
         for piece in lines:
             if not piece:
                 continue
             lf = piece.find(b"\n")
-            ends = lf == len(piece) - 1
-            if lf >= 0 and not ends:
-                raise SoftwareError(
-                    f"line {self.number + (state == 'start')} does not end in exactly one LF",
-                    hint="split the message into LF-terminated lines first",
-                )
+            last = len(piece) - 1
+            if 0 <= lf < last:
+                raise _not_lf_lines(self.number + (state == "start"))
+            ends = lf == last
             if state == "start":
                 self.number += 1
-                state, lead, lead_size = "lead", [], 0
-            if state == "lead":
-                lead.append(piece)
-                lead_size += len(piece)
-                if not ends and lead_size <= _LONGEST:
+                if not ends and last < _LONGEST:  # too short to judge: wait for more
+                    self.lead, self.lead_size, state = [piece], len(piece), "lead"
                     continue
-                first = lead[0] if len(lead) == 1 else b"".join(lead)
-                lead = []
-                if self.boundaries and first[:2] == b"--":
-                    match = _match_delimiter(first, self.boundaries, ends)
-                    if match[0] >= 0 and ends:
-                        yield from self._delimiter(first, len(first) > _LONGEST, *match)
-                        state = "start"
-                        continue
-                    if match[0] >= 0:
-                        held, held_size, state = [first], len(first), "held"
-                        continue
-                yield from self._start(first, ends)
+                first = piece
+            elif state == "lead":
+                joined = self._lead(piece, ends)
+                if joined is None:
+                    continue
+                first = joined
+            elif state == "held":
+                state = yield from self._held(piece, ends)
+                continue
+            else:
+                yield from self._more(piece, ends)
                 state = "start" if ends else "rest"
                 continue
-            if state == "held":
-                if not piece.rstrip(b"\n").strip(_BLANKS):  # still only padding
-                    held.append(piece)
-                    held_size += len(piece)
-                    if ends:
-                        line = held[0].rstrip(_BLANKS) + b"\n"
-                        held = []
-                        state = "start"
-                        yield from self._delimiter(line, True, *match)
-                    elif held_size > FIELD_LIMIT:
-                        raise DataError(
-                            f"line {self.number}: a line starting as a MIME delimiter goes "
-                            f"on with over {FIELD_LIMIT} octets of blanks",
-                            hint="remove the padding after the boundary",
-                        )
-                    continue
-                yield from self._start(held[0], False)  # no delimiter after all
-                for earlier in held[1:]:
-                    yield from self._more(earlier, False)
-                held = []
-            yield from self._more(piece, ends)
+            if self.boundaries and first[:2] == b"--":
+                state = yield from self._maybe_delimiter(first, ends)
+                continue
+            yield from self._start(first, ends)
             state = "start" if ends else "rest"
+        yield from self._end(state)
+
+    def _lead(self, piece: bytes, ends: bool) -> bytes | None:
+        """The line's first pieces joined once it can be judged, else None (wait for more)."""
+        self.lead.append(piece)
+        self.lead_size += len(piece)
+        if not ends and self.lead_size <= _LONGEST:
+            return None
+        first = b"".join(self.lead)
+        self.lead = []
+        return first
+
+    def _maybe_delimiter(self, first: bytes, ends: bool) -> Generator[_Event, None, str]:
+        """A line's judged start that begins with ``--`` in a multipart; return the state."""
+        self.match = _match_delimiter(first, self.boundaries, ends)
+        if self.match[0] >= 0 and ends:
+            yield from self._delimiter(first, len(first) > _LONGEST, *self.match)
+            return "start"
+        if self.match[0] >= 0:  # a delimiter if only blanks follow: hold it until known
+            self.held, self.held_size = [first], len(first)
+            return "held"
+        yield from self._start(first, ends)
+        return "start" if ends else "rest"
+
+    def _held(self, piece: bytes, ends: bool) -> Generator[_Event, None, str]:
+        """The next piece of a long line that may still be a delimiter; return the state."""
+        if not piece.rstrip(b"\n").strip(_BLANKS):  # still only padding
+            self.held.append(piece)
+            self.held_size += len(piece)
+            if ends:
+                line = self.held[0].rstrip(_BLANKS) + b"\n"
+                self.held = []
+                yield from self._delimiter(line, True, *self.match)
+                return "start"
+            if self.held_size > FIELD_LIMIT:
+                raise DataError(
+                    f"line {self.number}: a line starting as a MIME delimiter goes "
+                    f"on with over {FIELD_LIMIT} octets of blanks",
+                    hint="remove the padding after the boundary",
+                )
+            return "held"
+        yield from self._start(self.held[0], False)  # no delimiter after all
+        for earlier in self.held[1:]:
+            yield from self._more(earlier, False)
+        self.held = []
+        yield from self._more(piece, ends)
+        return "start" if ends else "rest"
+
+    def _end(self, state: str) -> Iterator[_Event]:
+        """The end of the input: the last line must have ended; close an open header block."""
         if state != "start":
-            raise SoftwareError(
-                f"line {self.number} does not end in exactly one LF",
-                hint="split the message into LF-terminated lines first",
-            )
+            raise _not_lf_lines(self.number)
         if self.role == "headers" and self.reader.lines:
             yield _HeaderEnd(self.reader.entity(self.ordinal), False)
 
@@ -389,6 +447,14 @@ class _Walker:
             self.role, self.ordinal = "headers", self.next_ordinal
             self.next_ordinal += 1
         self.boundaries = tuple(boundary for boundary, _ in reversed(self.frames))
+
+
+def _not_lf_lines(number: int) -> SoftwareError:
+    """The error for input that is not LF lines, at line ``number``."""
+    return SoftwareError(
+        f"line {number} does not end in exactly one LF",
+        hint="split the message into LF-terminated lines first",
+    )
 
 
 def _match_delimiter(piece: bytes, boundaries: tuple[bytes, ...], ends: bool) -> tuple[int, bool]:
