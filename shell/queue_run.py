@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dma.adapters import system
+from dma.adapters.privileges import delivery_identity
 from dma.adapters.spool import Claim, Spool
 from dma.core.envelope import local_user
 from dma.core.errors import DmaError
@@ -235,7 +236,7 @@ class QueueRun:
         deliver = self._remote()  # a broken auth.conf stops the run (78), mail untouched
         self._sync = False  # one directory sync for the whole batch, below
         try:
-            deliver(parcels, self.report)
+            self._deliver_remote(deliver, parcels)
         except Exception as error:  # a bug in remote delivery: every open item keeps it
             for item_id in dict.fromkeys(p.address.id.item_id for p in parcels):
                 self._give_up(item_id, error)
@@ -243,10 +244,26 @@ class QueueRun:
             self._sync = True
             self.spool.sync_directory()
 
+    def _deliver_remote(self, deliver: DeliverRemote, parcels: list[Parcel]) -> None:
+        """Here, or, when we are root in system mode, in a child as the delivery user
+        (SPEC 8.2): DNS, SMTP and TLS never run as root.  Either way each outcome comes
+        to ``report`` as it is had, and this process acts on it."""
+        identity = delivery_identity()
+        if identity is None:
+            deliver(parcels, self.report)
+            return
+        from dma.shell.remote_child import deliver_as
+
+        deliver_as(identity, deliver, parcels, self.report, self.log,
+                   claims=tuple(self._claims.values()), spooldir=self.settings.config.spooldir,
+                   preload=getattr(deliver, "preload", None))
+
     def _remote(self) -> DeliverRemote:
-        """The remote delivery, made on first use.  It reads auth.conf: an error there is
-        the administrator's to fix, so it ends the run with its file:line and exit 78 and
-        leaves the items as they are, rather than count an attempt against each."""
+        """The remote delivery, made on first use, in this process (as root in system
+        mode: auth.conf is read here, and its secrets reach the unprivileged child in
+        memory).  An error in auth.conf is the administrator's to fix, so it ends the run
+        with its file:line and exit 78 and leaves the items as they are, rather than
+        count an attempt against each."""
         if self.remote is None:
             from dma.shell.remote import RemoteDelivery
 

@@ -49,6 +49,10 @@ if TYPE_CHECKING:
     from dma.adapters.log import Logger
 
 
+_DNS_RECORDS = ("ANY.MX", "ANY.CNAME", "ANY.SOA", "ANY.NS", "IN.A", "IN.AAAA")
+"""The record types an MX lookup meets (answers, authority, additional sections)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Parcel:
     """One address to deliver by SMTP, and the claim on its queue item (its M file)."""
@@ -78,6 +82,24 @@ class RemoteDelivery:
         """Seconds a hop waits for a free connection slot before its items are deferred."""
         self._refused: set[tuple[str, str]] = set()  # logins a server refused this run
         self._refused_lock = threading.Lock()  # hops run in threads
+
+    def preload(self) -> None:
+        """Import now what delivery imports on demand: a child that has given up root
+        may no longer read the installation (a venv or Python under /root).  Only what
+        this configuration can use (each costs milliseconds): TLS with SECURETRANSFER;
+        threads for several hops and DNS (dnspython, and the record types it loads as
+        answers come) without a smarthost, or with NAMESERVER."""
+        import importlib
+
+        names = ["encodings.idna"]  # host names given to getaddrinfo
+        if self.config.securetransfer:
+            names.append("ssl")
+        if not self.config.smarthost:
+            names.append("concurrent.futures.thread")
+        if not self.config.smarthost or nameserver_address(self.config) is not None:
+            names += ["dma.adapters.dns", *(f"dns.rdtypes.{kind}" for kind in _DNS_RECORDS)]
+        for name in names:
+            importlib.import_module(name)
 
     def _targets(self, hop: NextHop) -> DnsOutcome:
         """Where to connect for ``hop``; dnspython is loaded only when DNS must be asked."""
@@ -203,7 +225,8 @@ class RemoteDelivery:
 
     def _messages(self, parcels: list[Parcel]) -> list[OutgoingMessage]:
         """The hop's transactions, one per message; an item whose M file is gone is left
-        out (the run defers it: no outcome reported)."""
+        out (the run defers it: no outcome reported), one whose M file we may not read
+        (the delivery user, in a spool not shared with its group) is deferred saying so."""
         claims = {parcel.address.id: parcel.claim for parcel in parcels}
         plans = plan_transactions([
             QueuedRecipient(p.address.id, p.claim.item.sender, p.address.recipient,
@@ -215,13 +238,17 @@ class RemoteDelivery:
         for plan in plans:
             path = claims[plan.item_ids[0]].message_path
             try:
-                if not os.path.exists(path):
-                    raise FileNotFoundError(2, "No such file or directory", path)
+                os.close(os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK))
                 paths = tuple(claims[address].message_path for address in plan.item_ids)
                 messages.append(OutgoingMessage(plan, paths, 0, False))
             except OSError as unreadable:
                 self.log.error("cannot read queued message", id=logged_ids(plan.item_ids),
                                path=path, error=unreadable.strerror)
+                if isinstance(unreadable, PermissionError):
+                    self._report_all(plan.item_ids, deferred(
+                        f"cannot read queued message {path}: {unreadable.strerror} (remote "
+                        f"delivery runs as uid {os.getuid()}: the spool's files must be "
+                        "readable by its group)"))
         return messages
 
     def _take_slot(self, item_ids: list[AddressId]) -> Slot | str:
