@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import pwd
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -148,3 +149,29 @@ def test_a_child_that_cannot_give_up_root_delivers_nothing(tmp_path: Any) -> Non
     assert {address for address, _ in heard[:2]} == {FIRST, SECOND}
     assert all("root could be had back" in outcome.detail for _, outcome in heard[:2])
     assert "remote delivery process cannot run; its items stay queued" in log.events("error")
+
+
+def test_an_endless_line_stops_the_child_and_is_our_data_error(nobody: Identity,
+                                                               tmp_path: Any) -> None:
+    """A child that writes more than a report line may hold without a line end is killed
+    and DataError ends the hand-over (the run then defers the items with it); the report
+    before it was taken."""
+    from dma.core.errors import DataError
+    from dma.core.report_lines import MAX_REPORT_OCTETS
+
+    def work(report: Report) -> None:
+        report(FIRST, delivered("250 ok"))
+        os.write(report.fd, b"x" * (MAX_REPORT_OCTETS + 2))  # type: ignore[attr-defined]
+        time.sleep(60)  # killed long before
+
+    heard: list[tuple[AddressId, Outcome]] = []
+    parcels: list[Any] = [Parcel(Address(FIRST, "a@x.example"), None)]  # type: ignore[arg-type]
+    started = time.monotonic()
+    with pytest.raises(DataError, match="longer than"):
+        deliver_as(nobody, lambda _parcels, report: work(report), parcels,
+                   lambda address, outcome: heard.append((address, outcome)),
+                   _Log(tmp_path / "log"), claims=(), spooldir=str(tmp_path))  # type: ignore[arg-type]
+    assert heard == [(FIRST, delivered("250 ok"))]
+    assert time.monotonic() - started < 30
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # the child was reaped
