@@ -220,8 +220,11 @@ class _HeaderFolder:
         self._previous = b""  # the field's last line out: does it end in an encoded word?
 
     def block_end(self) -> None:
-        """A header block ended: a continuation line next belongs to no named field."""
+        """A header block ended: a continuation line opening the next belongs to no field,
+        so it is neither dropped with nor folded after the last field of this one."""
         self._name = None
+        self._dropping = False
+        self._previous = b""
 
     def line(self, event: _HeaderLine) -> list[bytes]:
         """The lines to write for one whole header line."""

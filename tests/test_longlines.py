@@ -463,3 +463,16 @@ def test_part_header_line_over_the_field_limit_is_a_data_error() -> None:
     head = b"Content-Type: multipart/mixed; boundary=p\n\n--p\n"
     with pytest.raises(DataError, match="line 4"):
         find_long_parts(pieces(head, repeated(b"X-Big: " + b"y" * 65529, 20), b"\n--p--\n"))
+
+
+def test_a_header_block_opening_with_a_continuation_line_keeps_it_after_a_dropped_cte() -> None:
+    """A part whose header block opens with a continuation line keeps that line, also right
+    after a converting part whose last field was the Content-Transfer-Encoding that goes."""
+    message = (
+        b"MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=b1\n\n--b1\n"
+        b"Content-Transfer-Encoding: 8bit\n\n" + b"x" * 2000 + b"\n"
+        b"--b1\n folded-on-nothing\nContent-Type: text/plain\n\nshort\n--b1--\n"
+    )
+    out = run(message)
+    assert out.count(b"Content-Transfer-Encoding: ") == 1  # the 8bit one went, the QP one came
+    assert b"\n--b1\n folded-on-nothing\nContent-Type: text/plain\n\nshort\n--b1--\n" in out
