@@ -369,18 +369,20 @@ class Spool:
         return f"{time.time_ns() // 1000:013x}{_random_hex(6)}"
 
     def file_mode(self) -> int:
-        """The mode of the files this spool gets: in a set-gid spool directory (system
-        mode, SPEC 8.2: root:DELIVERY_GROUP, ``SPOOL_MODE``) ``SPOOL_FILE_MODE``, 0640,
-        so that the delivery group reads what root writes and writes nothing; else
-        ``FILE_MODE``.  Looked up once per Spool."""
+        """The mode of the files this spool gets: in a set-gid spool directory whose
+        group may not write it (system mode, SPEC 8.2: root:DELIVERY_GROUP,
+        ``SPOOL_MODE``) ``SPOOL_FILE_MODE``, 0640, so that the delivery group reads
+        what root writes and writes nothing; else ``FILE_MODE``, 0660 (a C dma spool,
+        root:mail 2770 or 0775, whose group writes the Q files).  Looked up once."""
         if self._file_mode is None:
             from dma.core.system_layout import SPOOL_FILE_MODE
 
             try:
-                shared = bool(os.stat(self.directory).st_mode & stat.S_ISGID)
+                mode = os.stat(self.directory).st_mode
             except OSError:
-                shared = False  # creating the file then says what is wrong
-            self._file_mode = SPOOL_FILE_MODE if shared else FILE_MODE
+                mode = 0  # creating the file then says what is wrong
+            read_only_group = bool(mode & stat.S_ISGID) and not mode & stat.S_IWGRP
+            self._file_mode = SPOOL_FILE_MODE if read_only_group else FILE_MODE
         return self._file_mode
 
     def _create_temp(self, prefix: str) -> tuple[str, int]:

@@ -155,6 +155,7 @@ class QueueRun:
             for claim in claims:
                 claim.release()
                 self._claims.pop(claim.item.id, None)
+                self.ledger.forget(claim.item.id)  # decided by now: a big queue stays small
 
     def _sort(self, claim: Claim, local: list[tuple[Address, str]],
               remote: list[Parcel]) -> None:
