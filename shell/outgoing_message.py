@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 from dma.core.ledger import AddressId
@@ -36,8 +37,9 @@ class OutgoingMessage:
         return self.paths[0]
 
 
-def narrowed(message: OutgoingMessage, keep: Collection[AddressId]) -> OutgoingMessage | None:
-    """The message narrowed to its items in ``keep``; None when there is none."""
+def narrowed(message: OutgoingMessage, keep: AbstractSet[AddressId]) -> OutgoingMessage | None:
+    """The message narrowed to its items in ``keep`` (a set: asked once per item);
+    None when there is none."""
     plan = message.plan
     kept = [i for i, item_id in enumerate(plan.item_ids) if item_id in keep]
     if not kept:

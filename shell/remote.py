@@ -213,8 +213,9 @@ class RemoteDelivery:
                                      "other addresses", id=logged_ids(step.item_ids),
                                      host=step.target.name)
                 else:
+                    still_open = frozenset(step.item_ids)  # once: a hop may carry thousands
                     offered = [left for m in messages
-                               if (left := narrowed(m, step.item_ids)) is not None]
+                               if (left := narrowed(m, still_open)) is not None]
                     attempts.session_ended(self.driver.session(hop, step, offered))
         finally:
             slot.release()

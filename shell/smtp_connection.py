@@ -278,7 +278,7 @@ class _Conversation:
         self.outcomes.update(split.settled)  # recorded before anything else can fail
         for item_id, outcome in split.settled.items():
             self.driver.settle(item_id, outcome)
-        rest = narrowed(done, follow_on(plan.item_ids, plan.item_recipients, event))
+        rest = narrowed(done, frozenset(follow_on(plan.item_ids, plan.item_recipients, event)))
         if rest is not None:
             # RFC 5321 4.5.3.1.10: the rest go in another transaction, now
             self.log.info("server takes fewer recipients per message; sending the others "

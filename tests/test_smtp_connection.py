@@ -91,7 +91,7 @@ class Hop:
         steps, results = [], []
         while not isinstance(step := attempts.next_step(), HopDone):
             assert isinstance(step, TryAddress)
-            offered = [m for m in (narrowed(m, step.item_ids) for m in self.messages) if m]
+            offered = [m for m in (narrowed(m, set(step.item_ids)) for m in self.messages) if m]
             result = self.driver.session(self.hop, step, offered)
             steps.append(step)
             results.append(result)
