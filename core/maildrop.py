@@ -30,6 +30,16 @@ The head is written first with a zero count and rewritten in place once the mess
 is written (the count has a fixed width, so the head keeps its length); the
 recipients come after the message because ``-t`` finds them only while the message
 streams through.  ``End:`` counts the recipients, so a cut file never parses.
+
+The maildrop carries a second kind of record, with its own magic line: a user's
+``dma -Qd`` request (a user may not write the spool, so deletion goes the way mail
+goes).  It names queue items by id; the runner deletes those whose ``X-Uid`` is the
+request file's owner and refuses the rest::
+
+    PYDMA-MAILDROP-DELETE 1
+    Item: 18c2f0a1b2c3d4e5f6a7b8.0
+    Item: 18c2f0a1b2c3d4e5f6a7b8.1
+    End: 2
 """
 
 from __future__ import annotations
@@ -43,9 +53,19 @@ from dma.core.dsn import envid_problem, notify_problem, ret_problem
 from dma.core.envelope import Recipient, check_no_control, merge_recipients, resolve_recipients
 from dma.core.errors import DataError, DmaError, SoftwareError, at
 from dma.core.octets import printable
+from dma.core.queuefile import item_id_from_filename
 
 MAGIC = b"PYDMA-MAILDROP 1\n"
 """The first line of a maildrop file, with the format's version."""
+
+REQUEST_MAGIC = b"PYDMA-MAILDROP-DELETE 1\n"
+"""The first line of a deletion request (``dma -Qd`` by a user), with its version."""
+
+MAX_REQUEST_OCTETS = 64 * 1024
+"""Bound on a deletion request: about 2000 item ids; a larger file is refused."""
+
+MAX_REQUEST_ITEMS = 1000
+"""Most item ids one request names (the user's ``dma -Qd`` sends larger sets in parts)."""
 
 MAX_HEAD_OCTETS = 4096
 """Bound on the head (magic line to the empty line): an address is at most 254 octets."""
@@ -357,3 +377,90 @@ def check_envelope(
 def _refused(what: str, value: str, error: DmaError) -> DataError:
     return DataError(f"maildrop {what} {printable(value)!r} is refused: {error.message}",
                      hint=error.hint or _HINT)
+
+
+# --- deletion requests -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRequest:
+    """A user's ``dma -Qd``: the queue items to delete, if they are the user's."""
+
+    item_ids: tuple[str, ...]
+
+
+def _item_id_problem(item_id: str) -> str | None:
+    """Why ``item_id`` cannot name a queue item, or None (the spool's own rule: the
+    Q and M file names must stay inside the spool)."""
+    if item_id_from_filename("Q" + item_id) != item_id:
+        return f"{printable(item_id)!r} is no queue item id"
+    if len(item_id) > 200:
+        return f"item id of {len(item_id)} characters"
+    return None
+
+
+def render_delete_request(request: DeleteRequest) -> bytes:
+    """The request file for ``request``; SoftwareError for an id that is not one (the
+    caller checks the user's words first)."""
+    if not 0 < len(request.item_ids) <= MAX_REQUEST_ITEMS:
+        raise SoftwareError(f"deletion request of {len(request.item_ids)} items",
+                            hint=f"1 to {MAX_REQUEST_ITEMS} per request")
+    for item_id in request.item_ids:
+        problem = _item_id_problem(item_id)
+        if problem is not None:
+            raise SoftwareError(f"deletion request: {problem}", hint="this is a bug")
+    return (REQUEST_MAGIC + b"".join(_line("Item", i) for i in request.item_ids)
+            + _line("End", str(len(request.item_ids))))
+
+
+def is_delete_request(data: bytes) -> bool:
+    """True when ``data`` (a file's first octets) starts like a deletion request."""
+    return data.startswith(REQUEST_MAGIC)
+
+
+def parse_delete_request(data: bytes, name: str) -> DeleteRequest:
+    """A deletion request from a file's octets.
+
+    DataError when it is larger than ``MAX_REQUEST_OCTETS``, its magic line is not
+    ours, a line is not an ``Item`` field naming a queue item id (or the final
+    ``End``), it names none or more than ``MAX_REQUEST_ITEMS``, the count is wrong,
+    or anything follows the ``End`` line.  Ids named twice count once.
+    """
+    if len(data) > MAX_REQUEST_OCTETS:
+        raise DataError(f"deletion request is {len(data)} octets, more than "
+                        f"{MAX_REQUEST_OCTETS}", where=name, hint=_HINT)
+    if not is_delete_request(data):
+        raise DataError("not a deletion request: it does not start with "
+                        f"{REQUEST_MAGIC.decode().strip()!r}", where=at(name, 1), hint=_HINT)
+    body = data[len(REQUEST_MAGIC):]
+    if not body.endswith(b"\n"):
+        raise DataError("deletion request does not end with a complete End line",
+                        where=name, hint=_HINT)
+    lines = body[:-1].split(b"\n")
+    item_ids: list[str] = []
+    for number, line in enumerate(lines[:-1], start=2):
+        item_ids.append(_request_item(line, number, name))
+    key, value = _field(lines[-1], len(lines) + 1, name)
+    if key != "End":
+        raise DataError("deletion request does not end with an End line", where=name,
+                        hint=_HINT)
+    count = _digits(value, "item count", name)
+    if count != len(item_ids):
+        raise DataError(f"deletion request End line counts {count} items, the file has "
+                        f"{len(item_ids)}", where=name, hint=_HINT)
+    if not 0 < count <= MAX_REQUEST_ITEMS:
+        raise DataError(f"deletion request names {count} items, not 1 to "
+                        f"{MAX_REQUEST_ITEMS}", where=name, hint=_HINT)
+    return DeleteRequest(tuple(dict.fromkeys(item_ids)))
+
+
+def _request_item(line: bytes, number: int, name: str) -> str:
+    """The item id of one ``Item`` line of a request; DataError naming the line."""
+    key, value = _field(line, number, name)
+    if key != "Item":
+        raise DataError(f"deletion request line is no Item field: {_shown(line)}",
+                        where=at(name, number), hint=_HINT)
+    problem = _item_id_problem(value)
+    if problem is not None:
+        raise DataError(f"deletion request: {problem}", where=at(name, number), hint=_HINT)
+    return value

@@ -10,11 +10,15 @@ from dma.core.aliases import parse_aliases
 from dma.core.errors import DataError
 from dma.core.maildrop import (
     MAGIC,
+    REQUEST_MAGIC,
+    DeleteRequest,
     MaildropEnvelope,
     check_envelope,
+    parse_delete_request,
     parse_head,
     parse_maildrop,
     parse_trailer,
+    render_delete_request,
     render_head,
     render_maildrop,
 )
@@ -114,3 +118,44 @@ def test_checking_any_envelope_gives_recipients_or_a_data_error(
     except DataError:
         return
     assert {r.address for r in recipients} <= set(envelope.recipients)
+
+
+# --- deletion requests ----------------------------------------------------------------------
+
+_item_ids = st.from_regex(r"[0-9A-Za-z][0-9A-Za-z._-]{0,40}", fullmatch=True)
+_request_lines = st.builds(
+    lambda key, sep, value, end: key + sep + value + end,
+    st.sampled_from([b"Item", b"End", b"Recipient", b""]),
+    st.sampled_from([b": ", b":", b""]),
+    st.binary(max_size=24) | _item_ids.map(str.encode) | st.from_regex(rb"[0-9]{1,22}",
+                                                                       fullmatch=True),
+    st.sampled_from([b"\n", b"\r\n", b""]),
+)
+_requests = st.builds(
+    lambda magic, lines: magic + b"".join(lines),
+    st.sampled_from([REQUEST_MAGIC, b"", MAGIC, b"PYDMA-MAILDROP-DELETE 2\n"]),
+    st.lists(_request_lines, max_size=10),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_item_ids, min_size=1, max_size=20, unique=True))
+def test_a_request_reads_back(item_ids: list[str]) -> None:
+    """Rendering a deletion request and parsing it gives the same ids, in order."""
+    request = DeleteRequest(tuple(item_ids))
+    assert parse_delete_request(render_delete_request(request), "r") == request
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300) | _requests)
+def test_any_bytes_give_a_request_or_a_data_error(data: bytes) -> None:
+    """parse_delete_request never raises anything but DataError, and what it passes
+    names only ids that stay inside the spool."""
+    try:
+        request = parse_delete_request(data, "r")
+    except DataError:
+        return
+    assert request.item_ids
+    for item_id in request.item_ids:
+        assert "/" not in item_id and not item_id.startswith(".")
+        assert render_delete_request(DeleteRequest((item_id,)))

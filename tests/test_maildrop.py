@@ -10,11 +10,15 @@ from dma.core.errors import DataError, SoftwareError
 from dma.core.maildrop import (
     MAGIC,
     MAX_HEAD_OCTETS,
+    DeleteRequest,
     MaildropEnvelope,
     check_envelope,
+    is_delete_request,
+    parse_delete_request,
     parse_head,
     parse_maildrop,
     parse_trailer,
+    render_delete_request,
     render_head,
     render_maildrop,
 )
@@ -229,3 +233,72 @@ def test_queue_files_record_the_submitter_uid() -> None:
     assert data == b"ID: a.0\nSender: s@x\nRecipient: bob\nX-Uid: 1001\n"
     assert parse_queue_file(data, "Qa.0") == item
     assert b"X-Uid" not in render_queue_file(QueueItem(id="a.0", sender="", recipient="b"))
+
+
+# --- deletion requests (a user's dma -Qd, issue 9 item 4) ---------------------------------
+
+REQUEST = (b"PYDMA-MAILDROP-DELETE 1\n"
+           b"Item: 18c2f0a1b2c3d4e5f6a7b8.0\n"
+           b"Item: 18c2f0a1b2c3d4e5f6a7b8.a\n"
+           b"End: 2\n")
+
+
+def test_a_deletion_request_is_rendered_exactly_so() -> None:
+    """Its own magic line, one Item line per id, the End count."""
+    request = DeleteRequest(("18c2f0a1b2c3d4e5f6a7b8.0", "18c2f0a1b2c3d4e5f6a7b8.a"))
+    assert render_delete_request(request) == REQUEST
+    assert parse_delete_request(REQUEST, "f") == request
+    assert is_delete_request(REQUEST) and not is_delete_request(EXPECTED)
+
+
+def test_a_request_is_no_message_and_a_message_no_request() -> None:
+    """The two kinds cannot be read as one another: each parser refuses the other's magic."""
+    with pytest.raises(DataError, match="not a maildrop file"):
+        parse_maildrop(REQUEST, "f")
+    with pytest.raises(DataError, match="not a deletion request"):
+        parse_delete_request(EXPECTED, "f")
+
+
+def test_an_id_named_twice_counts_once() -> None:
+    """Repeated ids are one deletion."""
+    data = REQUEST.replace(b".a\n", b".0\n")
+    assert parse_delete_request(data, "f").item_ids == ("18c2f0a1b2c3d4e5f6a7b8.0",)
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "does not start with 'PYDMA-MAILDROP-DELETE 1'"),
+        (REQUEST[:-1], "complete End line"),
+        (REQUEST.replace(b"End: 2", b"End: 3"), "counts 3 items, the file has 2"),
+        (REQUEST.replace(b"End: 2\n", b""), "does not end with an End line"),
+        (REQUEST + b"Item: a.0\n", "no Item field: 'End: 2'"),
+        (REQUEST.replace(b"Item: 18c2f0a1b2c3d4e5f6a7b8.0", b"Item: ../../etc/passwd"),
+         "'../../etc/passwd' is no queue item id"),
+        (REQUEST.replace(b"Item: 18c2f0a1b2c3d4e5f6a7b8.0", b"Item: "), "'' is no queue item"),
+        (REQUEST.replace(b"Item: 18c2f0a1b2c3d4e5f6a7b8.0", b"Item: .hidden"), "no queue item"),
+        (REQUEST.replace(b"Item: 18c2f0a1b2c3d4e5f6a7b8.0", b"Recipient: bob"),
+         "no Item field"),
+        (REQUEST.replace(b"Item: 18c2f0a1b2c3d4e5f6a7b8.0", b"Item: " + b"a" * 201),
+         "item id of 201 characters"),
+        (b"PYDMA-MAILDROP-DELETE 1\nEnd: 0\n", "names 0 items"),
+        (b"PYDMA-MAILDROP-DELETE 1\n" + b"Item: a.0\n" * 1001 + b"End: 1001\n",
+         "names 1001 items"),
+        (b"PYDMA-MAILDROP-DELETE 1\n" + b"Item: a.0\n" * 7000 + b"End: 7000\n",
+         "more than 65536"),
+        (REQUEST.replace(b"Item: 18c2f0a1b2c3d4e5f6a7b8.a", b"Item: a\0"), "NUL octet"),
+    ],
+)
+def test_what_is_wrong_with_a_request_is_named(data: bytes, says: str) -> None:
+    """Each way a request can be malformed is a DataError that says what and where."""
+    with pytest.raises(DataError) as raised:
+        parse_delete_request(data, "/var/spool/dma/maildrop/r")
+    assert says in str(raised.value)
+    assert str(raised.value).startswith("/var/spool/dma/maildrop/r")
+
+
+@pytest.mark.parametrize("ids", [(), ("../x",), ("a.0",) * 1001, ("a\n.0",)])
+def test_a_request_we_would_not_read_back_is_our_bug(ids: tuple[str, ...]) -> None:
+    """The writer refuses what the reader would refuse: the caller checks words first."""
+    with pytest.raises(SoftwareError):
+        render_delete_request(DeleteRequest(ids))
