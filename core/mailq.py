@@ -192,28 +192,38 @@ def render_mailq_json(
 
     lines = []
     for entry in _ordered(entries):
-        item = entry.item
-        record = {
-            "id": _clean(item.id),
-            "message_id": _clean(message_id_of(item.id)),
-            "sender": _clean(item.sender),
-            "recipient": _clean(item.recipient),
-            "arrival": entry.arrival if math.isfinite(entry.arrival) else None,
-            "age": _seconds(now - entry.arrival),
-            "size": entry.size,
-            "attempts": item.attempts,
-            "next_try": item.next_try,
-            "last_error": None if item.last_error is None else _clean(item.last_error),
-            "locked": entry.locked,
-            "quarantined": False,
-            "damage": None,
-            "quarantined_at": None,
-        }
+        record = entry_record(entry, now)
         lines.append(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
     for moved in _quarantine_order(quarantined):
         lines.append(json.dumps(_quarantined_record(moved, now), sort_keys=True,
                                 ensure_ascii=False) + "\n")
     return "".join(lines)
+
+
+def entry_record(entry: QueueEntry, now: float, *, clean: bool = True) -> dict[str, object]:
+    """The JSON facts of a queued item, as ``mailq -j`` prints them.
+
+    ``clean`` False keeps lone surrogates (octets that are not UTF-8) as they are, for
+    a writer that escapes them (``ensure_ascii``) so they read back exactly.
+    """
+    item = entry.item
+    text = _clean if clean else str
+    return {
+        "id": text(item.id),
+        "message_id": text(message_id_of(item.id)),
+        "sender": text(item.sender),
+        "recipient": text(item.recipient),
+        "arrival": entry.arrival if math.isfinite(entry.arrival) else None,
+        "age": _seconds(now - entry.arrival),
+        "size": entry.size,
+        "attempts": item.attempts,
+        "next_try": item.next_try,
+        "last_error": None if item.last_error is None else text(item.last_error),
+        "locked": entry.locked,
+        "quarantined": False,
+        "damage": None,
+        "quarantined_at": None,
+    }
 
 
 def _quarantined_record(entry: QuarantinedEntry, now: float) -> dict[str, object]:
