@@ -20,6 +20,11 @@ fails is moved, by rename and never read through, into ``SPOOLDIR/quarantine/``
 (adapters/quarantine.py, ``move_foreign``).  A temporary name is left alone while
 its writer holds its lock or it is younger than an hour.
 
+A user's ``dma -Qd`` goes the same way (``drop_request``): a deletion request
+(core/maildrop.py's second record kind) written by temporary name, fsync and rename
+like a message; the runner judges it as it judges a message (the same checks of the
+file, the owner from fstat) and hands it over as a ``RequestFile``.
+
 ``open_watch`` tells a long-lived runner when something arrives: inotify through
 libc (ctypes, no new dependency), else polling once a second.
 """
@@ -39,11 +44,16 @@ from dma.adapters import system
 from dma.core.errors import CantCreateError, DataError
 from dma.core.maildrop import (
     MAX_HEAD_OCTETS,
+    MAX_REQUEST_OCTETS,
     MAX_TRAILER_OCTETS,
+    DeleteRequest,
     Head,
     MaildropEnvelope,
+    is_delete_request,
+    parse_delete_request,
     parse_head,
     parse_trailer,
+    render_delete_request,
     render_head,
     render_trailer,
 )
@@ -207,35 +217,17 @@ class MaildropWriter:
             self._raw.flush()
             _write_all(self._fd, render_head(self._envelope, self.file.written), 0)
             os.fsync(self._fd)
-            name = self._final_name()
+            name = _final_name()
             os.rename(os.path.join(self.directory, self._temp),
                       os.path.join(self.directory, name))
         except OSError as error:
             raise self._cant("write the message", error) from error
         self.name = name
         try:
-            self._sync_name()
+            _sync_name(self.directory, self._fd)
         except OSError as error:
             raise self._cant("make the message durable", error) from error
         return name
-
-    @staticmethod
-    def _final_name() -> str:
-        """Unique across processes and hosts: microseconds, pid and 64 random bits."""
-        return f"{time.time_ns() // 1000:013x}.{os.getpid()}.{system.random_hex(8)}"
-
-    def _sync_name(self) -> None:
-        """Make the rename durable: fsync the directory when we may open it, else the file
-        again (its inode changed in the same journal transaction as the directory)."""
-        try:
-            dir_fd = os.open(self.directory, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
-        except PermissionError:
-            os.fsync(self._fd)
-            return
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
     def close(self) -> None:
         """Close the file (dropping its lock); remove it unless it was finished."""
@@ -248,6 +240,71 @@ class MaildropWriter:
                 os.unlink(os.path.join(self.directory, self._temp))
             except OSError:
                 pass
+
+
+def _final_name() -> str:
+    """Unique across processes and hosts: microseconds, pid and 64 random bits."""
+    return f"{time.time_ns() // 1000:013x}.{os.getpid()}.{system.random_hex(8)}"
+
+
+def _sync_name(directory: str, fd: int) -> None:
+    """Make a rename into ``directory`` durable: fsync the directory when we may open it,
+    else the file ``fd`` again (its inode changed in the same journal transaction as
+    the directory)."""
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except PermissionError:
+        os.fsync(fd)
+        return
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def drop_request(directory: str, request: DeleteRequest) -> str:
+    """Hand a deletion request to the runner: write it into the maildrop as a message is
+    written (a temporary name O_EXCL|O_NOFOLLOW 0600, fsync, rename, the name made
+    durable); return its final name.  CantCreateError when it cannot be written."""
+    data = render_delete_request(request)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
+    temp = os.path.join(directory, TEMP_PREFIX + system.random_hex(8))
+    name = _final_name()
+    try:
+        fd = os.open(temp, flags, FILE_MODE)
+    except OSError as error:
+        raise _cant_request(directory, error) from error
+    try:
+        _write_all(fd, data, 0)
+        os.fsync(fd)
+        os.rename(temp, os.path.join(directory, name))
+        _sync_name(directory, fd)
+    except OSError as error:
+        try:
+            os.unlink(temp)
+        except OSError:
+            pass
+        raise _cant_request(directory, error) from error
+    finally:
+        os.close(fd)
+    return name
+
+
+def _cant_request(directory: str, error: OSError) -> CantCreateError:
+    return CantCreateError(
+        f"cannot write the deletion request into the maildrop {directory}: {_reason(error)}",
+        hint="check free space and quotas; nothing was deleted",
+    )
+
+
+def still_there(directory: str, name: str) -> bool:
+    """True while the maildrop file ``name`` (one we wrote: its name is ours to look up,
+    though the directory cannot be listed) has not been taken by the runner."""
+    try:
+        os.lstat(os.path.join(directory, name))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 # --- the runner's side -------------------------------------------------------------------
@@ -302,6 +359,42 @@ class DropFile:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFile:
+    """A deletion request that passed every check the adapter makes: who asks (the
+    file's owner, from fstat), and for which items."""
+
+    name: str
+    info: os.stat_result
+    owner: UserEntry
+    request: DeleteRequest
+
+
+def _drop_file(name: str, fd: int, held: os.stat_result, owner: UserEntry, start: bytes
+               ) -> DropFile:
+    """A message file whose head (in ``start``) and trailer parse; DataError if not."""
+    head = parse_head(start, name)
+    message_end = head.length + head.message_octets
+    if message_end > held.st_size:
+        raise DataError(f"its message is cut short: the head says "
+                        f"{head.message_octets} octets, the file holds "
+                        f"{max(0, held.st_size - head.length)}")
+    trailer_octets = held.st_size - message_end
+    trailer = _pread_exact(fd, min(trailer_octets, MAX_TRAILER_OCTETS + 1), message_end)
+    recipients = parse_trailer(trailer, name)
+    return DropFile(name, fd, held, owner, head, recipients)
+
+
+def _request_file(name: str, fd: int, held: os.stat_result, owner: UserEntry
+                  ) -> RequestFile:
+    """A deletion request file that parses; DataError if not (or if it is too big)."""
+    if held.st_size > MAX_REQUEST_OCTETS:
+        raise DataError(f"deletion request is {held.st_size} octets, more than "
+                        f"{MAX_REQUEST_OCTETS}")
+    request = parse_delete_request(_pread_exact(fd, MAX_REQUEST_OCTETS + 1, 0), name)
+    return RequestFile(name, held, owner, request)
 
 
 def _owner(uid: int) -> UserEntry | None:
@@ -364,9 +457,10 @@ class MaildropDirectory:
         """Every name in the maildrop, in order (the time comes first in ours)."""
         return sorted(entry.name for entry in os.scandir(self._dir()))
 
-    def judge(self, name: str, now: float) -> DropFile | Refusal | None:
-        """Open and check one name: a DropFile to take, a Refusal, or None (gone, still
-        being written, or changed under us: the next pass looks again).
+    def judge(self, name: str, now: float) -> DropFile | RequestFile | Refusal | None:
+        """Open and check one name: a DropFile to take, a RequestFile to carry out, a
+        Refusal, or None (gone, still being written, or changed under us: the next pass
+        looks again).
 
         Raises OSError when the file cannot be looked at (it stays in the maildrop).
         """
@@ -402,7 +496,7 @@ class MaildropDirectory:
         return found
 
     def _check_open(self, name: str, fd: int, seen: os.stat_result, temporary: bool
-                    ) -> DropFile | Refusal | None:
+                    ) -> DropFile | RequestFile | Refusal | None:
         held = os.fstat(fd)
         if (held.st_dev, held.st_ino) != (seen.st_dev, seen.st_ino):
             return None  # replaced since lstat: the next pass looks again
@@ -424,20 +518,13 @@ class MaildropDirectory:
         if held.st_size > MAILDROP_MAX_OCTETS:
             return Refusal(name, f"it is {held.st_size} octets, more than the maildrop "
                            f"takes ({MAILDROP_MAX_OCTETS})", held)
+        start = _pread_exact(fd, MAX_HEAD_OCTETS + 1, 0)
         try:
-            head = parse_head(_pread_exact(fd, MAX_HEAD_OCTETS + 1, 0), name)
-            message_end = head.length + head.message_octets
-            if message_end > held.st_size:
-                raise DataError(f"its message is cut short: the head says "
-                                f"{head.message_octets} octets, the file holds "
-                                f"{max(0, held.st_size - head.length)}")
-            trailer_octets = held.st_size - message_end
-            trailer = _pread_exact(fd, min(trailer_octets, MAX_TRAILER_OCTETS + 1),
-                                   message_end)
-            recipients = parse_trailer(trailer, name)
+            if is_delete_request(start):
+                return _request_file(name, fd, held, owner)
+            return _drop_file(name, fd, held, owner, start)
         except DataError as error:
             return Refusal(name, str(error), held)
-        return DropFile(name, fd, held, owner, head, recipients)
 
     def refuse(self, refusal: Refusal) -> Quarantined | None:
         """Move a refused file into the quarantine by rename (never followed, never read).
@@ -452,7 +539,7 @@ class MaildropDirectory:
             f"maildrop file {refusal.name} (uid {refusal.info.st_uid}): {refusal.reason}",
         )
 
-    def remove(self, drop: DropFile) -> None:
+    def remove(self, drop: DropFile | RequestFile) -> None:
         """Unlink a file the spool now holds (when its name still holds it), durably."""
         dir_fd = self._dir()
         try:

@@ -11,7 +11,9 @@ System mode (SPEC 8.2): every queue run as root first picks up the maildrop
 The ``-qTIME`` runner also watches the maildrop (inotify, else a look each second)
 and delivers what it picks up at once.  A submission that went into the maildrop
 starts no delivery: it has no privilege to, and the runner notices the new file by
-itself (inotify sees the rename; a systemd path unit does the same).
+itself (inotify sees the rename; a systemd path unit does the same).  At the end of
+every queue run root writes the users' views of the queue again (what each may list,
+shell/pickup.refresh_user_views), as every pickup pass that changed the spool does.
 """
 
 from __future__ import annotations
@@ -69,8 +71,11 @@ def after_submission(invocation: Invocation, settings: Settings, item_ids: list[
         return deliver_now(invocation, settings, item_ids, stderr=True)
 
     def work() -> int:
-        return deliver_now(invocation, settings, [*item_ids, *_pick_up(invocation, settings)],
-                           stderr=False)
+        try:
+            return deliver_now(invocation, settings,
+                               [*item_ids, *_pick_up(invocation, settings)], stderr=False)
+        finally:
+            _refresh_views(invocation, settings)
 
     try:
         _detach(work, invocation.syslog_tag)
@@ -133,15 +138,38 @@ def _pick_up(invocation: Invocation, settings: Settings) -> list[str]:
         return []
 
 
+def _refresh_views(invocation: Invocation, settings: Settings) -> None:
+    """Write the users' views of the queue again (root, system mode).  A failure is
+    logged, never raised."""
+    try:
+        from dma.shell.pickup import maildrop_ready, refresh_user_views
+
+        if maildrop_ready(settings):
+            refresh_user_views(settings, _logger(invocation, stderr=invocation.verbose))
+    except Exception as error:
+        _log_failure(invocation, "the users' queue views were not refreshed", error)
+
+
 def _deliver_picked_up(invocation: Invocation, settings: Settings) -> None:
     """The runner saw something arrive in the maildrop: pick it up and deliver it now
     (with DEFER, at the next pass)."""
     ids = _pick_up(invocation, settings)
     if ids and not settings.config.defer:
-        deliver_now(invocation, settings, ids, stderr=invocation.verbose)
+        try:
+            deliver_now(invocation, settings, ids, stderr=invocation.verbose)
+        finally:
+            _refresh_views(invocation, settings)
 
 
 def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
+    """One queue run (after a pickup), then the users' views written again."""
+    try:
+        return _deliver_due(invocation, settings, honour_next_try=honour_next_try)
+    finally:
+        _refresh_views(invocation, settings)
+
+
+def _deliver_due(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
     from dma.core.mailq import select_entries  # queue runs only: keeps submission light
     from dma.shell.queue_ops import report_quarantined
 

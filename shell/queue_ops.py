@@ -1,4 +1,11 @@
-"""Queue management and checks: mailq, deletion, bounces, the quarantine, newaliases, -bv."""
+"""Queue management and checks: mailq, deletion, bounces, the quarantine, newaliases, -bv.
+
+In system mode (SPEC 8.2) a user who may not read the spool lists their own view of
+the queue, which root keeps (shell/pickup.refresh_user_views), and nobody else's; a
+user's ``-Qd`` (anyone's but root's: the spool is root's to write) is a deletion
+request dropped into the maildrop, which the runner carries out for the user's own
+items only.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +17,9 @@ from dma.adapters import system
 from dma.adapters.spool import Spool
 from dma.core.cmdline import DELETE_ALL, Invocation
 from dma.core.envelope import Recipient
-from dma.core.errors import DmaError, NoInputError
+from dma.core.errors import DataError, DmaError, NoInputError
 from dma.core.queuefile import message_id_of
+from dma.core.system_layout import MAILDROP
 from dma.shell.settings import Settings, load_aliases
 
 TYPE_CHECKING = False
@@ -20,6 +28,12 @@ if TYPE_CHECKING:
     from dma.adapters.log import Logger
     from dma.adapters.quarantine import Quarantined
     from dma.core.mailq import QuarantinedEntry
+    from dma.core.user_views import UserView
+
+DELETION_WAIT_SECONDS = 5.0
+"""How long a user's ``-Qd`` waits to see the runner carry out its request."""
+
+_POLL_SECONDS = 0.05
 
 
 def report_quarantined(log: Logger, moved: Quarantined) -> None:
@@ -42,10 +56,13 @@ def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma")
     """Print the queue, in the C dma's text form plus ours, or as JSON lines.
 
     Damaged items found on the way are moved to the quarantine (when we may) and
-    listed from there, with the reason, like every item already quarantined.
+    listed from there, with the reason, like every item already quarantined.  A user
+    who may not read the spool (system mode) gets their own items only.
     """
     from dma.core.mailq import render_mailq, render_mailq_json
 
+    if _own_view_only(settings):
+        return _list_own(settings, json_lines=json_lines)
     spool = _spool(settings, syslog_tag)
     held: list[QuarantinedEntry] = []
     trouble: list[str] = []
@@ -65,6 +82,142 @@ def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma")
     for line in trouble:  # a damaged Q file must never be silently invisible
         print(f"mailq: {line}", file=sys.stderr)
     return 0
+
+
+# --- a user's own items (system mode) -------------------------------------------------------
+
+
+def _system_mode_user(settings: Settings) -> bool:
+    """True for a caller other than root where the spool has a maildrop (SPEC 8.2)."""
+    return system.euid() != 0 and os.path.isdir(
+        os.path.join(settings.config.spooldir, MAILDROP))
+
+
+def _own_view_only(settings: Settings) -> bool:
+    """True for a user in system mode who may not read the spool (not in the delivery
+    group): they list their own view of the queue."""
+    return _system_mode_user(settings) and not os.access(settings.config.spooldir,
+                                                         os.R_OK | os.X_OK)
+
+
+def _own_view(settings: Settings) -> UserView | None:
+    """The caller's view of the queue, as root last wrote it; None when there is none
+    (nothing of theirs is queued, or no runner has written it yet)."""
+    from dma.adapters.user_views import read_view, view_path
+    from dma.core.user_views import parse_view
+
+    uid = system.uid()
+    data = read_view(settings.config.spooldir, uid)
+    if data is None:
+        return None
+    path = view_path(settings.config.spooldir, uid)
+    view = parse_view(data, path)
+    if view.uid != uid:
+        raise DataError(f"your queue view {path} is uid {view.uid}'s, not yours ({uid})",
+                        hint="the queue runner writes it again at its next pass")
+    return view
+
+
+def _list_own(settings: Settings, *, json_lines: bool) -> int:
+    """mailq for a user who may not read the spool: their own items, in the usual
+    formats, and one line on stderr saying so."""
+    from dma.core.durations import format_duration
+    from dma.core.mailq import render_mailq, render_mailq_json
+
+    view = _own_view(settings)
+    now = system.epoch()
+    render = render_mailq_json if json_lines else render_mailq
+    sys.stdout.write(render(view.entries if view is not None else (), now))
+    when = "as the queue runner last listed them"
+    if view is not None and now - view.written >= 1:
+        when = f"as of {format_duration(int(now - view.written))} ago"
+    print(f"mailq: only your own queued items are shown ({when}); mail you sent in the "
+          "last seconds is listed once the queue runner has taken it from the maildrop",
+          file=sys.stderr)
+    return 0
+
+
+def _request_deletion(settings: Settings, invocation: Invocation) -> int:
+    """-Qd by a user in system mode: hand the runner a deletion request naming the
+    user's own items that the words name (exit 66 for a word that names none), then
+    wait a few seconds to see it carried out.  Exit 0 once the request is durable;
+    75 when the runner took it but an item is still queued (being delivered)."""
+    from dma.adapters.maildrop import drop_request, maildrop_path
+    from dma.core.maildrop import MAX_REQUEST_ITEMS, DeleteRequest
+    from dma.core.user_views import choose_own
+
+    view = _own_view(settings)
+    chosen, unknown = choose_own(view.entries if view is not None else (),
+                                 invocation.recipients, DELETE_ALL)
+    if unknown:
+        raise NoInputError(
+            f"no queued item of yours: {', '.join(unknown)}",
+            hint="mailq lists your items (mail sent in the last seconds is listed once "
+            "the queue runner has taken it from the maildrop)",
+        )
+    if not chosen:
+        print("dma: nothing of yours is queued")
+        return 0
+    directory = maildrop_path(settings.config.spooldir)
+    names = [drop_request(directory, DeleteRequest(tuple(chosen[at:at + MAX_REQUEST_ITEMS])))
+             for at in range(0, len(chosen), MAX_REQUEST_ITEMS)]
+    print(f"dma: asked the queue runner to delete {len(chosen)} item"
+          f"{'' if len(chosen) == 1 else 's'} of yours: {' '.join(chosen)}")
+    return _await_deletion(settings, directory, names, chosen)
+
+
+def _await_deletion(settings: Settings, directory: str, names: list[str],
+                    chosen: list[str]) -> int:
+    """Watch the request files go and the items leave the caller's view, for at most
+    ``DELETION_WAIT_SECONDS``; say what became of them."""
+    import time
+
+    from dma.adapters.maildrop import still_there
+
+    deadline = time.monotonic() + DELETION_WAIT_SECONDS
+    taken = False
+    left = chosen
+    while True:
+        taken = taken or not any(still_there(directory, name) for name in names)
+        if taken:
+            view = _own_view(settings)
+            listed = {e.item.id for e in view.entries} if view is not None else set()
+            left = [item_id for item_id in chosen if item_id in listed]
+            if not left:
+                break
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(_POLL_SECONDS)
+    return _report_deletion(chosen, left if taken else None)
+
+
+def _report_deletion(chosen: list[str], left: list[str] | None) -> int:
+    """Say what became of a user's deletion request (``left`` None: not taken yet)."""
+    if left is None:
+        print("dma: no queue runner has taken the request yet (none is running?); it "
+              "waits in the maildrop, and the next queue run deletes the items",
+              file=sys.stderr)
+        return 0
+    for item_id in chosen:
+        if item_id not in left:
+            print(f"{item_id}: deleted")
+    for item_id in left:
+        print(f"{item_id}: still queued (being delivered right now?); not deleted",
+              file=sys.stderr)
+    return 75 if left else 0
+
+
+def _refresh_views(settings: Settings, tag: str) -> None:
+    """After root changed the queue by hand: the users' views follow (system mode)."""
+    from dma.shell.pickup import maildrop_ready, refresh_user_views
+
+    if maildrop_ready(settings):
+        from dma.adapters.log import light_logger
+
+        refresh_user_views(settings, light_logger(tag, stderr=True))
+
+
+# --- what -Qd, -Qb and -Qr name -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -113,11 +266,23 @@ def _chosen_items(settings: Settings, invocation: Invocation, *, with_queued: bo
 
 def delete_items(settings: Settings, invocation: Invocation) -> int:
     """-Qd: delete the named items, quarantined ones too; items being delivered right now
-    are skipped (exit 75)."""
+    are skipped (exit 75).  In system mode a user's -Qd is a request to the runner, for
+    their own items only (``_request_deletion``)."""
     from dma.adapters.log import light_logger
+
+    if _system_mode_user(settings):
+        return _request_deletion(settings, invocation)
+    log = light_logger(invocation.syslog_tag, stderr=True)
+    try:
+        return _delete_chosen(settings, invocation, log)
+    finally:
+        _refresh_views(settings, invocation.syslog_tag)
+
+
+def _delete_chosen(settings: Settings, invocation: Invocation, log: Logger) -> int:
+    """Root's (or the embedded spool owner's) -Qd."""
     from dma.adapters.quarantine import DamagedItem
 
-    log = light_logger(invocation.syslog_tag, stderr=True)
     chosen = _chosen_items(settings, invocation)
     spool = Spool(settings.config.spooldir)
     quarantine = spool.quarantine()
@@ -220,6 +385,7 @@ def bounce_items(settings: Settings, invocation: Invocation) -> int:
                   file=sys.stderr)
     if run.followups:  # deliver the bounces now, as a queue run would
         run.run(run.followups)
+    _refresh_views(settings, invocation.syslog_tag)
     if damaged:
         return 65
     return 75 if busy else 0

@@ -1,10 +1,10 @@
-"""Run a script as root on a throwaway copy of the host: /etc, /usr and /var overlaid.
+"""Run a script as root on a throwaway copy of the host: /etc, /usr, /var and /root overlaid.
 
 System mode (SPEC 8.2) touches what a host shares: users and groups, /etc/dma,
 /var/spool/dma, /var/mail, /usr/sbin/sendmail.  Its tests run in a private mount
-namespace (``unshare -m``) where /etc, /usr and /var are overlayfs mounts over the
-host's own directories, their upper layers in a temporary directory: the script sees
-the real host, may change anything in those three trees, and every change vanishes
+namespace (``unshare -m``) where /etc, /usr, /var and /root are overlayfs mounts over
+the host's own directories, their upper layers in a temporary directory: the script sees
+the real host, may change anything in those four trees, and every change vanishes
 with the namespace.  /tmp (pytest's tmp_path) and /work are not overlaid, so files
 there carry results out.
 
@@ -23,7 +23,9 @@ from pathlib import Path
 
 import pytest
 
-OVERLAID = ("/etc", "/usr", "/var")
+OVERLAID = ("/etc", "/usr", "/var", "/root")
+"""/root too: this test run's Python lives under it (mode 0700), so a script that runs
+it as a throwaway user makes /root passable (``chmod 711 /root``) on the copy only."""
 
 _SETUP = r"""
 set -eu
@@ -50,8 +52,8 @@ def require_host_namespace() -> None:
 
 def run_on_host_copy(script: str, *, timeout: float = 300,
                      env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``script`` (bash, with -euo pipefail) as root in a namespace where /etc, /usr
-    and /var are throwaway overlays; its stdout, stderr and status come back.
+    """Run ``script`` (bash, with -euo pipefail) as root in a namespace where /etc, /usr,
+    /var and /root are throwaway overlays; its stdout, stderr and status come back.
 
     The variable ``PY`` names this test run's Python (the venv that has dma installed)
     and ``BIN`` its bin directory, where the ``dma``, ``sendmail``, ``mailq`` and

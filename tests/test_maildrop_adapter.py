@@ -18,11 +18,21 @@ from dma.adapters.maildrop import (
     MaildropWriter,
     PollWatch,
     Refusal,
+    RequestFile,
+    drop_request,
     open_watch,
     quarantine_name,
+    still_there,
 )
 from dma.core.errors import CantCreateError
-from dma.core.maildrop import MaildropEnvelope, parse_maildrop, render_maildrop
+from dma.core.maildrop import (
+    MAX_REQUEST_OCTETS,
+    REQUEST_MAGIC,
+    DeleteRequest,
+    MaildropEnvelope,
+    parse_maildrop,
+    render_maildrop,
+)
 
 ENVELOPE = MaildropEnvelope(sender="alice@example.org", recipients=(), dsn_ret="HDRS")
 MESSAGE = b"Subject: hi\n\nhello\n"
@@ -152,3 +162,44 @@ def test_without_inotify_the_runner_looks_each_second() -> None:
     started = time.monotonic()
     assert PollWatch().wait(10.0) is True
     assert 0.9 <= time.monotonic() - started < 2.0
+
+
+def test_a_deletion_request_is_written_and_judged_like_a_message(spool: Path) -> None:
+    """drop_request leaves one finished 0600 file that the runner judges as a RequestFile
+    of its owner naming the ids; the submitter can tell when it is gone."""
+    directory = str(spool / "maildrop")
+    name = drop_request(directory, DeleteRequest(("a.0", "b.1")))
+    assert os.listdir(directory) == [name]
+    assert re.fullmatch(r"[0-9a-f]{13}\.[0-9]+\.[0-9a-f]{16}", name)
+    assert (spool / "maildrop" / name).stat().st_mode & 0o777 == 0o600
+    assert still_there(directory, name)
+    with MaildropDirectory(str(spool)) as maildrop:
+        found = maildrop.judge(name, time.time())
+        assert isinstance(found, RequestFile)
+        assert found.request.item_ids == ("a.0", "b.1")
+        assert found.owner.uid == os.getuid()
+        maildrop.remove(found)
+    assert not still_there(directory, name)
+
+
+@pytest.mark.parametrize(("data", "says"), [
+    (REQUEST_MAGIC + b"Item: ../etc/passwd\nEnd: 1\n", "is no queue item id"),
+    (REQUEST_MAGIC + b"Item: a.0\n", "does not end with an End line"),
+    (REQUEST_MAGIC + b"Item: a.0\n" * (MAX_REQUEST_OCTETS // 10) + b"End: 1\n",
+     "more than 65536"),
+])
+def test_a_bad_request_is_refused(spool: Path, data: bytes, says: str) -> None:
+    """A file that starts like a request but is no good one is refused with the reason."""
+    _drop(spool, "request", data)
+    with MaildropDirectory(str(spool)) as maildrop:
+        refusal = maildrop.judge("request", time.time())
+    assert isinstance(refusal, Refusal) and says in refusal.reason
+
+
+def test_a_request_through_a_hard_link_is_refused(spool: Path) -> None:
+    """A request is checked as a message is: one with two links is never read."""
+    path = _drop(spool, "request", REQUEST_MAGIC + b"Item: a.0\nEnd: 1\n")
+    os.link(path, spool / "elsewhere")
+    with MaildropDirectory(str(spool)) as maildrop:
+        refusal = maildrop.judge("request", time.time())
+    assert isinstance(refusal, Refusal) and "2 links" in refusal.reason
