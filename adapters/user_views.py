@@ -34,14 +34,21 @@ from types import TracebackType
 
 from dma.adapters import system
 from dma.core.errors import DataError, NoInputError
+from dma.core.system_layout import (
+    USER_VIEW_DIRECTORY_MODE,
+    USER_VIEW_MODE,
+    USER_VIEW_NAME,
+    USER_VIEWS,
+    USER_VIEWS_MODE,
+)
 
-USERS = "users"
+USERS = USER_VIEWS
 """The views' directory inside SPOOLDIR."""
 
-USERS_MODE = 0o711
-USER_DIRECTORY_MODE = 0o500
-VIEW_NAME = "queue"
-VIEW_MODE = 0o400
+USERS_MODE = USER_VIEWS_MODE
+USER_DIRECTORY_MODE = USER_VIEW_DIRECTORY_MODE
+VIEW_NAME = USER_VIEW_NAME
+VIEW_MODE = USER_VIEW_MODE
 MAX_VIEW_OCTETS = 256 * 1024 * 1024
 """A view larger than this is not read (about 800 000 items of one user)."""
 

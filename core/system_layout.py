@@ -50,3 +50,15 @@ MAILBOX_MODE = 0o660
 MAILDROP_MAX_OCTETS = 512 * 1024 * 1024
 """A maildrop file larger than this is quarantined, not read (a sparse or runaway
 file must not fill the spool)."""
+
+USER_VIEWS = "users"
+"""SPOOLDIR/users: each user's view of their own queued items (a user cannot read the
+spool), root:root, pass-through only, so no user learns whether another has mail."""
+
+USER_VIEWS_MODE = 0o711
+USER_VIEW_DIRECTORY_MODE = 0o500
+"""users/<uid>/: that uid's, readable by it alone."""
+
+USER_VIEW_NAME = "queue"
+USER_VIEW_MODE = 0o400
+"""users/<uid>/queue: the listing records of that user's items, written by root."""
