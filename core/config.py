@@ -64,6 +64,7 @@ class Config:
     maxconnections: int = 4
     queuelifetime: int = 5 * 86400  # seconds
     timeout: int = 300  # seconds to wait for each SMTP reply (RFC 5321: 5 minutes)
+    accounts: str | None = None  # the ACCOUNTS file (TOML): smarthost accounts, routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +139,9 @@ _SPECS = (
     KeySpec("TIMEOUT", "duration", "timeout", "5m",
             "how long to wait for each SMTP reply (twice that for the final dot) and for a"
             " free connection slot; connecting waits at most 30s"),
+    KeySpec("ACCOUNTS", "path", "accounts", "unset",
+            "TOML file of smarthost accounts (OAuth2, password commands) and the senders that"
+            " use them; unmatched senders take the default route"),
 )
 
 KEYS: Mapping[str, KeySpec] = MappingProxyType({spec.name: spec for spec in _SPECS})

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
     from typing import Any
 
+    from dma.core.accounts import AccountsFile
     from dma.core.aliases import AliasTable
 
 SYSTEM_CONFIG = "/etc/dma/dma.conf"
@@ -123,7 +124,7 @@ def load_aliases(path: str) -> AliasTable:
     return parse_aliases(text, path) if text is not None else AliasTable(path=path)
 
 
-_PATH_KEYS = ("aliases", "spooldir", "authpath", "certfile", "cafile", "maildir")
+_PATH_KEYS = ("aliases", "spooldir", "authpath", "certfile", "cafile", "maildir", "accounts")
 
 
 def _absolute_paths(config: Config, base: str) -> Config:
@@ -235,3 +236,69 @@ def load_settings(config_path: str | None, environ: Mapping[str, str]) -> Settin
         mailname=_resolve_mailname(config, host, text, path),
         system_hostname=host,
     )
+
+
+ACCOUNTS_READ_LIMIT = 1 << 20  # octets: an accounts file is a few KiB
+
+
+def load_accounts(settings: Settings) -> AccountsFile | None:
+    """The ACCOUNTS file's accounts and routes (SPEC 2.4); None when ACCOUNTS is not set.
+
+    Only remote delivery and -bv call this, so that a submission never imports
+    tomllib.  The file must exist, be a regular file of at most ACCOUNTS_READ_LIMIT
+    octets in UTF-8, owned by root or by the user running dma; its mode goes to the
+    parser, which refuses secrets that others may read and a file others may write.
+    Every problem is a ConfigError (exit 78) naming the file.
+    """
+    path = settings.config.accounts
+    if not path:
+        return None
+    from dma.core.accounts import parse_accounts
+
+    data, mode = _read_accounts_file(path, settings.config_path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ConfigError("the accounts file is not UTF-8 text", where=f"{path}:{line}",
+                          hint="TOML files are UTF-8: fix the octets on that line") from None
+    return parse_accounts(text, path, mode)
+
+
+def _read_accounts_file(path: str, config_path: str) -> tuple[bytes, int]:
+    """The octets and the mode of the accounts file ``path``."""
+    fix = f"fix ACCOUNTS in {config_path}"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except OSError as error:
+        missing = isinstance(error, (FileNotFoundError, NotADirectoryError))
+        raise ConfigError(
+            f"cannot read the accounts file: {error.strerror}", where=path,
+            hint=f"create it, or {fix}" if missing
+            else "remote delivery and -bv read it: run them as root or as the file's owner",
+        ) from None
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise ConfigError(f"the accounts file is {file_kind(status.st_mode)}, not a regular"
+                              " file", where=path, hint=fix)
+        if status.st_uid not in (0, system.euid()):
+            raise ConfigError(
+                f"the accounts file is owned by uid {status.st_uid}, neither root nor you"
+                f" (uid {system.euid()}): its owner chooses the commands dma runs",
+                where=path, hint="chown it to root or to yourself")
+        data = b""
+        while len(data) <= ACCOUNTS_READ_LIMIT:
+            chunk = os.read(fd, ACCOUNTS_READ_LIMIT + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as error:
+        raise ConfigError(f"cannot read the accounts file: {error.strerror}", where=path,
+                          hint=fix) from None
+    finally:
+        os.close(fd)
+    if len(data) > ACCOUNTS_READ_LIMIT:
+        raise ConfigError(f"the accounts file is over {ACCOUNTS_READ_LIMIT} octets", where=path,
+                          hint=f"an accounts file is a few KiB: {fix}")
+    return data, status.st_mode
