@@ -122,20 +122,35 @@ class AccountsFile:
     routes: Routes = field(default_factory=Routes)
 
 
-def route_for(sender: str, routes: Routes, accounts: Mapping[str, Account]) -> Account | None:
-    """The account that mail from envelope ``sender`` goes out through (SPEC 2.4).
+def matching_route(sender: str, routes: Routes) -> tuple[str, str] | None:
+    """The route that envelope ``sender`` takes: (its key, as ``local@domain`` or
+    ``@domain`` with the domain in lower case, and the account name), or None.
 
-    The exact address first (its domain in any case), then ``@domain``; None (the
-    default route: SMARTHOST, PORT, the TLS keys and auth.conf) for the null sender
-    and for a sender that no route names.
+    The exact address first (its domain in any case), then ``@domain``; None for
+    the null sender and for a sender that no route names.
     """
     local, at_sign, domain = sender.rpartition("@")
     if not at_sign:
         return None
     domain = domain.lower()
-    name = routes.addresses.get(f"{local}@{domain}") or routes.domains.get(domain)
-    if name is None:
+    address = f"{local}@{domain}"
+    if address in routes.addresses:
+        return address, routes.addresses[address]
+    if domain in routes.domains:
+        return f"@{domain}", routes.domains[domain]
+    return None
+
+
+def route_for(sender: str, routes: Routes, accounts: Mapping[str, Account]) -> Account | None:
+    """The account that mail from envelope ``sender`` goes out through (SPEC 2.4).
+
+    As ``matching_route`` says; None is the default route (SMARTHOST, PORT, the TLS
+    keys and auth.conf): the null sender and senders that no route names take it.
+    """
+    route = matching_route(sender, routes)
+    if route is None:
         return None
+    name = route[1]
     account = accounts.get(name)
     if account is None:
         raise SoftwareError(f"route to account {name!r}, which is not in the table",

@@ -426,24 +426,67 @@ def verify(invocation: Invocation, settings: Settings) -> int:
     aliases = load_aliases(config.aliases)
     if not invocation.recipients:
         raise NoInputError("no recipients to verify", hint="name them as arguments")
+    by_sender = _sender_route(invocation, settings)
     for argument in invocation.recipients:
         for address in parse_recipient_argument(argument):
             for recipient in resolve_recipients(
                 (address,), mailname=settings.mailname, aliases=aliases,
                 is_user=system.user_exists, nullclient=config.nullclient,
             ):
-                print(f"{address}: {recipient.address}: {_route(recipient, settings)}")
+                print(f"{address}: {recipient.address}: "
+                      f"{_route(recipient, settings, by_sender)}")
     return 0
 
 
-def _route(recipient: Recipient, settings: Settings) -> str:
+@dataclass(frozen=True, slots=True)
+class _SenderRoute:
+    """What -bv says of the envelope sender when ACCOUNTS is set (SPEC 2.4)."""
+
+    via_account: str | None  # the whole route when an account takes the sender's mail
+    note: str = ""  # else, added to the default route
+
+
+def _route(recipient: Recipient, settings: Settings, by_sender: _SenderRoute | None = None
+           ) -> str:
     """Where -bv says a resolved recipient's mail would go."""
     config = settings.config
     if recipient.local:
         return f"local mailbox {os.path.join(config.maildir, recipient.address)}"
     if config.localonly:
         return "remote, refused (LOCALONLY is set: it would bounce)"
+    if by_sender is not None and by_sender.via_account is not None:
+        return by_sender.via_account
     if config.smarthost:
-        return f"remote via smarthost {config.smarthost} port {config.port}"
-    domain = recipient.address.rsplit("@", 1)[-1]
-    return f"remote via the MX hosts of {domain} port {config.port}"
+        where = f"remote via smarthost {config.smarthost} port {config.port}"
+    else:
+        domain = recipient.address.rsplit("@", 1)[-1]
+        where = f"remote via the MX hosts of {domain} port {config.port}"
+    return where + (by_sender.note if by_sender is not None else "")
+
+
+def _sender_route(invocation: Invocation, settings: Settings) -> _SenderRoute | None:
+    """The route and account the ACCOUNTS file gives the envelope sender (``-f``, else
+    $EMAIL, else login@mailname, as a submission computes it), for -bv.
+
+    None without ACCOUNTS, or (said on stderr) when this user may not read the file.
+    """
+    from dma.core.accounts import describe_account, matching_route
+    from dma.core.envelope import envelope_sender
+    from dma.shell.settings import load_accounts
+
+    path = settings.config.accounts
+    if path and os.path.exists(path) and not os.access(path, os.R_OK):
+        print(f"-bv: the accounts file {path} is not readable by uid {system.uid()}: routes"
+              " per sender are not shown (run -bv as root to see them)", file=sys.stderr)
+        return None
+    accounts = load_accounts(settings)
+    if accounts is None:
+        return None
+    sender = envelope_sender(invocation.sender, system.environment().get("EMAIL"),
+                             system.login_name(), settings.mailname, settings.config.masquerade)
+    route = matching_route(sender, accounts.routes)
+    if route is None:
+        return _SenderRoute(None, f"; sender <{sender}> takes the default route")
+    key, name = route
+    return _SenderRoute(f"remote via account {name} ({describe_account(accounts.accounts[name])})"
+                        f" for sender <{sender}> by route {key}")

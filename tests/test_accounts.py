@@ -4,6 +4,7 @@ sender, and loading it through shell/settings from real files."""
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 from pathlib import Path
@@ -555,3 +556,64 @@ def test_submission_does_not_import_tomllib(site: DmaSite) -> None:
                           input=b"Subject: x\n\nhi\n", capture_output=True, env=site.environ,
                           cwd=site.root, timeout=60, check=False)
     assert done.stdout.decode().split("\n")[-2] == "0 []", done.stderr.decode()
+
+
+# -- -bv shows the sender's route and account ---------------------------------------------
+
+BV_ACCOUNTS = (
+    account('host = "smtp.office365.com"\nlogin = "alerts@example.com"\n'
+            'password_command = ["pass", "show", "office"]\n', "office")
+    + account('host = "smtp.fastmail.com"\ntls = "smtps"\nlogin = "me@fastmail.com"\n'
+              'password_file = "fastmail.pw"\nauth = "scram-sha-256"\n', "fastmail")
+    + '[routes]\n"@example.com" = "office"\n"me@fastmail.com" = "fastmail"\n'
+)
+
+
+def _bv(site: DmaSite, *args: str, env: dict[str, str] | None = None) -> list[str]:
+    done = site.run(["-bv", *args], env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout.decode().splitlines()
+
+
+def test_bv_shows_each_sender_s_account(site: DmaSite) -> None:
+    """-bv with -f names the account a route gives the sender, with its host, port, TLS,
+    login and secret source (never the secret), and the route that chose it."""
+    _site_with_accounts(site, BV_ACCOUNTS)
+    assert _bv(site, "-f", "alerts@EXAMPLE.com", "x@remote.example") == [
+        "x@remote.example: x@remote.example: remote via account office (smtp.office365.com"
+        " port 587, tls starttls, login alerts@example.com, secret from password_command)"
+        " for sender <alerts@EXAMPLE.com> by route @example.com"]
+    assert _bv(site, "-f", "me@fastmail.com", "x@remote.example") == [
+        "x@remote.example: x@remote.example: remote via account fastmail (smtp.fastmail.com"
+        " port 465, tls smtps, login me@fastmail.com, secret from password_file, auth"
+        " SCRAM-SHA-256) for sender <me@fastmail.com> by route me@fastmail.com"]
+
+
+def test_bv_default_sender_is_routed_too(site: DmaSite) -> None:
+    """Without -f, -bv routes the sender a submission would use ($EMAIL here)."""
+    _site_with_accounts(site, BV_ACCOUNTS)
+    lines = _bv(site, "x@remote.example", env={"EMAIL": "me@fastmail.com"})
+    assert "via account fastmail" in lines[0] and "<me@fastmail.com>" in lines[0]
+
+
+def test_bv_unmatched_and_null_senders_take_the_default_route(site: DmaSite) -> None:
+    """A sender no route names, and the null sender, take the default route (SMARTHOST
+    here), and -bv says so; local recipients are shown as before."""
+    _site_with_accounts(site, BV_ACCOUNTS)
+    default = "remote via smarthost 127.0.0.1 port 9; sender <{}> takes the default route"
+    assert _bv(site, "-f", "a@other.org", "x@remote.example") == [
+        "x@remote.example: x@remote.example: " + default.format("a@other.org")]
+    assert _bv(site, "-f", "", "x@remote.example") == [
+        "x@remote.example: x@remote.example: " + default.format("")]
+    me = pwd.getpwuid(os.getuid()).pw_name
+    assert _bv(site, "-f", "me@fastmail.com", me) == [
+        f"{me}: {me}: local mailbox {site.maildir / me}"]
+
+
+def test_bv_reports_a_broken_accounts_file(site: DmaSite) -> None:
+    """-bv with a broken accounts file exits 78 naming the file, the line and the fix."""
+    path = _site_with_accounts(site, BV_ACCOUNTS.replace("tls = ", "tsl = "))
+    done = site.run(["-bv", "x@remote.example"])
+    assert done.returncode == sysexits.EX_CONFIG
+    assert f"{path}:7: account 'fastmail': unknown key 'tsl' (did you mean tls?)" in \
+        done.stderr.decode()
