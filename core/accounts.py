@@ -41,6 +41,10 @@ from typing import Any, Literal
 
 from dma.core.errors import ConfigError, DmaError, SoftwareError, at
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from dma.core.transport import Security
+
 TlsMode = Literal["smtps", "starttls", "opportunistic", "none"]
 SecretSource = Literal["password", "password_file", "password_command", "oauth2"]
 
@@ -156,6 +160,27 @@ def route_for(sender: str, routes: Routes, accounts: Mapping[str, Account]) -> A
         raise SoftwareError(f"route to account {name!r}, which is not in the table",
                             hint="this is a bug in the caller: use parse_accounts' values")
     return account
+
+
+def account_security(account: Account) -> Security:
+    """How a session with ``account``'s host is secured (SPEC 2.4, 5.5).
+
+    smtps: TLS from the first byte; starttls: STARTTLS required; opportunistic:
+    STARTTLS when offered, else plain text, and (as SPEC 5.5 says of
+    OPPORTUNISTIC_TLS) not verified unless pinned; none: no TLS.  Mandatory TLS is
+    verified against the system CAs (or CAFILE) and the host name unless
+    ``verify = false``; a ``fingerprint`` pins the certificate, which replaces them.  dma.conf's
+    NOVERIFYCERT and VERIFYCERT are the default route's, not an account's.
+    """
+    from dma.core.transport import Security
+
+    if account.tls == "none":
+        return Security(False, "no", False, None)
+    mandatory = account.tls != "opportunistic"
+    verify = mandatory and account.verify  # a fingerprint replaces the CA checks (adapters/net)
+    starttls: Literal["no", "required", "opportunistic"] = (
+        "no" if account.tls == "smtps" else "required" if mandatory else "opportunistic")
+    return Security(account.tls == "smtps", starttls, verify, account.fingerprint)
 
 
 def describe_account(account: Account) -> str:

@@ -17,12 +17,14 @@ from dma.core.accounts import (
     Account,
     AccountsFile,
     OAuth2,
+    account_security,
     describe_account,
     parse_accounts,
     route_for,
 )
 from dma.core.config import KEYS, Config, parse_config
 from dma.core.errors import ConfigError, SoftwareError
+from dma.core.transport import Security
 from dma.shell.settings import ACCOUNTS_READ_LIMIT, load_accounts, load_settings
 
 PATH = "/etc/dma/accounts.toml"
@@ -617,3 +619,26 @@ def test_bv_reports_a_broken_accounts_file(site: DmaSite) -> None:
     assert done.returncode == sysexits.EX_CONFIG
     assert f"{path}:7: account 'fastmail': unknown key 'tsl' (did you mean tls?)" in \
         done.stderr.decode()
+
+
+# -- an account's TLS policy ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "security"),
+    [
+        ('tls = "smtps"\n', Security(True, "no", True, None)),
+        ('tls = "starttls"\n', Security(False, "required", True, None)),
+        ('tls = "opportunistic"\n', Security(False, "opportunistic", False, None)),
+        ('tls = "none"\n', Security(False, "no", False, None)),
+        ('tls = "smtps"\nverify = false\n', Security(True, "no", False, None)),
+        (f'fingerprint = "{SHA}"\n', Security(False, "required", True, bytes.fromhex(SHA))),
+        (f'tls = "opportunistic"\nfingerprint = "{SHA}"\n',
+         Security(False, "opportunistic", False, bytes.fromhex(SHA))),
+    ],
+)
+def test_account_security(body: str, security: Security) -> None:
+    """An account's tls, verify and fingerprint give the session's TLS policy: implicit TLS
+    for smtps, STARTTLS required (verified unless verify = false) or opportunistic
+    (unverified, as OPPORTUNISTIC_TLS), none; a fingerprint pins."""
+    assert account_security(parse(account('host = "h"\n' + body)).accounts["a"]) == security
