@@ -33,6 +33,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
+from dma.core.credentials import Credentials
 from dma.core.errors import SoftwareError
 from dma.core.outcomes import Outcome, deferred
 from dma.core.routing import Target
@@ -51,17 +52,17 @@ CREDENTIALS_REFUSED = (
 
 @dataclass(frozen=True, slots=True)
 class HopTarget:
-    """One host of the hop, with the auth.conf credentials that apply to it (or None)."""
+    """One host of the hop, with the credentials that apply to it (or None)."""
 
     target: Target
-    credentials: tuple[str, str] | None = field(default=None, repr=False)  # login, password
+    credentials: Credentials | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
 class TryAddress(Generic[Id]):
     """Connect to ``address`` of ``target`` and offer it ``item_ids``, the items still open.
 
-    ``credentials``: the host's auth.conf login, or None; ``security``: how to secure
+    ``credentials``: the host's login and secret, or None; ``security``: how to secure
     the session (None only when HopAttempts was given none); ``tls_fallback``: set on
     the plain-text retry after a failed STARTTLS handshake, saying why it failed.
     """
@@ -69,7 +70,7 @@ class TryAddress(Generic[Id]):
     target: Target
     address: str
     item_ids: tuple[Id, ...]
-    credentials: tuple[str, str] | None = field(default=None, repr=False)  # login, password
+    credentials: Credentials | None = field(default=None, repr=False)
     security: Security | None = None
     tls_fallback: str | None = None
 
@@ -139,12 +140,13 @@ class HopAttempts(Generic[Id]):
         self,
         targets: Sequence[HopTarget],
         item_ids: Iterable[Id],
-        refused: Iterable[tuple[str, str]] = (),
+        refused: Iterable[Credentials] = (),
         *,
         security: Security | None = None,
     ) -> None:
         """``refused``: credentials a server turned down earlier in this run (other
-        hops): hosts that take them are skipped, lest the account be locked.
+        hops): hosts that take the same login and secret are skipped, lest the account be
+        locked (kind and forced mechanism do not matter: the server judged the secret).
         ``security``: the hop's TLS policy (``dma.core.transport.security_for``), handed
         on in each TryAddress; without it no plain-text retry is ever given."""
         self._targets = tuple(targets)
@@ -152,7 +154,7 @@ class HopAttempts(Generic[Id]):
         self._security = security
         self._settled: dict[Id, Outcome] = {}
         self._temporary: dict[Id, Outcome] = {}
-        self._refused: list[tuple[str, str]] = list(refused)  # credentials turned down
+        self._refused: list[Credentials] = list(refused)  # credentials turned down
         self._last_error = NO_HOST_REACHED
         self._host = 0        # index of the host being worked on
         self._address = 0     # index of its next address
@@ -161,9 +163,14 @@ class HopAttempts(Generic[Id]):
         self._plain: TryAddress[Id] | None = None  # the plain-text retry, not given yet
 
     @property
-    def refused(self) -> tuple[tuple[str, str], ...]:
-        """Every credential pair turned down so far, those given at the start included."""
+    def refused(self) -> tuple[Credentials, ...]:
+        """Every credential turned down so far, those given at the start included."""
         return tuple(self._refused)
+
+    def _was_refused(self, credentials: Credentials) -> bool:
+        """True when a login and secret equal to ``credentials``' were turned down."""
+        return any((c.login, c.secret) == (credentials.login, credentials.secret)
+                   for c in self._refused)
 
     @property
     def open_ids(self) -> tuple[Id, ...]:
@@ -192,7 +199,7 @@ class HopAttempts(Generic[Id]):
         while self._host < len(self._targets):
             host = self._targets[self._host]
             if self._address == 0 and host.credentials is not None \
-                    and host.credentials in self._refused:
+                    and self._was_refused(host.credentials):
                 self._host += 1
                 if self._last_error == NO_HOST_REACHED:
                     self._last_error = CREDENTIALS_REFUSED

@@ -48,14 +48,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 from dma.core.errors import DmaError, SoftwareError
-from dma.core.smtp_auth import (
-    CLEARTEXT_MECHANISMS,
-    PREFERENCE,
-    choose_mechanism,
-    cram_md5_response,
-    login_steps,
-    plain_token,
-)
+from dma.core.sasl import make_mechanism
+from dma.core.smtp_auth import CANCEL, AuthExchange, AuthLine, choose_mechanism
 from dma.core.smtp_events import (
     Closed,
     Envelope,
@@ -133,6 +127,7 @@ FINAL_DOT_FACTOR = 2.0
 """RFC 5321 4.5.3.2: 10 minutes for the reply to the final dot, 5 for the others."""
 
 _HELO_NAME = re.compile(r"[\x21-\x7e]{1,255}")
+_NONCE = re.compile(r"[\x21-\x2b\x2d-\x7e]{16,255}")  # SCRAM's printable, no comma
 
 
 def _check_call(envelope: Envelope) -> None:
@@ -192,6 +187,14 @@ class SmtpClient:
             )
         if policy.starttls not in ("no", "required", "opportunistic"):
             raise LocalProtocolError(f"bad STARTTLS policy {policy.starttls!r}")
+        credentials = policy.credentials
+        if credentials is not None and credentials.kind == "password" \
+                and not _NONCE.fullmatch(policy.nonce):
+            raise LocalProtocolError(
+                "a password without a SCRAM nonce in the session policy",
+                hint="give SessionPolicy a nonce of 16 or more printable characters, "
+                     "no comma, from adapters/system randomness",
+            )
         self._policy = policy
         self._state = State.GREETING
         self._parser = ReplyParser()
@@ -202,8 +205,8 @@ class SmtpClient:
         self._greeting = Reply(220, ())
         self._extensions = Extensions()
         self._notices: list[str] = []
-        self._auth_mechanism: str | None = None
-        self._auth_steps: deque[Callable[[str], str]] = deque()
+        self._auth: AuthExchange | None = None  # the exchange under way
+        self._auth_failure = ""  # why the exchange is ending (AUTH_ENDING)
         self._auth_used: str | None = None
         self._txn: _Transaction | None = None
         self._queued: _Transaction | None = None  # sent behind the end of data (pipelining)
@@ -492,7 +495,7 @@ class SmtpClient:
                 self._settle_open(txn, stage, reply, reason)
                 self._finish_message()
                 can_quit = False
-        self._auth_steps.clear()
+        self._auth = None
         self._can_quit = can_quit and not self._eof
         self._events.append(SessionFailed(Outcome.TEMPORARY, stage, reply, reason, auth))
         return State.FAILED
@@ -602,6 +605,7 @@ class SmtpClient:
         return self._start_auth()
 
     def _start_auth(self) -> State:
+        """AUTH when there are credentials and the server offers it (SPEC 5.6)."""
         credentials = self._policy.credentials
         offered = self._extensions.auth
         if credentials is None:
@@ -609,56 +613,68 @@ class SmtpClient:
         if not offered:
             self._notices.append("server offers no AUTH: sending without authentication")
             return self._ready()
-        mechanism = choose_mechanism(offered, tls_active=self._tls, insecure=self._policy.insecure)
-        if mechanism is None:
-            shown = " ".join(sorted(offered))
-            if offered & CLEARTEXT_MECHANISMS:
-                reason = (
-                    f"server offers AUTH {shown}, but PLAIN and LOGIN are never sent "
-                    "without TLS (use STARTTLS, or set INSECURE)"
-                )
-            else:
-                spoken = ", ".join(PREFERENCE)
-                reason = f"server offers AUTH {shown}, none of which dma speaks ({spoken})"
-            return self._fail(reason, None, can_quit=True, auth="unusable")
-        login, password = credentials
-        self._auth_mechanism = mechanism
-        if mechanism == "CRAM-MD5":
-            self._auth_steps.append(lambda challenge: cram_md5_response(login, password, challenge))
-            self._send("AUTH CRAM-MD5")
-        elif mechanism == "PLAIN":
-            self._send(f"AUTH PLAIN {plain_token(login, password)}", "AUTH PLAIN ***")
-        else:
-            user_answer, password_answer = login_steps(login, password)
-            self._auth_steps.extend([lambda _: user_answer, lambda _: password_answer])
-            self._send("AUTH LOGIN")
+        choice = choose_mechanism(offered, credentials, tls_active=self._tls,
+                                  insecure=self._policy.insecure)
+        if choice.mechanism is None:
+            return self._fail(choice.reason, None, can_quit=True, auth="unusable")
+        policy = self._policy
+        self._auth = AuthExchange(make_mechanism(
+            choice.mechanism, credentials, nonce=policy.nonce, host=policy.server_name,
+            port=policy.server_port))
+        self._send_auth(self._auth.command())
         return State.AUTH
 
+    def _send_auth(self, auth_line: AuthLine) -> None:
+        """An AUTH line: the trace and the events see only ``shown``."""
+        self._send(auth_line.wire, auth_line.shown)
+
+    def _exchange(self) -> AuthExchange:
+        if self._auth is None:  # AUTH and AUTH_ENDING are entered with one
+            raise SoftwareError(f"no AUTH exchange while {self._state.value}")
+        return self._auth
+
     def _answer_challenge(self, reply: Reply) -> State:
-        if not self._auth_steps:
-            reason = f"server sent an unexpected AUTH challenge: {reply}"
-            return self._fail(reason, reply, can_quit=False, auth="refused")
-        step = self._auth_steps.popleft()
+        """A 334: the mechanism's answer; ``*`` when the challenge is wrong (RFC 4954 4)."""
         try:
-            answer = step(reply.lines[0] if reply.lines else "")
+            answer, failure = self._exchange().challenge(reply.lines[0] if reply.lines else "")
         except DmaError as error:
-            return self._fail(str(error), reply, can_quit=False, auth="refused")
-        self._send(answer, "***")
+            self._send_auth(CANCEL)
+            self._auth_failure = str(error)
+            return State.AUTH_ENDING
+        self._send_auth(answer)
+        if failure is not None:
+            self._auth_failure = failure
+            return State.AUTH_ENDING
         return State.AUTH
 
     def _authenticated(self, reply: Reply) -> State:
-        self._auth_steps.clear()
-        self._auth_used = self._auth_mechanism
+        """A 235: ready, once the mechanism is satisfied (SCRAM: the server's signature)."""
+        exchange, self._auth = self._exchange(), None
+        try:
+            exchange.success(reply.text)
+        except DmaError as error:
+            return self._fail(str(error), reply, can_quit=True, auth="refused")
+        self._auth_used = exchange.mechanism.name
         return self._ready()
 
+    def _auth_hint(self) -> str:
+        credentials = self._policy.credentials
+        if credentials is not None and credentials.kind == "oauth2":
+            return "check the account's OAuth2 setup; a revoked grant needs dma oauth2 login"
+        return "check the login and password in auth.conf or the account"
+
     def _auth_refused(self, reply: Reply) -> State:
-        return self._fail(
-            f"server refused AUTH {self._auth_mechanism}: {reply} "
-            "(check the login and password in auth.conf)",
-            reply,
-            can_quit=True,
-            auth="refused",
-        )
+        name = self._exchange().mechanism.name
+        return self._fail(f"server refused AUTH {name}: {reply} ({self._auth_hint()})",
+                          reply, can_quit=True, auth="refused")
+
+    def _auth_ended(self, reply: Reply) -> State:
+        """The reply after our closing answer or ``*``: the exchange failed, say why."""
+        name = self._exchange().mechanism.name
+        reason = (f"AUTH {name} failed: {self._auth_failure}; server replied {reply} "
+                  f"({self._auth_hint()})")
+        still_in_exchange = reply.code // 100 == 3 or reply.code == 421
+        return self._fail(reason, reply, can_quit=not still_in_exchange, auth="refused")
 
     def _reset_done(self, reply: Reply) -> State:
         self._dirty = False
@@ -789,6 +805,7 @@ _HANDLERS: dict[Action, Callable[[SmtpClient, Reply], State]] = {
     Action.ANSWER_CHALLENGE: SmtpClient._answer_challenge,
     Action.AUTHENTICATED: SmtpClient._authenticated,
     Action.AUTH_REFUSED: SmtpClient._auth_refused,
+    Action.AUTH_ENDED: SmtpClient._auth_ended,
     Action.RESET_DONE: SmtpClient._reset_done,
     Action.RESET_REFUSED: SmtpClient._reset_refused,
     Action.MAIL_ACCEPTED: SmtpClient._mail_accepted,

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Literal
 
+from dma.core.credentials import Credentials
 from dma.core.smtp_reply import Extensions, Reply
 
 __all__ = [
@@ -99,13 +100,22 @@ class Envelope:
 
 @dataclass(frozen=True, slots=True)
 class SessionPolicy:
-    """How this session must behave: from dma.conf and auth.conf."""
+    """How this session must behave: from dma.conf, auth.conf or the account.
+
+    ``nonce``: fresh randomness from the driver for SCRAM's client nonce (printable
+    ASCII without ',', at least 16 characters), needed when ``credentials`` hold a
+    password.  ``server_name`` and ``server_port``: the server as configured, which
+    OAUTHBEARER names in its message (RFC 7628 3.1).
+    """
 
     helo_name: str
     starttls: Literal["no", "required", "opportunistic"]
     tls_active: bool  # implicit TLS: the connection is TLS from its first byte
-    credentials: tuple[str, str] | None = field(default=None, repr=False)  # (login, password)
-    insecure: bool = False  # INSECURE: PLAIN and LOGIN allowed without TLS
+    credentials: Credentials | None = field(default=None, repr=False)
+    insecure: bool = False  # INSECURE: PLAIN, LOGIN and OAuth2 allowed without TLS
+    nonce: str = field(default="", repr=False)
+    server_name: str | None = None
+    server_port: int | None = None
 
 
 # --- events out ------------------------------------------------------------------------

@@ -56,6 +56,7 @@ class State(enum.Enum):
     STARTTLS = "waiting for the STARTTLS reply"
     TLS_HANDSHAKE = "waiting for the driver's TLS handshake"
     AUTH = "authenticating"
+    AUTH_ENDING = "waiting for the reply that ends a failed AUTH exchange"
     READY = "idle, ready for a message"
     RSET = "waiting for the RSET reply"
     MAIL = "waiting for the MAIL FROM reply"
@@ -99,9 +100,10 @@ class Action(enum.Enum):
     HELO_DONE = "HELO answered: ready (no extensions, so no STARTTLS or AUTH)"
     START_TLS = "STARTTLS accepted: hand the handshake to the driver"
     STARTTLS_REFUSED = "STARTTLS refused: go on without TLS, or fail"
-    ANSWER_CHALLENGE = "answer an AUTH challenge"
-    AUTHENTICATED = "AUTH accepted"
+    ANSWER_CHALLENGE = "answer an AUTH challenge (or cancel the exchange)"
+    AUTHENTICATED = "AUTH accepted: the mechanism's last check, then ready"
     AUTH_REFUSED = "AUTH refused"
+    AUTH_ENDED = "the failed AUTH exchange is over"
     RESET_DONE = "RSET accepted: MAIL next"
     RESET_REFUSED = "RSET refused"
     MAIL_ACCEPTED = "MAIL accepted: RCPT next"
@@ -156,10 +158,18 @@ TRANSITIONS: dict[tuple[State, ReplyKind], Transition] = {
     (S.STARTTLS, K.POSITIVE): _to(A.START_TLS, S.TLS_HANDSHAKE, S.FAILED),
     (S.STARTTLS, K.TRANSIENT): _to(A.STARTTLS_REFUSED, S.AUTH, S.READY, S.FAILED),
     (S.STARTTLS, K.PERMANENT): _to(A.STARTTLS_REFUSED, S.AUTH, S.READY, S.FAILED),
-    (S.AUTH, K.INTERMEDIATE): _to(A.ANSWER_CHALLENGE, S.AUTH, S.FAILED),
-    (S.AUTH, K.POSITIVE): _to(A.AUTHENTICATED, S.READY),
+    # AUTH: each 334 is answered (AUTH again), or the answer ends an exchange the server
+    # failed (an OAuth2 error report) or we cancel one whose challenge is wrong (a bad
+    # SCRAM signature, a malformed challenge): AUTH_ENDING, where any reply fails it.
+    (S.AUTH, K.INTERMEDIATE): _to(A.ANSWER_CHALLENGE, S.AUTH, S.AUTH_ENDING),
+    (S.AUTH, K.POSITIVE): _to(A.AUTHENTICATED, S.READY, S.FAILED),
     (S.AUTH, K.TRANSIENT): _to(A.AUTH_REFUSED, S.FAILED),
     (S.AUTH, K.PERMANENT): _to(A.AUTH_REFUSED, S.FAILED),
+    (S.AUTH_ENDING, K.POSITIVE): _to(A.AUTH_ENDED, S.FAILED),
+    (S.AUTH_ENDING, K.INTERMEDIATE): _to(A.AUTH_ENDED, S.FAILED),
+    (S.AUTH_ENDING, K.TRANSIENT): _to(A.AUTH_ENDED, S.FAILED),
+    (S.AUTH_ENDING, K.PERMANENT): _to(A.AUTH_ENDED, S.FAILED),
+    (S.AUTH_ENDING, K.SHUTDOWN): _to(A.AUTH_ENDED, S.FAILED),
     (S.RSET, K.POSITIVE): _to(A.RESET_DONE, S.MAIL),
     (S.RSET, K.TRANSIENT): _to(A.RESET_REFUSED, S.FAILED),
     (S.RSET, K.PERMANENT): _to(A.RESET_REFUSED, S.FAILED),
@@ -227,6 +237,7 @@ STAGE_OF = {
     S.STARTTLS: Stage.STARTTLS,
     S.TLS_HANDSHAKE: Stage.STARTTLS,
     S.AUTH: Stage.AUTH,
+    S.AUTH_ENDING: Stage.AUTH,
     S.READY: Stage.IDLE,
     S.RSET: Stage.RSET,
     S.MAIL: Stage.MAIL,

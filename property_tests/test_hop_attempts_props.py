@@ -8,6 +8,7 @@ from typing import Literal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dma.core.credentials import Credentials
 from dma.core.hop_attempts import (
     CREDENTIALS_REFUSED,
     NO_HOST_REACHED,
@@ -23,7 +24,11 @@ from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.routing import Target
 from dma.core.transport import Security
 
-CREDENTIALS = st.sampled_from([None, ("a", "pw"), ("b", "pw")])
+CREDENTIALS = st.sampled_from([
+    None, Credentials("a", "pw"), Credentials("b", "pw"),
+    Credentials("a", "pw", "password", "SCRAM-SHA-1"),  # the same login and secret as the 2nd
+    Credentials("a", "pw2"),
+])
 AUTH: st.SearchStrategy[Literal["refused", "unusable"] | None] = st.sampled_from(
     [None, None, None, "refused", "unusable"])
 SETTLED = st.sampled_from([delivered("250 ok"), failed("550 no", "5.1.1")])
@@ -67,7 +72,7 @@ def test_any_session_results_lead_to_one_outcome_per_item(
     temporary: dict[str, Outcome] = {}
     last_error = NO_HOST_REACHED
     auth_failed: set[str] = set()
-    refused: set[tuple[str, str]] = set()
+    refused: set[tuple[str, str]] = set()  # login and secret: what a server judged
     for _ in range(2 * total + 2 * len(targets) + 1):  # each step uses up a try or a host
         step = attempts.next_step()
         if isinstance(step, HopDone):
@@ -86,7 +91,8 @@ def test_any_session_results_lead_to_one_outcome_per_item(
             continue
         assert isinstance(step, TryAddress)
         assert step.target.name not in auth_failed
-        assert credentials[step.target.name] not in refused
+        creds = credentials[step.target.name]
+        assert creds is None or (creds.login, creds.secret) not in refused
         assert step.credentials == credentials[step.target.name]
         open_ids = tuple(i for i in ids if i not in settled)
         assert open_ids and step.item_ids == open_ids
@@ -114,7 +120,7 @@ def test_any_session_results_lead_to_one_outcome_per_item(
             auth_failed.add(step.target.name)
             key = credentials[step.target.name]
             if result.auth == "refused" and key is not None:
-                refused.add(key)
+                refused.add((key.login, key.secret))
     else:
         raise AssertionError("no HopDone within the bound")
     assert len(tried) <= total

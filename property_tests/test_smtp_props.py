@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dma.core.credentials import Credentials
 from dma.core.errors import DmaError
 from dma.core.smtp import (
     _HANDLERS,
@@ -38,6 +39,8 @@ from dma.core.smtp import (
 from dma.core.smtp_reply import RemoteProtocolError, Reply, ReplyParser
 
 PASSWORD = "pa55-w0rd-secret"
+TOKEN = "ya29.access-token-secret"
+NONCE = "fyko+d2lbbFgONRv9qkxdawL"
 
 # --- strategies --------------------------------------------------------------------------
 
@@ -47,6 +50,7 @@ _EHLOS = [
     b"250-mx\r\n250-STARTTLS\r\n250-8BITMIME\r\n250-DSN\r\n250 SMTPUTF8\r\n",
     b"250-mx\r\n250-PIPELINING\r\n250 AUTH=LOGIN\r\n",
     b"250-mx\r\n250 AUTH XOAUTH2\r\n",
+    b"250-mx\r\n250 AUTH OAUTHBEARER SCRAM-SHA-1 SCRAM-SHA-256\r\n",
     b"250 mx\r\n",
 ]
 _REPLIES = [
@@ -56,6 +60,10 @@ _REPLIES = [
     b"421 4.7.0 bye\r\n", b"450 4.2.1 later\r\n", b"451 4.3.0 later\r\n", b"500 what\r\n",
     b"502 no\r\n", b"530 5.7.0 auth\r\n", b"535 5.7.8 bad\r\n", b"550 5.1.1 no\r\n",
     b"552 5.3.4 big\r\n", b"554 no\r\n", b"250-a\r\n251 b\r\n", b"garbage\r\n", b"250-partial",
+    b"334 \r\n", b"334 " + base64.b64encode(b"r=" + NONCE.encode() + b"xyz,s=c2FsdA==,i=4096")
+    + b"\r\n", b"334 " + base64.b64encode(b"v=AAAA") + b"\r\n",
+    b"334 " + base64.b64encode(b'{"status":"401","schemes":"bearer"}') + b"\r\n",
+    b"501 5.7.0 cancelled\r\n", b"235 2.7.0 " + base64.b64encode(b"v=AAAA") + b"\r\n",
     *_EHLOS,
 ]
 replies_bytes = st.lists(
@@ -76,8 +84,15 @@ policies = st.builds(
     helo_name=st.just("client.example"),
     starttls=st.sampled_from(["no", "required", "opportunistic"]),
     tls_active=st.booleans(),
-    credentials=st.sampled_from([None, ("user", PASSWORD)]),
+    credentials=st.sampled_from([
+        None, Credentials("user", PASSWORD), Credentials("user", TOKEN, "oauth2"),
+        Credentials("user", PASSWORD, "password", "SCRAM-SHA-1"),
+        Credentials("user", TOKEN, "oauth2", "OAUTHBEARER"),
+    ]),
     insecure=st.booleans(),
+    nonce=st.just(NONCE),
+    server_name=st.sampled_from([None, "mx.example"]),
+    server_port=st.sampled_from([None, 587]),
 )
 _addresses = st.sampled_from(["a@x.example", "b@y.example", "jörg@z.example", "c@x.example"])
 envelopes = st.builds(
@@ -174,7 +189,7 @@ def check_session(
     for event in events:
         if isinstance(event, SessionFailed):
             assert event.outcome is Outcome.TEMPORARY and event.reason
-    assert PASSWORD not in repr(events)
+    assert PASSWORD not in repr(events) and TOKEN not in repr(events)
 
 
 # A mostly cooperative server: the replies each state hopes for, then anything at all.
@@ -184,7 +199,8 @@ GOOD: dict[State, list[bytes]] = {
     State.EHLO: _EHLOS,
     State.HELO: [b"250 hello\r\n"],
     State.STARTTLS: [b"220 go\r\n"],
-    State.AUTH: [_CHALLENGE, b"334 VXNlcm5hbWU6\r\n", b"235 ok\r\n"],
+    State.AUTH: [_CHALLENGE, b"334 VXNlcm5hbWU6\r\n", b"235 ok\r\n", b"535 5.7.8 no\r\n"],
+    State.AUTH_ENDING: [b"501 5.7.0 cancelled\r\n", b"535 5.7.8 bad token\r\n"],
     State.RSET: [b"250 reset\r\n"],
     State.MAIL: [b"250 ok\r\n"],
     State.RCPT: [b"250 ok\r\n", b"251 fwd\r\n", b"550 5.1.1 no\r\n", b"450 later\r\n"],
@@ -255,7 +271,7 @@ def test_chunking_never_changes_the_session(
 
 # --- every state meets every kind of reply --------------------------------------------------
 
-CREDENTIALS = ("user", PASSWORD)
+CREDENTIALS = Credentials("user", PASSWORD)
 ENV = Envelope("a@x.example", ("b@y.example", "c@y.example"), 10, False)
 
 # How to reach each state: a policy and the server bytes that get the client there.
@@ -265,7 +281,9 @@ REACH: dict[State, tuple[SessionPolicy, bytes, str]] = {
     State.EHLO: (SessionPolicy("c", "no", False), _G, ""),
     State.HELO: (SessionPolicy("c", "no", False), _G + b"502 no\r\n", ""),
     State.STARTTLS: (SessionPolicy("c", "required", False), _G + _E, ""),
-    State.AUTH: (SessionPolicy("c", "no", True, CREDENTIALS), _G + _E, ""),
+    State.AUTH: (SessionPolicy("c", "no", True, CREDENTIALS, nonce=NONCE), _G + _E, ""),
+    State.AUTH_ENDING: (SessionPolicy("c", "no", True, CREDENTIALS, nonce=NONCE),
+                        _G + _E + b"334 x\r\n334 y\r\n334 z\r\n", ""),
     State.READY: (SessionPolicy("c", "no", False), _G + _E, ""),
     State.RSET: (SessionPolicy("c", "no", False), _G + _E, "dirty"),
     State.MAIL: (SessionPolicy("c", "no", False), _G + _E, "send"),

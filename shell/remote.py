@@ -26,6 +26,7 @@ from dma.adapters.slots import Slot, SlotError, Slots
 from dma.adapters.spool import Claim
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
+from dma.core.credentials import Credentials
 from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, LeaveHost, SkipHost
 from dma.core.ledger import Address, AddressId, Report
 from dma.core.outcomes import Outcome, deferred, failed
@@ -274,11 +275,11 @@ class RemoteDelivery:
             return reason
         return slot
 
-    def _credentials(self, hop: NextHop, target: Target) -> tuple[str, str] | None:
+    def _credentials(self, hop: NextHop, target: Target) -> Credentials | None:
         """The auth.conf entry for the smarthost, or for the MX host (SPEC 5.6)."""
         names = [hop.host] if hop.kind == "smarthost" else [target.name]
         for name in names:
             entry = lookup(self.auth, name)
             if entry is not None:
-                return entry.login, entry.password
+                return Credentials(entry.login, entry.password)
         return None

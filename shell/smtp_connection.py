@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from dma.adapters import net
+from dma.adapters import net, system
 from dma.core.errors import DmaError, IOFailure, SoftwareError
 from dma.core.hop_attempts import SessionResult, TryAddress
 from dma.core.ledger import AddressId, Report
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
     from dma.adapters.log import Logger
 
 CONNECT_TIMEOUT = 30.0
+SCRAM_NONCE_OCTETS = 18
+"""Random octets of SCRAM's client nonce (36 hex digits, 144 bits): fresh per session."""
 
 Settle = Report
 """Told each delivered or failed address as soon as its transaction ends."""
@@ -137,18 +139,24 @@ class SmtpDriver:
             tls_active=security.implicit_tls,
             credentials=step.credentials,
             insecure=self.config.insecure,
+            nonce=system.random_hex(SCRAM_NONCE_OCTETS),
+            server_name=tls.server_name,
+            server_port=hop.port,
         ))
         talk = _Conversation(self, client, connection, security, tls, target.name, host,
                              messages)
         return talk.run(timeout)
 
     def _trace(self, direction: str, data: bytes) -> None:
-        """-v: the conversation on stderr, with AUTH arguments masked."""
+        """-v: the conversation on stderr.  What the client sends comes as core's
+        ``Transmit.commands``, where an AUTH line's arguments and every answer to a 334
+        are ``***`` already; an AUTH line with arguments is masked here again."""
         if not self.verbose:
             return
         for line in data.decode("utf-8", "replace").splitlines():
-            if line.upper().startswith("AUTH ") and direction == ">>>":
-                line = " ".join(line.split(" ")[:2]) + " ***"
+            words = line.split(" ")
+            if direction == ">>>" and words[0].upper() == "AUTH" and len(words) > 2:
+                line = " ".join(words[:2]) + " ***"  # core shows it so; never more
             print(f"{direction} {line}", file=sys.stderr, flush=True)
 
 

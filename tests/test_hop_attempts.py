@@ -7,6 +7,7 @@ from typing import Literal, TypeVar
 
 import pytest
 
+from dma.core.credentials import Credentials
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import (
     CREDENTIALS_REFUSED,
@@ -26,8 +27,8 @@ from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.routing import Target
 from dma.core.transport import Security
 
-CREDS = ("login", "secret")
-OTHER = ("other", "secret2")
+CREDS = Credentials("login", "secret")
+OTHER = Credentials("other", "secret2")
 
 MX1 = Target("mx1.example", ("2001:db8::1", "192.0.2.1"), 10)
 MX2 = Target("mx2.example", ("2001:db8::2", "192.0.2.2"), 20)
@@ -238,6 +239,17 @@ def test_credentials_refused_on_an_earlier_hop_skip_their_hosts() -> None:
     only = HopAttempts([HopTarget(MX1, CREDS)], ["b"], [CREDS])
     assert isinstance(only.next_step(), SkipHost)
     assert _done(only) == {"b": deferred(CREDENTIALS_REFUSED)}
+
+
+def test_refused_compares_login_and_secret_only() -> None:
+    """A refused login and secret skip a host that takes them with another kind or forced
+    mechanism; the same login with another secret is still tried."""
+    forced = Credentials("login", "secret", "password", "PLAIN")
+    attempts = HopAttempts([HopTarget(MX1, forced)], ["a"], [CREDS])
+    step = attempts.next_step()
+    assert isinstance(step, SkipHost) and step.target == MX1
+    changed = HopAttempts([HopTarget(MX3, Credentials("login", "new"))], ["a"], [CREDS])
+    assert _try(changed).target == MX3
 
 
 def test_refused_credentials_are_handed_on() -> None:

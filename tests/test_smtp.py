@@ -6,11 +6,13 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import pytest
 
+from dma.core.credentials import Credentials
 from dma.core.errors import DmaError, SoftwareError, TempFailure
+from dma.core.sasl import CramMd5, SaslError
 from dma.core.smtp import (
     Closed,
     Envelope,
@@ -30,12 +32,7 @@ from dma.core.smtp import (
     Transmit,
     classify,
 )
-from dma.core.smtp_auth import (
-    choose_mechanism,
-    cram_md5_response,
-    login_steps,
-    plain_token,
-)
+from dma.core.smtp_auth import Choice, choose_mechanism, decode_challenge
 from dma.core.smtp_reply import (
     MAX_LINE_OCTETS,
     Extensions,
@@ -48,6 +45,14 @@ from dma.core.smtp_reply import (
 T = TypeVar("T")
 
 PLAIN = SessionPolicy("client.example", "no", False)
+NONCE = "rOprNGfwEbeRWgbNEkqO"  # RFC 7677's client nonce
+
+
+def auth_policy(starttls: Literal["no", "required", "opportunistic"], tls_active: bool,
+                login: str, password: str, *, insecure: bool = False) -> SessionPolicy:
+    """A session policy with a login and password (and a SCRAM nonce)."""
+    return SessionPolicy("client.example", starttls, tls_active, Credentials(login, password),
+                         insecure, nonce=NONCE)
 ENV = Envelope("alice@here.example", ("bob@there.example",), 42, False)
 BODY = [b"Subject: hi\n", b"\n", b"hello\n"]
 BODY_WIRE = b"Subject: hi\r\n\r\nhello\r\n.\r\n"
@@ -282,7 +287,7 @@ def test_opportunistic_starttls_refused_continues_in_plain_text() -> None:
 
 def test_opportunistic_plain_text_never_sends_plain_or_login() -> None:
     """After a refused opportunistic STARTTLS, a server offering only PLAIN LOGIN gets no AUTH."""
-    policy = SessionPolicy("client.example", "opportunistic", False, ("user", "secret"))
+    policy = auth_policy("opportunistic", False, "user", "secret")
     writes, events = drive(
         policy, [GREETING, ehlo("STARTTLS", "AUTH PLAIN LOGIN"), b"454 no\r\n", b"221 bye\r\n"],
         [(ENV, BODY)],
@@ -305,7 +310,7 @@ def test_data_after_the_starttls_reply_is_treated_as_injection() -> None:
 
 def test_auth_cram_md5_with_the_rfc_2195_example() -> None:
     """CRAM-MD5 answers RFC 2195's example challenge with the RFC's response, even without TLS."""
-    policy = SessionPolicy("client.example", "no", False, ("tim", "tanstaaftanstaaf"))
+    policy = auth_policy("no", False, "tim", "tanstaaftanstaaf")
     challenge = base64.b64encode(b"<1896.697170952@postoffice.reston.mci.net>")
     writes, events = drive(
         policy,
@@ -324,7 +329,7 @@ def test_auth_cram_md5_with_the_rfc_2195_example() -> None:
 
 def test_auth_plain_over_implicit_tls_uses_an_initial_response() -> None:
     """AUTH PLAIN goes out with its token in one line when TLS is active."""
-    policy = SessionPolicy("client.example", "no", True, ("user", "pass"))
+    policy = auth_policy("no", True, "user", "pass")
     writes, events = drive(
         policy,
         [GREETING, ehlo("AUTH LOGIN PLAIN"), b"235 ok\r\n", b"250 ok\r\n", b"250 ok\r\n",
@@ -337,7 +342,7 @@ def test_auth_plain_over_implicit_tls_uses_an_initial_response() -> None:
 
 def test_auth_login_answers_both_challenges() -> None:
     """AUTH LOGIN sends the base64 login, then the base64 password, one challenge each."""
-    policy = SessionPolicy("client.example", "no", False, ("user", "pass"), insecure=True)
+    policy = auth_policy("no", False, "user", "pass", insecure=True)
     writes, _ = drive(
         policy,
         [GREETING, ehlo("AUTH LOGIN"), b"334 VXNlcm5hbWU6\r\n", b"334 UGFzc3dvcmQ6\r\n",
@@ -350,7 +355,7 @@ def test_auth_login_answers_both_challenges() -> None:
 
 def test_refused_auth_defers_and_never_sends_unauthenticated() -> None:
     """A 535 to AUTH fails the session as TEMPORARY: no MAIL is ever sent, QUIT is."""
-    policy = SessionPolicy("client.example", "no", True, ("user", "wrong"))
+    policy = auth_policy("no", True, "user", "wrong")
     writes, events = drive(
         policy, [GREETING, ehlo("AUTH PLAIN"), b"535 5.7.8 bad credentials\r\n", b"221 bye\r\n"],
         [(ENV, BODY)],
@@ -363,7 +368,7 @@ def test_refused_auth_defers_and_never_sends_unauthenticated() -> None:
 
 def test_server_without_auth_gets_the_mail_and_ready_says_so() -> None:
     """Credentials but no AUTH announced: the mail goes unauthenticated, with a notice."""
-    policy = SessionPolicy("client.example", "no", True, ("user", "pass"))
+    policy = auth_policy("no", True, "user", "pass")
     writes, events = drive(
         policy, [GREETING, EHLO_BARE, b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n",
                  b"250 ok\r\n", b"221 bye\r\n"], [(ENV, BODY)]
@@ -375,19 +380,19 @@ def test_server_without_auth_gets_the_mail_and_ready_says_so() -> None:
 
 def test_auth_with_only_unknown_mechanisms_defers() -> None:
     """A server offering only mechanisms we do not speak fails the session temporarily."""
-    policy = SessionPolicy("client.example", "no", True, ("user", "pass"))
+    policy = auth_policy("no", True, "user", "pass")
     _, events = drive(policy, [GREETING, ehlo("AUTH XOAUTH2 GSSAPI"), b"221 bye\r\n"])
     assert "XOAUTH2" in of_type(events, SessionFailed)[0].reason
 
 
 def test_auth_failures_are_marked_as_such() -> None:
     """SessionFailed says 'refused' for a 535 and 'unusable' for no mechanism; else None."""
-    creds = SessionPolicy("client.example", "no", True, ("user", "wrong"))
+    creds = auth_policy("no", True, "user", "wrong")
     _, events = drive(creds, [GREETING, ehlo("AUTH PLAIN"), b"535 5.7.8 no\r\n", b"221 bye\r\n"])
     assert of_type(events, SessionFailed)[0].auth == "refused"
     _, events = drive(creds, [GREETING, ehlo("AUTH GSSAPI"), b"221 bye\r\n"])
     assert of_type(events, SessionFailed)[0].auth == "unusable"
-    plain_text = SessionPolicy("client.example", "no", False, ("user", "pass"))
+    plain_text = auth_policy("no", False, "user", "pass")
     _, events = drive(plain_text, [GREETING, ehlo("AUTH PLAIN LOGIN"), b"221 bye\r\n"])
     assert of_type(events, SessionFailed)[0].auth == "unusable"
     _, events = drive(creds, [GREETING, ehlo("AUTH LOGIN"), b"334 x\r\n", b"334 y\r\n",
@@ -400,15 +405,15 @@ def test_auth_failures_are_marked_as_such() -> None:
 def test_secrets_never_appear_in_events_or_reprs() -> None:
     """No event, reason, policy repr or client repr holds the password or the AUTH token."""
     password = "hunter2-very-secret"
-    policy = SessionPolicy("client.example", "no", True, ("user", password))
+    policy = auth_policy("no", True, "user", password)
     _, events = drive(
         policy, [GREETING, ehlo("AUTH LOGIN"), b"334 x\r\n", b"334 y\r\n", b"535 no\r\n",
                  b"221 bye\r\n"]
     )
-    token = login_steps("user", password)[1]
+    token = base64.b64encode(password.encode()).decode()
     shown = repr(events) + repr(policy) + repr(SmtpClient(policy)) + str(events)
     assert password not in shown and token not in shown
-    plain = plain_token("user", password)
+    plain = base64.b64encode(b"\0user\0" + password.encode()).decode()
     _, events = drive(policy, [GREETING, ehlo("AUTH PLAIN"), b"535 no\r\n", b"221 bye\r\n"])
     assert plain not in repr(events) and password not in repr(events)
 
@@ -886,30 +891,33 @@ def test_greeting_line_is_not_a_keyword() -> None:
 
 
 def test_cram_md5_matches_hmac() -> None:
-    """The CRAM-MD5 answer is base64 of login, space, lowercase hex HMAC-MD5."""
+    """The CRAM-MD5 answer is login, space, lowercase hex HMAC-MD5 (base64 is the framing's)."""
     challenge = b"<12345.67@server>"
     expected = hmac.new(b"pw", challenge, hashlib.md5).hexdigest()
-    answer = cram_md5_response("me", "pw", base64.b64encode(challenge).decode())
-    assert base64.b64decode(answer) == f"me {expected}".encode()
+    assert CramMd5("me", "pw").respond(challenge).data == f"me {expected}".encode()
 
 
-def test_cram_md5_bad_challenge_is_the_servers_fault() -> None:
-    """A challenge that is not base64 raises RemoteProtocolError, a DmaError."""
-    with pytest.raises(RemoteProtocolError):
-        cram_md5_response("me", "pw", "not base64!!")
+def test_bad_challenge_is_the_servers_fault() -> None:
+    """A 334 text that is not base64 raises SaslError, a RemoteProtocolError (a DmaError)."""
+    with pytest.raises(SaslError) as caught:
+        decode_challenge("not base64!!")
+    assert isinstance(caught.value, RemoteProtocolError)
     with pytest.raises(DmaError):
-        cram_md5_response("me", "pw", "ü")
+        decode_challenge("ü")
 
 
 def test_choose_mechanism_prefers_cram_md5_and_guards_cleartext() -> None:
-    """CRAM-MD5 first; PLAIN and LOGIN only with TLS or INSECURE; None when nothing fits."""
+    """Without SCRAM, CRAM-MD5 first; PLAIN and LOGIN only with TLS or INSECURE; none
+    when nothing fits."""
+    cred = Credentials("user", "pw")
     every = frozenset({"LOGIN", "PLAIN", "CRAM-MD5"})
-    assert choose_mechanism(every, tls_active=False, insecure=False) == "CRAM-MD5"
+    assert choose_mechanism(every, cred, tls_active=False, insecure=False) == Choice("CRAM-MD5")
     cleartext = frozenset({"LOGIN", "PLAIN"})
-    assert choose_mechanism(cleartext, tls_active=False, insecure=False) is None
-    assert choose_mechanism(cleartext, tls_active=True, insecure=False) == "PLAIN"
-    assert choose_mechanism(frozenset({"LOGIN"}), tls_active=False, insecure=True) == "LOGIN"
-    assert choose_mechanism(frozenset(), tls_active=True, insecure=True) is None
+    assert choose_mechanism(cleartext, cred, tls_active=False, insecure=False).mechanism is None
+    assert choose_mechanism(cleartext, cred, tls_active=True, insecure=False) == Choice("PLAIN")
+    assert choose_mechanism(frozenset({"LOGIN"}), cred, tls_active=False,
+                            insecure=True) == Choice("LOGIN")
+    assert choose_mechanism(frozenset(), cred, tls_active=True, insecure=True).mechanism is None
 
 
 # --- the next message behind the end of data (RFC 2920) ------------------------------------

@@ -6,13 +6,14 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from dma.core.credentials import Credentials
 from dma.core.smtp import (
     Closed,
     Envelope,
@@ -29,6 +30,14 @@ from dma.core.smtp import (
 )
 
 LOGIN, PASSWORD = "user", "s3cret"
+NONCE = "fyko+d2lbbFgONRv9qkxdawL"
+
+
+def auth_policy(starttls: Literal["no", "required", "opportunistic"], tls_active: bool,
+                login: str, password: str, *, insecure: bool = False) -> SessionPolicy:
+    """A session policy with a login and password (and a SCRAM nonce)."""
+    return SessionPolicy("client.example", starttls, tls_active, Credentials(login, password),
+                         insecure, nonce=NONCE)
 
 
 @dataclass
@@ -186,7 +195,7 @@ def test_plain_session_with_auth_plain_delivers_intact(
 ) -> None:
     """With INSECURE, AUTH PLAIN works in plain text and the message arrives dot-unstuffed."""
     controller, handler = plain_server
-    policy = SessionPolicy("client.example", "no", False, (LOGIN, PASSWORD), insecure=True)
+    policy = auth_policy("no", False, LOGIN, PASSWORD, insecure=True)
     env = Envelope("alice@here.example", ("bob@there.example",), 80, False)
     events = session(controller, policy, [(env, MESSAGE)])
     ready = next(e for e in events if isinstance(e, Ready))
@@ -202,7 +211,7 @@ def test_cleartext_auth_is_refused_without_insecure(
 ) -> None:
     """Without TLS or INSECURE, a server offering only LOGIN/PLAIN gets nothing: deferred."""
     controller, handler = plain_server
-    policy = SessionPolicy("client.example", "no", False, (LOGIN, PASSWORD))
+    policy = auth_policy("no", False, LOGIN, PASSWORD)
     env = Envelope("alice@here.example", ("bob@there.example",), 80, False)
     events = session(controller, policy, [(env, MESSAGE)])
     failed = next(e for e in events if isinstance(e, SessionFailed))
@@ -215,7 +224,7 @@ def test_wrong_password_defers_and_sends_nothing(
 ) -> None:
     """A refused AUTH LOGIN fails the session temporarily and no message reaches the server."""
     controller, handler = plain_server
-    policy = SessionPolicy("client.example", "no", False, (LOGIN, "wrong"), insecure=True)
+    policy = auth_policy("no", False, LOGIN, "wrong", insecure=True)
     env = Envelope("alice@here.example", ("bob@there.example",), 80, False)
     events = session(controller, policy, [(env, MESSAGE)])
     failed = next(e for e in events if isinstance(e, SessionFailed))
@@ -265,7 +274,7 @@ def test_starttls_then_auth_plain(
     controller, handler = tls_server
     client_context = ssl.create_default_context()
     ca.configure_trust(client_context)
-    policy = SessionPolicy("client.example", "required", False, (LOGIN, PASSWORD))
+    policy = auth_policy("required", False, LOGIN, PASSWORD)
     env = Envelope("alice@here.example", ("bob@there.example",), 80, False)
     events = session(controller, policy, [(env, MESSAGE)], tls=client_context)
     ready = next(e for e in events if isinstance(e, Ready))

@@ -23,6 +23,7 @@ from smtp_peers import (  # noqa: F401 (fixtures)
 )
 
 from dma.core.config import Config
+from dma.core.credentials import Credentials
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, SessionResult, TryAddress
 from dma.core.ledger import AddressId
@@ -153,7 +154,7 @@ def test_the_try_carries_the_credentials_the_driver_logs_in_with(
     """The driver authenticates with the TryAddress's credentials, looking nothing up."""
     sink = aiosmtpd_sink(auth=True, auth_require_tls=False)
     hop = Hop(tmp_path, sink.port, ("bob@example.org",), insecure=True)
-    _, _, outcomes = hop.walk(HopAttempts([HopTarget(hop.target, (LOGIN, PASSWORD))],
+    _, _, outcomes = hop.walk(HopAttempts([HopTarget(hop.target, Credentials(LOGIN, PASSWORD))],
                                           hop.ids, security=PLAIN))
     assert outcomes[AddressId("abc.0")].kind == "delivered"
     [arrival] = sink.wait_for(1)
