@@ -210,6 +210,7 @@ EXIT_STATUS: tuple[tuple[int, str], ...] = (
     (sysexits.EX_IOERR, "an input/output error"),
     (sysexits.EX_TEMPFAIL, "with -D: the delivery was deferred; a queue item was busy;"
                            " interrupted"),
+    (sysexits.EX_NOPERM, "install-system run by a user other than root"),
     (sysexits.EX_CONFIG, "an error in dma.conf, auth.conf or the aliases file, named with"
                          " file and line"),
 )

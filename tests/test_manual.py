@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -278,7 +279,12 @@ def test_page_gives_every_key_its_default_and_meaning(rendered: str) -> None:
 
 
 def test_page_documents_every_exit_code_dma_raises(rendered: str) -> None:
-    """Every sysexits code an error class carries is explained under EXIT STATUS."""
+    """Every sysexits code an error class carries is explained under EXIT STATUS (every
+    module is imported first, so no error class hides in one not loaded yet)."""
+    for package in ("core", "shell", "adapters"):
+        for source in sorted((ROOT / package).glob("*.py")):
+            if source.stem != "__init__":
+                importlib.import_module(f"dma.{package}.{source.stem}")
     codes = {code for code, _ in EXIT_STATUS}
     pending = [errors.DmaError]
     while pending:
