@@ -9,6 +9,8 @@ with the refresh token in ``refresh_token_file``.  Decisions are core's
   host name are checked against the system CAs or CAFILE (``adapters/net.tls_context``:
   TLS 1.2 at least), within a timeout; a redirect is never followed (the form
   holds secrets), and nothing but ``https://`` is ever asked;
+- ``token_command``: run by ``adapters/secrets.run_secret_command``, the runner of
+  ``password_command`` (its first line must be a token: visible ASCII);
 - the refresh token file (0600; a rotated refresh token replaces it atomically)
   and the access-token cache beside it (``<refresh_token_file>.access``, 0600):
   written to a temporary name, fsynced, renamed, the directory fsynced; a file
@@ -28,14 +30,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
-import selectors
-import shlex
-import signal
 import stat
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dma.adapters.net import NetError, TlsPolicy, tls_context
@@ -49,7 +47,6 @@ from dma.core.oauth2 import (
     OAuth2Settings,
     Refused,
     cache_entry,
-    clean_description,
     endpoints,
     login_hint,
     parse_cache,
@@ -58,13 +55,16 @@ from dma.core.oauth2 import (
     refresh_request,
     refusal_error,
     render_cache,
+    settings_for,
     usable,
 )
+from dma.core.octets import printable
 from dma.core.version import VERSION
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from dma.adapters.log import Logger
+    from dma.core.accounts import Account
 
 HTTP_TIMEOUT = 30.0
 """Seconds for the connection, the TLS handshake and each read from a token endpoint."""
@@ -75,16 +75,8 @@ COMMAND_TIMEOUT = 30.0
 MAX_FILE_OCTETS = 64 * 1024
 """A refresh token or cache file larger than this is not one."""
 
-MAX_COMMAND_OUTPUT = 64 * 1024
-"""Octets of a token_command's stdout (and stderr) read; more is a failure."""
-
 SECRET_FILE_MODE = 0o600
 SECRET_DIRECTORY_MODE = 0o700
-
-COMMAND_PATH = "/usr/local/bin:/usr/bin:/bin"
-COMMAND_ENVIRONMENT = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "GNUPGHOME",
-                       "PASSWORD_STORE_DIR", "XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS")
-"""What a token_command inherits of our environment (gpg, pass and keyrings need these)."""
 
 Owner = tuple[int, int]
 
@@ -151,7 +143,7 @@ def post_form(
             hint="check the endpoint's name, or CAFILE in dma.conf") from None
     except (OSError, http.client.HTTPException, ValueError) as error:
         raise TempFailure(f"{post.url}: {_reason(error)}",
-                          hint="the token endpoint is unreachable; the mail waits") from None
+                          hint="check the network and the endpoint's address") from None
     finally:
         connection.close()
     if 300 <= status < 400:
@@ -302,103 +294,20 @@ def prepare_token_directory(path: str, owner: Owner | None) -> None:
 # --- token_command -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class _Finished:
-    status: int | None
-    stdout: bytes
-    stderr: bytes
-    overflow: bool
+def run_token_command(account: str, argv: Sequence[str], *,
+                      timeout: float = COMMAND_TIMEOUT) -> str:
+    """The access token ``argv`` prints on its first line, run as adapters/secrets runs a
+    password_command (no shell, a minimal environment, a timeout, bounded output);
+    TempFailure naming the program, its exit status and first stderr line, never its
+    output, when it fails or prints no token (visible ASCII: it goes into an SMTP command)."""
+    from dma.adapters.secrets import run_secret_command
 
-
-def _command_environment(environ: Mapping[str, str]) -> dict[str, str]:
-    kept = {key: environ[key] for key in COMMAND_ENVIRONMENT if key in environ}
-    return {"PATH": COMMAND_PATH, **kept}
-
-
-def _collect(process: subprocess.Popen[bytes], deadline: float) -> _Finished:
-    """Read stdout and stderr until both end, the deadline passes or one is too long."""
-    outputs = {"stdout": bytearray(), "stderr": bytearray()}
-    overflow = False
-    with selectors.DefaultSelector() as selector:
-        for name in outputs:
-            selector.register(getattr(process, name), selectors.EVENT_READ, name)
-        while selector.get_map() and not overflow:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return _Finished(None, bytes(outputs["stdout"]), bytes(outputs["stderr"]), False)
-            for key, _ in selector.select(left):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                outputs[key.data] += chunk
-                overflow = len(outputs[key.data]) > MAX_COMMAND_OUTPUT
-    status = None if overflow else process.wait(max(0.0, deadline - time.monotonic()))
-    return _Finished(status, bytes(outputs["stdout"]), bytes(outputs["stderr"]), overflow)
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except OSError:
-        pass
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
-
-
-def run_token_command(
-    account: str, argv: Sequence[str], *, timeout: float = COMMAND_TIMEOUT,
-    environ: Mapping[str, str] | None = None,
-) -> str:
-    """Run ``argv`` (no shell, stdin empty, a minimal environment, its own process
-    group) and give the first line of its stdout; TempFailure naming the command,
-    its exit status and its first stderr line (never its output) when it fails."""
-    command = shlex.join(argv)
-    what = f"account {account}: token_command {command}"
-    try:
-        process = subprocess.Popen(
-            list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_command_environment(os.environ if environ is None else environ),
-            close_fds=True, start_new_session=True)
-    except (OSError, ValueError) as error:
-        raise TempFailure(f"{what}: cannot run it: {_reason(error)}",
-                          hint="check token_command in the account") from None
-    try:
-        try:
-            finished = _collect(process, time.monotonic() + timeout)
-        except subprocess.TimeoutExpired:
-            finished = _Finished(None, b"", b"", False)
-    finally:
-        if process.poll() is None:
-            _stop(process)
-        for pipe in (process.stdout, process.stderr):
-            if pipe is not None:
-                pipe.close()
-    return _command_token(what, finished, timeout)
-
-
-def _command_token(what: str, finished: _Finished, timeout: float) -> str:
-    token = token_line(finished.stdout)
-    secrets = [] if token is None else [token]
-    first_error = redact(clean_description(
-        finished.stderr.split(b"\n", 1)[0].decode("utf-8", "replace")), secrets)
-    said = f": {first_error}" if first_error else ""
-    if finished.overflow:
-        raise TempFailure(f"{what}: printed more than {MAX_COMMAND_OUTPUT} octets",
-                          hint="it must print the access token on its first line")
-    if finished.status is None:
-        raise TempFailure(f"{what}: did not finish within {timeout:g}s{said}",
-                          hint="check that it runs without a terminal")
-    if finished.status != 0:
-        status = (f"signal {-finished.status}" if finished.status < 0
-                  else f"exit status {finished.status}")
-        raise TempFailure(f"{what}: failed with {status}{said}",
-                          hint="run it by hand as the delivery user to see why")
+    what = f"account {account}: token_command"
+    line = run_secret_command(argv, what=what, timeout=timeout)
+    token = token_line(line.encode("utf-8", "surrogateescape"))
     if token is None:
-        raise TempFailure(f"{what}: printed no token on its first line",
-                          hint="it must print the access token on its first line")
+        raise TempFailure(f"{what} {printable(argv[0])}: its first line is no access token",
+                          hint="it must print the access token alone on its first line")
     return token
 
 
@@ -459,13 +368,11 @@ class AccessTokens:
     def __init__(
         self, *, cafile: str | None = None, timeout: float = HTTP_TIMEOUT,
         clock: Callable[[], float] = time.time, log: Logger | None = None,
-        environ: Mapping[str, str] | None = None,
     ) -> None:
         self.cafile = cafile
         self.timeout = timeout
         self.clock = clock
         self.log = log
-        self.environ = environ
         self._guard = threading.Lock()
         self._locks: dict[str, threading.Lock] = {}
         self._memo: dict[str, _Memo] = {}
@@ -473,6 +380,14 @@ class AccessTokens:
     def _lock(self, key: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(key, threading.Lock())
+
+    def account_token(self, account: Account) -> str:
+        """The access token of an account of the ACCOUNTS file: the ``oauth2_token``
+        that ``adapters/secrets.Secrets`` takes."""
+        if account.oauth2 is None:
+            raise TempFailure(f"account {account.name} has no oauth2 table",
+                              hint="this is a bug in the caller")
+        return self.token(settings_for(account.name, account.oauth2))
 
     def token(self, settings: OAuth2Settings) -> str:
         """The account's access token: from its token_command, or cached, or refreshed."""
@@ -498,8 +413,7 @@ class AccessTokens:
 
     def _fetch(self, settings: OAuth2Settings) -> _Memo:
         if settings.token_command is not None:
-            token = run_token_command(settings.account, settings.token_command,
-                                      environ=self.environ)
+            token = run_token_command(settings.account, settings.token_command)
             return _Memo(token, float("inf"), None)
         where = endpoints(settings)
         cached = read_cache(settings)

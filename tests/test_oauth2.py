@@ -535,7 +535,7 @@ def test_endpoint_down_defers(
     tokens = AccessTokens(cafile=tls_certs.ca_file, clock=Clock(), log=log, timeout=5)
     with pytest.raises(TempFailure) as caught:
         tokens.token(settings)
-    assert "unreachable" in str(caught.value)
+    assert "Connection refused" in str(caught.value)
     with pytest.raises(TempFailure):
         tokens.token(settings)
     assert_no_secrets(server, tmp_path, error_texts(caught.value) + outputs(capfd, sink),
@@ -597,6 +597,32 @@ def test_threads_of_one_run_share_one_refresh(
     assert len(server.state.seen) == 1
 
 
+def test_a_refresh_by_another_process_meanwhile_is_used(
+    server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+) -> None:
+    """While another process holds the account's directory lock, a run waits; when that
+    process has cached a fresh token, the run uses it instead of refreshing again."""
+    import fcntl
+    import time
+
+    settings = signed_in(server, tmp_path)
+    directory = os.open(str(tmp_path / "oauth2"), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(directory, fcntl.LOCK_EX)
+    clock = Clock()
+    got: list[str] = []
+    worker = threading.Thread(target=lambda: got.append(
+        AccessTokens(cafile=tls_certs.ca_file, clock=clock).token(settings)))
+    worker.start()
+    time.sleep(0.3)
+    assert worker.is_alive() and got == []
+    other = cache_entry(settings, endpoints(settings), Granted("from-the-other", clock.now + 3600))
+    write_secret_file(settings.cache_file or "", render_cache(other))
+    os.close(directory)  # the other process is done
+    worker.join(10)
+    assert got == ["from-the-other"]
+    assert server.state.seen == []
+
+
 # --- token_command ----------------------------------------------------------------------------
 
 
@@ -634,8 +660,18 @@ def test_token_command_timeout_and_missing_program() -> None:
     with pytest.raises(TempFailure, match=r"did not finish within 0\.5s"):
         run_token_command("office", [sys.executable, "-c", "import time; time.sleep(30)"],
                           timeout=0.5)
-    with pytest.raises(TempFailure, match="cannot run it"):
+    with pytest.raises(TempFailure, match="no such program"):
         run_token_command("office", ["/nonexistent/token-helper"])
+
+
+def test_token_command_line_that_is_no_token_is_refused_unshown() -> None:
+    """A first line with blanks or control characters (it would reach the SMTP command
+    line) is refused without being shown."""
+    script = "print('tok en\\x1b[2J')"
+    with pytest.raises(TempFailure) as caught:
+        run_token_command("office", [sys.executable, "-c", script])
+    assert "is no access token" in str(caught.value)
+    assert "tok en" not in str(caught.value).replace(script, "")
 
 
 def test_token_command_huge_output_is_refused() -> None:
@@ -824,3 +860,89 @@ def test_login_refuses_a_token_command_account(tmp_path: Path) -> None:
     settings = OAuth2Settings("office", token_command=("helper",))
     with pytest.raises(DmaError, match="token_command"):
         login(settings, out=io.StringIO())
+
+
+# --- dma oauth2 login ACCOUNT through dma.conf and the ACCOUNTS file ------------------------
+
+
+def write_site(server: FakeOAuth2Server, tls_certs: TlsCerts, root: Path, accounts: str) -> Path:
+    """A dma.conf naming CAFILE and an ACCOUNTS file with ``accounts``; its path."""
+    (root / "accounts.toml").write_text(accounts)
+    (root / "accounts.toml").chmod(0o600)
+    config = root / "dma.conf"
+    config.write_text(f"SPOOLDIR {root / 'spool'}\nCAFILE {tls_certs.ca_file}\n"
+                      f"ACCOUNTS {root / 'accounts.toml'}\n")
+    return config
+
+
+def office_toml(server: FakeOAuth2Server) -> str:
+    return f"""
+[accounts.office]
+host = "smtp.office365.com"
+login = "alerts@example.com"
+auth = "xoauth2"
+
+[accounts.office.oauth2]
+client_id = "{CLIENT_ID}"
+client_secret = "{CLIENT_SECRET}"
+token_url = "{server.url('/token')}"
+device_url = "{server.url('/devicecode')}"
+scope = "{SCOPE}"
+refresh_token_file = "oauth2/office.refresh"
+"""
+
+
+def test_login_command_reads_the_account_and_stores_its_token(
+    server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`dma oauth2 login office` finds the account in dma.conf's ACCOUNTS file, trusts
+    dma.conf's CAFILE, prints the code, and stores the refresh token where the account
+    says (relative to the accounts file); delivery then gets the token through
+    adapters/secrets without a refresh."""
+    from dma.adapters.secrets import Secrets
+    from dma.adapters.system import environment
+    from dma.shell.settings import load_accounts, load_settings
+
+    server.state.device_script = ["success"]
+    monkeypatch.setenv("DMA_CONF", str(write_site(server, tls_certs, tmp_path,
+                                                  office_toml(server))))
+    assert oauth2_main(["login", "office"]) == 0
+    out, err = capfd.readouterr()
+    assert USER_CODE in out and "Signed in" in out and err == ""
+    refresh = tmp_path / "oauth2" / "office.refresh"
+    assert refresh.read_text().strip() in server.state.refresh_tokens
+    accounts = load_accounts(load_settings(None, environment()))
+    assert accounts is not None
+    tokens = AccessTokens(cafile=tls_certs.ca_file)
+    credentials = Secrets(oauth2_token=tokens.account_token).credentials(
+        accounts.accounts["office"])
+    assert credentials is not None and credentials.kind == "oauth2"
+    assert credentials.secret == server.state.issued[-1]
+    assert [seen.path for seen in server.state.seen] == ["/devicecode", "/token"]
+    oauth2 = accounts.accounts["office"].oauth2
+    assert oauth2 is not None
+    settings = settings_for("office", oauth2)
+    assert_no_secrets(server, tmp_path, [out, err, repr(credentials)], token_files(settings)
+                      | {tmp_path / "accounts.toml"})
+
+
+@pytest.mark.parametrize(("accounts", "words"), [
+    (None, "ACCOUNTS is not set"),
+    ("[accounts.other]\nhost = 'smtp.example.com'\n", "no account 'office'"),
+    ("[accounts.office]\nhost = 'smtp.example.com'\n", "has no oauth2 table"),
+])
+def test_login_command_without_such_an_oauth2_account(
+    server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    accounts: str | None, words: str,
+) -> None:
+    """No ACCOUNTS key, no such account, or an account without oauth2: exit 78 saying so,
+    and nothing asked of any server."""
+    config = write_site(server, tls_certs, tmp_path, accounts or "")
+    if accounts is None:
+        config.write_text(f"SPOOLDIR {tmp_path / 'spool'}\n")
+    monkeypatch.setenv("DMA_CONF", str(config))
+    assert oauth2_main(["login", "office"]) == 78
+    assert words in capfd.readouterr().err
+    assert server.state.seen == []
