@@ -432,6 +432,7 @@ def test_expired_cache_refreshes_again(
 
 def test_token_without_expiry_is_kept_for_the_run_only(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A token the server gave no lifetime is used for the rest of the run (one refresh) and
     not cached for the next run."""
@@ -441,6 +442,7 @@ def test_token_without_expiry_is_kept_for_the_run_only(
     assert tokens.token(settings) == tokens.token(settings)
     assert len(server.state.seen) == 1
     assert not Path(settings.cache_file or "").exists()
+    assert_no_secrets(server, tmp_path, list(capfd.readouterr()), token_files(settings))
 
 
 def test_rotated_refresh_token_replaces_the_file_keeping_its_owner(
@@ -513,6 +515,7 @@ def test_refresh_token_echoed_by_the_server_is_hidden(
 
 def test_missing_refresh_token_file_defers_with_login_hint(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """No refresh token file yet: TempFailure naming the file and `dma oauth2 login`, and
     nothing sent."""
@@ -522,6 +525,8 @@ def test_missing_refresh_token_file_defers_with_login_hint(
     assert "no refresh token in" in str(caught.value)
     assert "dma oauth2 login office" in str(caught.value)
     assert server.state.seen == []
+    assert_no_secrets(server, tmp_path, error_texts(caught.value) + list(capfd.readouterr()),
+                      set())
 
 
 def test_endpoint_down_defers(
@@ -563,25 +568,32 @@ def test_untrusted_certificate_is_refused_before_anything_is_sent(
 
 def test_redirect_is_not_followed(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A token endpoint answering 307 to plain http is an error; the form is not sent again."""
     settings = signed_in(server, tmp_path, token_url=server.url("/redirect"))
-    with pytest.raises(TempFailure, match="redirect"):
+    with pytest.raises(TempFailure, match="redirect") as caught:
         AccessTokens(cafile=tls_certs.ca_file, clock=Clock()).token(settings)
     assert [seen.path for seen in server.state.seen] == ["/redirect"]
+    assert_no_secrets(server, tmp_path, error_texts(caught.value) + list(capfd.readouterr()),
+                      token_files(settings))
 
 
 def test_nonsense_answer_defers(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """An HTML answer from the token endpoint is a TempFailure, not a crash."""
     settings = signed_in(server, tmp_path, token_url=server.url("/garbage"))
-    with pytest.raises(TempFailure, match="not JSON"):
+    with pytest.raises(TempFailure, match="not JSON") as caught:
         AccessTokens(cafile=tls_certs.ca_file, clock=Clock()).token(settings)
+    assert_no_secrets(server, tmp_path, error_texts(caught.value) + list(capfd.readouterr()),
+                      token_files(settings))
 
 
 def test_threads_of_one_run_share_one_refresh(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Eight hops asking for the same account's token at once cause one refresh."""
     settings = signed_in(server, tmp_path)
@@ -595,6 +607,7 @@ def test_threads_of_one_run_share_one_refresh(
         thread.join()
     assert len(set(got)) == 1 and len(got) == 8
     assert len(server.state.seen) == 1
+    assert_no_secrets(server, tmp_path, list(capfd.readouterr()), token_files(settings))
 
 
 def test_a_refresh_by_another_process_meanwhile_is_used(
@@ -740,21 +753,25 @@ def test_device_flow_expired_or_denied(
 
 def test_device_flow_stops_at_its_deadline(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A code that nobody enters is given up when its lifetime is over, without a poll
     after the deadline."""
     server.state.device_expires_in = 3
     settings = account(server, tmp_path / "oauth2")
     clock = Clock()
-    with pytest.raises(TempFailure, match="expired"):
-        login(settings, cafile=tls_certs.ca_file, out=io.StringIO(), clock=clock,
-              sleep=clock.sleep)
+    out = io.StringIO()
+    with pytest.raises(TempFailure, match="expired") as caught:
+        login(settings, cafile=tls_certs.ca_file, out=out, clock=clock, sleep=clock.sleep)
     assert clock.sleeps == [1, 1, 1]
     assert [seen.path for seen in server.state.seen].count("/token") == 3
+    assert_no_secrets(server, tmp_path, [out.getvalue(), *error_texts(caught.value),
+                                         *capfd.readouterr()], set())
 
 
 def test_device_flow_gmail_scope_refusal(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A device endpoint that refuses the scope (as Google does for Gmail) ends the login
     with the server's error code and what to do."""
@@ -764,10 +781,13 @@ def test_device_flow_gmail_scope_refusal(
         login(settings, cafile=tls_certs.ca_file, out=io.StringIO(), clock=Clock(),
               sleep=Clock().sleep)
     assert "invalid_scope" in str(caught.value)
+    assert_no_secrets(server, tmp_path, error_texts(caught.value) + list(capfd.readouterr()),
+                      set())
 
 
 def test_system_mode_login_gives_the_tokens_to_the_delivery_user(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Run as root with a delivery user, the login makes the directory and both token files
     the delivery user's (0700, 0600); a directory of another owner is refused up front."""
@@ -775,21 +795,26 @@ def test_system_mode_login_gives_the_tokens_to_the_delivery_user(
     owner = (NOBODY, NOBODY)
     settings = account(server, tmp_path / "oauth2")
     clock = Clock()
+    out = io.StringIO()
     login(settings, cafile=tls_certs.ca_file, owner=owner, owner_name="nobody",
-          out=io.StringIO(), clock=clock, sleep=clock.sleep)
+          out=out, clock=clock, sleep=clock.sleep)
+    assert "owner nobody, mode 0600" in out.getvalue()
     for path, mode in ((tmp_path / "oauth2", 0o700),
                        (Path(settings.refresh_token_file or ""), 0o600),
                        (Path(settings.cache_file or ""), 0o600)):
         status = path.stat()
         assert (stat.S_IMODE(status.st_mode), status.st_uid, status.st_gid) == (mode, *owner)
     rooted = account(server, tmp_path)  # tmp_path itself belongs to root
-    with pytest.raises(ConfigError, match="cannot replace files in"):
-        login(rooted, cafile=tls_certs.ca_file, owner=owner, out=io.StringIO(),
+    with pytest.raises(ConfigError, match="cannot replace files in") as caught:
+        login(rooted, cafile=tls_certs.ca_file, owner=owner, out=out,
               clock=clock, sleep=clock.sleep)
+    assert_no_secrets(server, tmp_path, [out.getvalue(), *error_texts(caught.value),
+                                         *capfd.readouterr()], token_files(settings))
 
 
 def test_delivery_user_refreshes_and_rotates_in_the_directory_login_made(
     server: FakeOAuth2Server, tls_certs: TlsCerts, tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """After a system-mode login, a process running as the delivery user (here nobody)
     reads the refresh token, refreshes, and replaces both token files itself."""
@@ -814,6 +839,7 @@ def test_delivery_user_refreshes_and_rotates_in_the_directory_login_made(
         assert refresh.read_text().strip() == server.state.issued[-1]
         assert refresh.stat().st_uid == NOBODY
         assert parse_cache(Path(settings.cache_file or "").read_bytes()).access_token == code
+        assert_no_secrets(server, base, list(capfd.readouterr()), token_files(settings))
     finally:
         import shutil
 
