@@ -167,7 +167,8 @@ class FakeOAuth2Server:
         self._server.state = self.state
         self._server.lock = threading.Lock()
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
         self._thread.start()
 
     @property
