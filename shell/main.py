@@ -78,6 +78,10 @@ def _run(args: list[str]) -> int:
         from dma.shell.install_system import main as install_system
 
         return install_system(args[2:])
+    if args[1:2] == ["oauth2"] and _program(args) == "dma":
+        from dma.shell.oauth2_login import main as oauth2
+
+        return oauth2(args[2:])
     from dma.core.cmdline import Mode, parse_command_line
 
     invocation = parse_command_line(args)
