@@ -3,7 +3,9 @@
 Two kinds of sink:
 
 - ``AiosmtpdSink``: a real SMTP server (aiosmtpd) with STARTTLS or implicit TLS,
-  AUTH (PLAIN and LOGIN built in, CRAM-MD5 added here) and a per-recipient answer.
+  AUTH (PLAIN and LOGIN built in; CRAM-MD5, SCRAM-SHA-256, SCRAM-SHA-1, XOAUTH2 and
+  OAUTHBEARER added here, the server sides from ``sasl_servers``) and a
+  per-recipient answer.
 - ``ScriptedSink``: a tiny threaded socket server that says exactly what a test
   wants (a 421 greeting, a refused EHLO, a stall, a drop in the middle of DATA,
   PIPELINING) and records every ``recv()``, every connection and the DATA octets
@@ -38,11 +40,19 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import MISSING, AuthResult, LoginPassword
 from conftest import DmaSite
+from sasl_servers import ScramServer, parse_oauthbearer, parse_xoauth2
 
 MAILNAME = "dma.test"
 """Our mail name in every test: the default sender is ``<login>@dma.test``, a local user."""
 LOGIN = "sinkuser"
 PASSWORD = "pa55 w:rd|secret"
+TOKEN = "ya29.A0ARrdaM-loopback_access~token/secret+value="
+"""The OAuth2 access token the sinks accept."""
+SASL_EXTRAS = ("SCRAM-SHA-256", "SCRAM-SHA-1", "XOAUTH2", "OAUTHBEARER")
+"""Mechanisms a sink offers only when asked (``sasl=``)."""
+GOOGLE_ERROR = b'{"status":"401","schemes":"Bearer","scope":"https://mail.google.com/"}'
+RFC7628_ERROR = (b'{"status":"invalid_token","scope":"example_scope",'
+                 b'"openid-configuration":"https://example.com/.well-known/openid-configuration"}')
 WAIT = 10.0
 """Seconds a test waits for mail to arrive before it gives up."""
 
@@ -160,6 +170,12 @@ class _Handler:
         self.mail_commands = 0
         self.auth_mechanisms: list[str] = []
         self.ehlo_count = 0
+        self.token = TOKEN
+        self.scram_iterations = 4096
+        self.scram_tamper = False  # a wrong server signature (one bit off)
+        self.scram_final_in_success = False  # v= with the 235, not in a 334
+        self.oauth_answers: list[bytes] = []  # what the client sent after an error challenge
+        self.oauth_fields: list[dict[str, str]] = []  # OAUTHBEARER's key-values seen
 
     async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -216,22 +232,99 @@ class _Handler:
         return AuthResult(success=good, handled=False, auth_data=login)
 
 
+    # --- SCRAM, XOAUTH2, OAUTHBEARER: offered with AiosmtpdSink(sasl=...) ---
+
+    async def auth_SCRAM__SHA__256(self, server: Any, args: list[str]) -> AuthResult:
+        """SCRAM-SHA-256 (RFC 7677) as a server does it."""
+        return await self._scram(server, args, "SCRAM-SHA-256", "sha256")
+
+    async def auth_SCRAM__SHA__1(self, server: Any, args: list[str]) -> AuthResult:
+        """SCRAM-SHA-1 (RFC 5802) as a server does it."""
+        return await self._scram(server, args, "SCRAM-SHA-1", "sha1")
+
+    async def _initial(self, server: Any, args: list[str]) -> bytes | None:
+        """The initial response: on the AUTH line (``=`` is empty), else after a 334."""
+        if len(args) > 1:
+            return b"" if args[1] == "=" else base64.b64decode(args[1], validate=True)
+        data = await server.challenge_auth(b"")
+        return data if isinstance(data, bytes) else None
+
+    async def _scram(self, server: Any, args: list[str], name: str, hash_name: str
+                     ) -> AuthResult:
+        self.auth_mechanisms.append(name)
+        initial = await self._initial(server, args)
+        if initial is None:
+            return AuthResult(success=False, handled=True)  # aiosmtpd answered already
+        scram = ScramServer(hash_name, self.login, self.password, salt=os.urandom(16),
+                            iterations=self.scram_iterations, nonce=f"{time.time_ns():x}",
+                            tamper=self.scram_tamper)
+        try:
+            client_final = await server.challenge_auth(scram.first(initial))
+        except (ValueError, KeyError):
+            return AuthResult(success=False, handled=False)  # 535
+        if not isinstance(client_final, bytes):
+            return AuthResult(success=False, handled=True)
+        verdict = scram.final(client_final)
+        if verdict is None:
+            return AuthResult(success=False, handled=False)  # 535
+        login = self.login.encode()
+        if self.scram_final_in_success:
+            message = "235 2.7.0 " + base64.b64encode(verdict).decode()
+            return AuthResult(success=True, handled=False, auth_data=login, message=message)
+        last = await server.challenge_auth(verdict)
+        if not isinstance(last, bytes):  # "*": the client refused our signature
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=last == b"", handled=False, auth_data=login)
+
+    async def auth_XOAUTH2(self, server: Any, args: list[str]) -> AuthResult:
+        """XOAUTH2: the token or Google's error challenge, then 535."""
+        self.auth_mechanisms.append("XOAUTH2")
+        initial = await self._initial(server, args)
+        if initial is None:
+            return AuthResult(success=False, handled=True)
+        user, token = parse_xoauth2(initial)
+        return await self._oauth2(server, user, token, GOOGLE_ERROR)
+
+    async def auth_OAUTHBEARER(self, server: Any, args: list[str]) -> AuthResult:
+        """OAUTHBEARER (RFC 7628): the token or the RFC's error challenge, then 535."""
+        self.auth_mechanisms.append("OAUTHBEARER")
+        initial = await self._initial(server, args)
+        if initial is None:
+            return AuthResult(success=False, handled=True)
+        user, fields = parse_oauthbearer(initial)
+        self.oauth_fields.append({k: v for k, v in fields.items() if k != "auth"})
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        return await self._oauth2(server, user, token, RFC7628_ERROR)
+
+    async def _oauth2(self, server: Any, user: str, token: str, error: bytes) -> AuthResult:
+        if user == self.login and hmac.compare_digest(token, self.token):
+            return AuthResult(success=True, handled=False, auth_data=user.encode())
+        answer = await server.challenge_auth(error)
+        if not isinstance(answer, bytes):
+            return AuthResult(success=False, handled=True)
+        self.oauth_answers.append(answer)
+        return AuthResult(success=False, handled=False,
+                          message="535 5.7.8 Username and Password not accepted")
+
+
 class AiosmtpdSink:
     """aiosmtpd on ``host``:``port`` with the recording handler; ``stop`` when done.
 
     ``starttls`` is a server context offered with STARTTLS; ``implicit`` one used
     from the first byte.  ``auth`` turns the authenticator on (AUTH is then offered
     after TLS only, unless ``auth_require_tls`` is False); ``exclude`` drops
-    mechanisms from the offer; ``cram_md5`` adds CRAM-MD5.  Other keywords go to
-    aiosmtpd's SMTP class (``require_starttls``, ``auth_required``...).
+    mechanisms from the offer; ``cram_md5`` adds CRAM-MD5; ``sasl`` adds those of
+    SASL_EXTRAS it names (the handler's ``token``, ``scram_tamper``,
+    ``scram_final_in_success`` set how they behave).  Other keywords go to aiosmtpd's
+    SMTP class (``require_starttls``, ``auth_required``...).
     """
 
     def __init__(
         self, host: str = "127.0.0.1", port: int | None = None, *,
         rcpt: RcptAnswer = accept_all, starttls: Any = None, implicit: Any = None,
         auth: bool = False, auth_require_tls: bool = True, exclude: tuple[str, ...] = (),
-        cram_md5: bool = False, login: str = LOGIN, password: str = PASSWORD,
-        **smtp_options: Any,
+        cram_md5: bool = False, sasl: tuple[str, ...] = (), login: str = LOGIN,
+        password: str = PASSWORD, **smtp_options: Any,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
@@ -245,6 +338,7 @@ class AiosmtpdSink:
             excluded = list(exclude)
             if not cram_md5:
                 excluded.append("CRAM-MD5")
+            excluded += [name for name in SASL_EXTRAS if name not in sasl]
             kwargs["auth_exclude_mechanism"] = excluded
         self.controller = Controller(
             self.handler, hostname=host, port=self.port, ssl_context=implicit,

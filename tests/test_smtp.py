@@ -418,6 +418,184 @@ def test_secrets_never_appear_in_events_or_reprs() -> None:
     assert plain not in repr(events) and password not in repr(events)
 
 
+# --- SASL exchanges on the wire (SCRAM, XOAUTH2, OAUTHBEARER) -------------------------------
+
+# RFC 7677 section 3: user "user", password "pencil", the client nonce is NONCE.
+SCRAM_FIRST = base64.b64encode(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO")
+SCRAM_SERVER_FIRST = base64.b64encode(
+    b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+SCRAM_FINAL = base64.b64encode(
+    b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+    b"p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+SCRAM_SERVER_FINAL = base64.b64encode(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+SCRAM_WRONG_FINAL = base64.b64encode(b"v=7rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+SCRAM_POLICY = auth_policy("no", False, "user", "pencil")
+TRANSACTION = [b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n", b"250 ok\r\n", b"221 bye\r\n"]
+TOKEN = "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg"
+
+
+def _commands(events: list[Event]) -> list[str]:
+    return [command for event in of_type(events, Transmit) for command in event.commands]
+
+
+def test_scram_sha_256_session_is_the_rfc_7677_example_on_the_wire() -> None:
+    """SCRAM-SHA-256 is preferred to CRAM-MD5 even in plain text; the RFC's messages go out
+    in base64, the signature in the last 334 is answered with an empty line, then MAIL."""
+    writes, events = drive(
+        SCRAM_POLICY,
+        [GREETING, ehlo("AUTH CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256 PLAIN"),
+         b"334 " + SCRAM_SERVER_FIRST + b"\r\n", b"334 " + SCRAM_SERVER_FINAL + b"\r\n",
+         b"235 2.7.0 ok\r\n", *TRANSACTION],
+        [(ENV, BODY)],
+    )
+    assert writes[1:5] == [b"AUTH SCRAM-SHA-256 " + SCRAM_FIRST + b"\r\n",
+                           SCRAM_FINAL + b"\r\n", b"\r\n",
+                           b"MAIL FROM:<alice@here.example>\r\n"]
+    assert of_type(events, Ready)[0].authenticated == "SCRAM-SHA-256"
+    assert _commands(events)[1:4] == ["AUTH SCRAM-SHA-256 ***", "***", "***"]
+
+
+def test_scram_signature_in_the_success_reply_is_checked() -> None:
+    """The server signature may come with the 235 instead of a last 334."""
+    writes, events = drive(
+        SCRAM_POLICY,
+        [GREETING, ehlo("AUTH SCRAM-SHA-256"), b"334 " + SCRAM_SERVER_FIRST + b"\r\n",
+         b"235 2.7.0 " + SCRAM_SERVER_FINAL + b"\r\n", *TRANSACTION],
+        [(ENV, BODY)],
+    )
+    assert writes[3] == b"MAIL FROM:<alice@here.example>\r\n"
+    assert of_type(events, Ready)[0].authenticated == "SCRAM-SHA-256"
+
+
+def test_wrong_scram_signature_in_a_challenge_cancels_and_defers() -> None:
+    """A wrong signature in the last 334: ``*`` (RFC 4954 4), the 501, then QUIT; the
+    session fails as refused AUTH, TEMPORARY, and no MAIL is sent."""
+    writes, events = drive(
+        SCRAM_POLICY,
+        [GREETING, ehlo("AUTH SCRAM-SHA-256"), b"334 " + SCRAM_SERVER_FIRST + b"\r\n",
+         b"334 " + SCRAM_WRONG_FINAL + b"\r\n", b"501 5.7.0 cancelled\r\n", b"221 bye\r\n"],
+        [(ENV, BODY)],
+    )
+    assert writes[2:] == [SCRAM_FINAL + b"\r\n", b"*\r\n", b"QUIT\r\n"]
+    failed = of_type(events, SessionFailed)[0]
+    assert (failed.outcome, failed.stage, failed.auth) == (Outcome.TEMPORARY, Stage.AUTH,
+                                                          "refused")
+    assert "signature is wrong" in failed.reason and "501" in failed.reason
+    assert of_type(events, Ready) == []
+    assert outcomes(events) == []
+
+
+@pytest.mark.parametrize("success", [b"235 2.7.0 " + SCRAM_WRONG_FINAL, b"235 2.7.0 ok"])
+def test_wrong_or_missing_scram_signature_with_success_fails(success: bytes) -> None:
+    """A 235 whose signature is wrong, or that has none after client-final, is no success:
+    the session fails (QUIT, no MAIL), never Ready."""
+    writes, events = drive(
+        SCRAM_POLICY,
+        [GREETING, ehlo("AUTH SCRAM-SHA-256"), b"334 " + SCRAM_SERVER_FIRST + b"\r\n",
+         success + b"\r\n", b"221 bye\r\n"],
+        [(ENV, BODY)],
+    )
+    assert writes[-1] == b"QUIT\r\n" and b"MAIL" not in b"".join(writes)
+    failed = of_type(events, SessionFailed)[0]
+    assert failed.auth == "refused" and "not trusted" in failed.reason
+    assert of_type(events, Ready) == []
+
+
+def test_a_malformed_challenge_is_cancelled() -> None:
+    """A SCRAM server-first that does not extend our nonce is cancelled with ``*``."""
+    bad = base64.b64encode(b"r=someone-else,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
+    writes, events = drive(
+        SCRAM_POLICY,
+        [GREETING, ehlo("AUTH SCRAM-SHA-256"), b"334 " + bad + b"\r\n",
+         b"501 5.7.0 cancelled\r\n", b"221 bye\r\n"],
+    )
+    assert writes[2:] == [b"*\r\n", b"QUIT\r\n"]
+    assert "does not extend ours" in of_type(events, SessionFailed)[0].reason
+
+
+def test_a_challenge_after_cancel_closes_without_quit() -> None:
+    """A server that still challenges after our ``*`` is out of step: close, no QUIT."""
+    writes, events = drive(
+        SCRAM_POLICY,
+        [GREETING, ehlo("AUTH SCRAM-SHA-256"), b"334 !!\r\n", b"334 more\r\n"],
+    )
+    assert writes[2:] == [b"*\r\n"]
+    assert of_type(events, SessionFailed)[0].auth == "refused"
+
+
+def test_xoauth2_session_and_its_error_challenge() -> None:
+    """XOAUTH2 sends its initial response on the AUTH line; the base64 JSON error 334 is
+    answered with an empty line, the 535 fails the session with the decoded report."""
+    policy = SessionPolicy("client.example", "no", True, Credentials("user@example.com", TOKEN,
+                                                                      "oauth2"))
+    error = base64.b64encode(
+        b'{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}')
+    writes, events = drive(
+        policy,
+        [GREETING, ehlo("AUTH LOGIN PLAIN XOAUTH2 OAUTHBEARER"), b"334 " + error + b"\r\n",
+         b"535-5.7.8 Username and Password not accepted.\r\n535 5.7.8 Learn more\r\n",
+         b"221 bye\r\n"],
+        [(ENV, BODY)],
+    )
+    initial = base64.b64encode(f"user=user@example.com\x01auth=Bearer {TOKEN}\x01\x01".encode())
+    assert writes[1:] == [b"AUTH XOAUTH2 " + initial + b"\r\n", b"\r\n", b"QUIT\r\n"]
+    failed = of_type(events, SessionFailed)[0]
+    assert failed.auth == "refused" and failed.stage is Stage.AUTH
+    assert "status 401, schemes bearer, scope https://mail.google.com/" in failed.reason
+    assert "535 5.7.8 Username" in failed.reason and "oauth2 login" in failed.reason
+    assert TOKEN not in repr(events) and initial.decode() not in repr(events)
+    assert _commands(events)[1:] == ["AUTH XOAUTH2 ***", "***"]
+
+
+def test_oauthbearer_session_and_its_error_challenge() -> None:
+    """OAUTHBEARER names the server and port; its error 334 is answered with ^A (AQ==)."""
+    policy = SessionPolicy("client.example", "no", True,
+                           Credentials("user@example.com", TOKEN, "oauth2", "OAUTHBEARER"),
+                           server_name="smtp.example.com", server_port=465)
+    error = base64.b64encode(b'{"status":"invalid_token","scope":"s",'
+                             b'"openid-configuration":"https://example.com/.well-known/x"}')
+    writes, events = drive(
+        policy,
+        [GREETING, ehlo("AUTH XOAUTH2 OAUTHBEARER"), b"334 " + error + b"\r\n",
+         b"535 5.7.8 no\r\n", b"221 bye\r\n"],
+    )
+    initial = base64.b64encode(
+        f"n,a=user@example.com,\x01host=smtp.example.com\x01port=465\x01"
+        f"auth=Bearer {TOKEN}\x01\x01".encode())
+    assert writes[1:] == [b"AUTH OAUTHBEARER " + initial + b"\r\n", b"AQ==\r\n", b"QUIT\r\n"]
+    reason = of_type(events, SessionFailed)[0].reason
+    assert "status invalid_token, scope s, openid-configuration https://example.com/" in reason
+
+
+def test_oauth2_token_accepted_is_ready() -> None:
+    """A 235 to XOAUTH2 is Ready, authenticated with XOAUTH2."""
+    policy = SessionPolicy("client.example", "no", True, Credentials("u", TOKEN, "oauth2"))
+    _, events = drive(policy, [GREETING, ehlo("AUTH XOAUTH2"), b"235 ok\r\n", *TRANSACTION],
+                      [(ENV, BODY)])
+    assert of_type(events, Ready)[0].authenticated == "XOAUTH2"
+
+
+def test_forced_mechanism_not_offered_is_unusable() -> None:
+    """An account's mechanism the server does not offer: no AUTH, SessionFailed unusable."""
+    policy = SessionPolicy("client.example", "no", True,
+                           Credentials("u", "pw", "password", "SCRAM-SHA-1"), nonce=NONCE)
+    writes, events = drive(policy, [GREETING, ehlo("AUTH PLAIN SCRAM-SHA-256"),
+                                    b"221 bye\r\n"])
+    assert writes[1:] == [b"QUIT\r\n"]
+    failed = of_type(events, SessionFailed)[0]
+    assert failed.auth == "unusable" and "SCRAM-SHA-1, which the account names" in failed.reason
+
+
+def test_a_password_needs_a_nonce() -> None:
+    """A session policy with a password and no SCRAM nonce is the driver's bug."""
+    with pytest.raises(LocalProtocolError):
+        SmtpClient(SessionPolicy("client.example", "no", True, Credentials("u", "pw")))
+    with pytest.raises(LocalProtocolError):
+        SmtpClient(SessionPolicy("client.example", "no", True, Credentials("u", "pw"),
+                                 nonce="short"))
+    SmtpClient(SessionPolicy("client.example", "no", True, Credentials("u", TOKEN, "oauth2")))
+
+
 def test_mixed_recipient_replies_deliver_only_the_accepted() -> None:
     """250, 450 and 550 to three RCPTs: one delivered, one deferred, one bounced."""
     env = Envelope("a@h.example", ("ok@t.example", "later@t.example", "never@t.example"), 1, False)
