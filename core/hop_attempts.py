@@ -44,8 +44,8 @@ Id = TypeVar("Id", bound=Hashable)  # an item id, or an AddressId
 NO_HOST_REACHED = "no host for this destination could be reached"
 """The deferral reason when no connection said why it failed."""
 CREDENTIALS_REFUSED = (
-    "the auth.conf login for this host was refused earlier in this run; not tried again"
-    " (fix auth.conf, then run the queue)"
+    "the login for this host was refused earlier in this run; not tried again"
+    " (fix auth.conf or the account, then run the queue)"
 )
 """The deferral reason when a host was skipped because its login was just refused."""
 

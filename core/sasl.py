@@ -147,8 +147,8 @@ def saslprep(text: str, *, stored: bool, what: str) -> str:
     with Unicode 3.2 (the version stringprep is defined on), then refuse prohibited
     characters (controls, private use, surrogates: an octet of auth.conf that is
     not UTF-8 is one), bidirectional text that breaks RFC 3454 6, and, for a stored
-    string (the password), unassigned code points.  SaslPrepError names ``what``,
-    never the text.
+    string (the password), unassigned code points.  SaslPrepError names ``what`` and
+    the kind of character, never the text, a character of it or its position.
     """
     mapped = "".join(
         " " if stringprep.in_table_c12(char) else char
@@ -156,15 +156,15 @@ def saslprep(text: str, *, stored: bool, what: str) -> str:
         if not stringprep.in_table_b1(char)
     )
     normal = unicodedata.ucd_3_2_0.normalize("NFKC", mapped)
-    for position, char in enumerate(normal, start=1):
-        if any(table(char) for table in _PROHIBITED):
-            raise SaslPrepError(f"the {what} holds a character SASLprep prohibits "
-                                f"(character {position}, U+{ord(char):04X})",
-                                hint="use another mechanism, or change it")
-        if stored and stringprep.in_table_a1(char):
-            raise SaslPrepError(f"the {what} holds an unassigned code point "
-                                f"(character {position}, U+{ord(char):04X})",
-                                hint="use another mechanism, or change it")
+    # The messages say what kind of character, never which or where: a password's
+    # characters are secret one by one.
+    if any(table(char) for char in normal for table in _PROHIBITED):
+        raise SaslPrepError(f"the {what} holds a character SASLprep prohibits (a control "
+                            "or private-use character, or an octet that is not UTF-8)",
+                            hint="use another mechanism, or change it")
+    if stored and any(stringprep.in_table_a1(char) for char in normal):
+        raise SaslPrepError(f"the {what} holds a code point unassigned in Unicode 3.2, "
+                            "which SASLprep refuses", hint="use another mechanism, or change it")
     _check_bidi(normal, what)
     return normal
 
