@@ -363,6 +363,48 @@ def test_every_state_meets_every_reply_kind(state: State, kind: ReplyKind) -> No
                 assert any(isinstance(e, SessionFailed) for e in events)
 
 
+_SCRAM_FIRST = b"334 " + base64.b64encode(
+    b"r=" + NONCE.encode() + b"srv,s=c2FsdA==,i=4096") + b"\r\n"
+# AUTH in the middle of each mechanism's exchange: (credentials, EHLO, replies so far)
+AUTH_POINTS = {
+    "SCRAM before server-first": (Credentials("u", PASSWORD, "password", "SCRAM-SHA-256"),
+                                  b"250-mx\r\n250 AUTH SCRAM-SHA-256\r\n", b""),
+    "SCRAM after client-final": (Credentials("u", PASSWORD, "password", "SCRAM-SHA-1"),
+                                 b"250-mx\r\n250 AUTH SCRAM-SHA-1\r\n", _SCRAM_FIRST),
+    "XOAUTH2": (Credentials("u", TOKEN, "oauth2"), b"250-mx\r\n250 AUTH XOAUTH2\r\n", b""),
+    "OAUTHBEARER": (Credentials("u", TOKEN, "oauth2"), b"250-mx\r\n250 AUTH OAUTHBEARER\r\n",
+                    b""),
+    "CRAM-MD5": (Credentials("u", PASSWORD), b"250-mx\r\n250 AUTH CRAM-MD5\r\n", b""),
+    "PLAIN": (Credentials("u", PASSWORD), b"250-mx\r\n250 AUTH PLAIN\r\n", b""),
+}
+
+
+@pytest.mark.parametrize("point", list(AUTH_POINTS))
+@pytest.mark.parametrize("kind", list(ReplyKind))
+def test_every_mechanisms_exchange_meets_every_reply_kind(point: str, kind: ReplyKind) -> None:
+    """In the middle of each mechanism's exchange, each reply kind moves where the table
+    says; a 2xx is Ready only when the mechanism is satisfied (SCRAM never is without the
+    server's signature), and a failure is a refused AUTH, TEMPORARY, with no secret."""
+    credentials, ehlo, before = AUTH_POINTS[point]
+    for sample in KIND_SAMPLES[kind]:
+        client = SmtpClient(SessionPolicy("c", "no", True, credentials, nonce=NONCE))
+        client.receive_data(_G + ehlo + before)
+        drain(client)
+        assert client.state is State.AUTH
+        client.receive_data(sample)
+        events = drain(client)
+        transition = TRANSITIONS.get((State.AUTH, kind))
+        assert transition is not None and client.state in transition.targets
+        ready = [e for e in events if isinstance(e, Ready)]
+        if ready:
+            assert not point.startswith("SCRAM")
+        failed = [e for e in events if isinstance(e, SessionFailed)]
+        if client.state is State.FAILED:
+            assert len(failed) == 1 and failed[0].outcome is Outcome.TEMPORARY
+            assert failed[0].auth == "refused" or kind is ReplyKind.SHUTDOWN
+        assert PASSWORD not in repr(events) and TOKEN not in repr(events)
+
+
 def test_receive_data_in_tls_handshake_is_a_local_error() -> None:
     """The one state that refuses replies outright: bytes before tls_established are our bug."""
     client = reach(State.STARTTLS)
