@@ -393,13 +393,14 @@ def test_every_mechanisms_exchange_meets_every_reply_kind(point: str, kind: Repl
         assert client.state is State.AUTH
         client.receive_data(sample)
         events = drain(client)
+        moved: State = client.state  # (mypy narrowed it to AUTH above)
         transition = TRANSITIONS.get((State.AUTH, kind))
-        assert transition is not None and client.state in transition.targets
+        assert transition is not None and moved in transition.targets
         ready = [e for e in events if isinstance(e, Ready)]
         if ready:
             assert not point.startswith("SCRAM")
         failed = [e for e in events if isinstance(e, SessionFailed)]
-        if client.state is State.FAILED:
+        if moved is State.FAILED:
             assert len(failed) == 1 and failed[0].outcome is Outcome.TEMPORARY
             assert failed[0].auth == "refused" or kind is ReplyKind.SHUTDOWN
         assert PASSWORD not in repr(events) and TOKEN not in repr(events)
