@@ -72,6 +72,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from dma.core.credentials import Credentials
 from dma.core.errors import DmaError, SoftwareError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -685,7 +686,9 @@ def target_smtp_client() -> Target:
             helo_name="client.example",
             starttls=rng.choice(["no", "required", "opportunistic"]),
             tls_active=rng.random() < 0.3,
-            credentials=rng.choice([None, ("user", password)]),
+            credentials=rng.choice([None, Credentials("user", password),
+                                    Credentials("user", "tok", "oauth2")]),
+            nonce="fyko+d2lbbFgONRv9qkxdawL",
             insecure=rng.random() < 0.5,
         )
         client = SmtpClient(policy)

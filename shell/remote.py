@@ -81,7 +81,7 @@ class RemoteDelivery:
         self.slots = Slots(self.config.spooldir, max(1, self.config.maxconnections))
         self.slot_wait = float(self.config.timeout)
         """Seconds a hop waits for a free connection slot before its items are deferred."""
-        self._refused: set[tuple[str, str]] = set()  # logins a server refused this run
+        self._refused: set[Credentials] = set()  # logins a server refused this run
         self._refused_lock = threading.Lock()  # hops run in threads
 
     def preload(self) -> None:
@@ -206,7 +206,7 @@ class RemoteDelivery:
         try:
             while not isinstance(step := attempts.next_step(), HopDone):
                 if isinstance(step, SkipHost):
-                    self.log.warning("not trying this host: its auth.conf credentials were "
+                    self.log.warning("not trying this host: its credentials were "
                                      "just refused elsewhere", id=logged_ids(step.item_ids),
                                      host=step.target.name)
                 elif isinstance(step, LeaveHost):
