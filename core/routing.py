@@ -40,6 +40,7 @@ class NextHop:
     kind: Literal["smarthost", "mx", "literal"]
     host: str  # smarthost name, recipient domain (lower-case A-labels), or the literal's IP
     port: int  # PORT applies to every remote delivery (SPEC 2.1), not only the smarthost
+    account: str | None = None  # the ACCOUNTS account whose smarthost this is (SPEC 2.4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +172,12 @@ def group_by_next_hop(
             continue
         groups.setdefault(hop, []).append(key)
     return Routes(tuple((hop, tuple(keys)) for hop, keys in groups.items()), tuple(unroutable))
+
+
+def account_hop(host: str, port: int, account: str) -> NextHop:
+    """The next hop of mail whose sender routes to an account: its smarthost (SPEC 2.4).
+    Mail of one account shares connections; two accounts on one host do not."""
+    return NextHop("smarthost", host, port, account)
 
 
 def normalise_domain(domain: str, recipient: str | None = None) -> str:

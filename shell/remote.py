@@ -18,15 +18,18 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dma.adapters.hosts import system_smarthost_targets
+from dma.adapters.secrets import Secrets
 from dma.adapters.slots import Slot, SlotError, Slots
 from dma.adapters.spool import Claim
+from dma.core.accounts import Account, account_security, route_for
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
 from dma.core.credentials import Credentials
+from dma.core.errors import DmaError
 from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, LeaveHost, SkipHost
 from dma.core.ledger import Address, AddressId, Report
 from dma.core.outcomes import Outcome, deferred, failed
@@ -37,12 +40,13 @@ from dma.core.routing import (
     NextHop,
     Target,
     Targets,
+    account_hop,
     group_by_next_hop,
 )
-from dma.core.transport import QueuedRecipient, plan_transactions, security_for
+from dma.core.transport import QueuedRecipient, Security, plan_transactions, security_for
 from dma.shell.guard import describe
 from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
-from dma.shell.settings import Settings, read_text
+from dma.shell.settings import Settings, load_accounts, read_text
 from dma.shell.smtp_connection import SmtpDriver
 
 if TYPE_CHECKING:
@@ -62,6 +66,14 @@ class Parcel:
     claim: Claim
 
 
+@dataclass(frozen=True, slots=True)
+class _AccountUse:
+    """What a hop through an account connects with: its TLS policy and login."""
+
+    security: Security
+    credentials: Credentials | None = field(repr=False)
+
+
 def _ignore(_address: AddressId, _outcome: Outcome) -> None:
     """The report before a run gives its own."""
 
@@ -75,6 +87,8 @@ class RemoteDelivery:
         self.log = log
         self.verbose = verbose
         self.auth = self._load_auth()
+        self.accounts = load_accounts(settings)  # an error ends the run (78), mail untouched
+        self.secrets = self._secrets()
         self.report: Report = _ignore
         self.driver = SmtpDriver(settings, log, self._settled, verbose=verbose)
         self._resolver: DnsResolver | None = None
@@ -99,8 +113,24 @@ class RemoteDelivery:
             names.append("concurrent.futures.thread")
         if not self.config.smarthost or nameserver_address(self.config) is not None:
             names += ["dma.adapters.dns", *(f"dns.rdtypes.{kind}" for kind in _DNS_RECORDS)]
+        accounts = self.accounts.accounts.values() if self.accounts else ()
+        if any(account.tls != "none" for account in accounts):
+            names.append("ssl")
+        if any(account.oauth2 is not None for account in accounts):
+            names += ["dma.adapters.oauth2", "http.client", "json", "urllib.parse"]
         for name in names:
             importlib.import_module(name)
+
+    def _secrets(self) -> Secrets:
+        """The accounts' credentials, fetched once per run; OAuth2 tokens by our own
+        refresh (adapters/oauth2), loaded only when an account uses OAuth2."""
+        accounts = self.accounts.accounts.values() if self.accounts else ()
+        if not any(account.oauth2 is not None for account in accounts):
+            return Secrets(log=self.log)
+        from dma.adapters.oauth2 import AccessTokens
+
+        tokens = AccessTokens(cafile=self.config.cafile, log=self.log)
+        return Secrets(log=self.log, oauth2_token=tokens.account_token)
 
     def _targets(self, hop: NextHop) -> DnsOutcome:
         """Where to connect for ``hop``; dnspython is loaded only when DNS must be asked."""
@@ -136,12 +166,7 @@ class RemoteDelivery:
         """Deliver ``parcels``; ``report`` hears each address's outcome once it is final
         for this run (thread-safe: hops are worked on at once)."""
         self.report = report
-        routes = group_by_next_hop(((n, parcel.address.recipient)
-                                    for n, parcel in enumerate(parcels)),
-                                   smarthost=self.config.smarthost, port=self.config.port)
-        for n, error in routes.unroutable:
-            report(parcels[n].address.id, failed(str(error), "5.1.3"))
-        hops = [(hop, [parcels[n] for n in keys]) for hop, keys in routes.groups]
+        hops = self._hops(parcels)
         if len(hops) == 1:  # one connection: no thread needed
             self._deliver_hop_safely(*hops[0])
         elif hops:
@@ -151,6 +176,32 @@ class RemoteDelivery:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for _ in pool.map(lambda pair: self._deliver_hop_safely(*pair), hops):
                     pass
+
+    def _hops(self, parcels: Sequence[Parcel]) -> list[tuple[NextHop, list[Parcel]]]:
+        """The parcels grouped by next hop: an account's smarthost when the sender routes
+        to one (SPEC 2.4), else by recipient (an unroutable one fails alone)."""
+        by_account: dict[NextHop, list[Parcel]] = {}
+        default: list[Parcel] = []
+        for parcel in parcels:
+            account = self._account_of(parcel.claim.item.sender)
+            if account is None:
+                default.append(parcel)
+            else:
+                hop = account_hop(account.host, account.port, account.name)
+                by_account.setdefault(hop, []).append(parcel)
+        routes = group_by_next_hop(((n, parcel.address.recipient)
+                                    for n, parcel in enumerate(default)),
+                                   smarthost=self.config.smarthost, port=self.config.port)
+        for n, error in routes.unroutable:
+            self.report(default[n].address.id, failed(str(error), "5.1.3"))
+        return [*((hop, [default[n] for n in keys]) for hop, keys in routes.groups),
+                *by_account.items()]
+
+    def _account_of(self, sender: str) -> Account | None:
+        """The account the sender's mail goes through, or None for the default route."""
+        if self.accounts is None:
+            return None
+        return route_for(sender, self.accounts.routes, self.accounts.accounts)
 
     def _settled(self, address: AddressId, outcome: Outcome) -> None:
         """A transaction ended: tell the run at once, before anything else can fail."""
@@ -177,8 +228,16 @@ class RemoteDelivery:
     def _deliver_hop(self, hop: NextHop, parcels: list[Parcel]) -> None:
         """Look the hop's hosts up, then connect where core says until it is done."""
         ids = [parcel.address.id for parcel in parcels]
+        try:
+            account = self._hop_account(hop)
+        except DmaError as error:  # a password command that failed, a revoked token
+            self.log.warning("cannot get the account's credentials; deferred",
+                             id=logged_ids(ids), account=hop.account, error=str(error))
+            self._report_all(ids, deferred(str(error)))
+            return
         if hop.kind == "smarthost":
-            self.log.info("using smarthost", id=logged_ids(ids), host=hop.host, port=hop.port)
+            self.log.info("using smarthost", id=logged_ids(ids), host=hop.host, port=hop.port,
+                          account=hop.account)
         lookup_result = self._targets(hop)
         if isinstance(lookup_result, DnsPermanent):
             self._report_all(ids, failed(lookup_result.reason, "5.1.2"))
@@ -197,11 +256,12 @@ class RemoteDelivery:
         with self._refused_lock:
             refused = tuple(self._refused)
         attempts = HopAttempts(
-            [HopTarget(target, self._credentials(hop, target))
+            [HopTarget(target, account.credentials if account else
+                       self._credentials(hop, target))
              for target in lookup_result.targets],
             planned,
             refused,
-            security=security_for(self.config, hop.kind),
+            security=account.security if account else security_for(self.config, hop.kind),
         )
         try:
             while not isinstance(step := attempts.next_step(), HopDone):
@@ -224,6 +284,18 @@ class RemoteDelivery:
                 self._refused.update(attempts.refused)
         for address in attempts.open_ids:  # settled ones were reported as they settled
             self.report(address, step.outcomes[address])
+
+    def _hop_account(self, hop: NextHop) -> _AccountUse | None:
+        """The account a hop goes through, with its TLS policy and credentials (raises
+        when its secret cannot be had); None for the default route."""
+        if hop.account is None or self.accounts is None:
+            return None
+        account = self.accounts.accounts[hop.account]
+        credentials = self.secrets.credentials(account)
+        if not account.verify and account.tls != "none":
+            self.log.warning("the account's server certificate is not verified (verify = "
+                             "false)", account=account.name, host=account.host)
+        return _AccountUse(account_security(account), credentials)
 
     def _messages(self, parcels: list[Parcel]) -> list[OutgoingMessage]:
         """The hop's transactions, one per message; an item whose M file is gone is left

@@ -97,13 +97,14 @@ class SmtpDriver:
         ``messages``: the step's addresses as transactions."""
         return self._connection(hop, step, messages)
 
-    def _tls_policy(self, hop: NextHop, target: Target, verify: bool) -> net.TlsPolicy:
+    def _tls_policy(self, hop: NextHop, target: Target, security: Security) -> net.TlsPolicy:
+        """The certificate checks: the Security's (dma.conf's, or an account's pin)."""
         return net.TlsPolicy(
-            verify=verify,
+            verify=security.verify,
             server_name=hop.host if hop.kind == "smarthost" else target.name,
             cafile=self.config.cafile,
             certfile=self.config.certfile,
-            fingerprint=self.config.fingerprint,
+            fingerprint=security.fingerprint,
         )
 
     def _connection(self, hop: NextHop, step: TryAddress[AddressId],
@@ -123,7 +124,7 @@ class SmtpDriver:
         self.log.info("trying remote delivery", id=ids, host=target.name, address=address,
                       port=hop.port, preference=target.preference,
                       tls=_tls_mode(step, security), verification=_verification(security))
-        tls = self._tls_policy(hop, target, security.verify)
+        tls = self._tls_policy(hop, target, security)
         try:
             connection = net.connect(
                 address, hop.port, host_name=target.name,
