@@ -38,6 +38,7 @@ class Plan:
     lines: int
     kill_after: float | None  # seconds after start; None lets it finish
     feed_pause: float  # seconds between 64 KiB chunks of stdin
+    kill_at_chunk: int | None = None  # killed by the feeder once it has written this chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,9 +71,11 @@ def make_plans(rng: random.Random) -> list[Plan]:
         if kind < 0.2:  # large, fed slowly: the kill lands while the spool file grows
             lines = rng.randint(25_000, 50_000)  # ~1.8 to 3.6 MB
             chunks = lines * LINE // CHUNK + 1
-            pause = 0.002
-            kill = rng.uniform(0, chunks * pause + 0.1)
-            plans.append(Plan(token, recipients, lines, kill, pause))
+            # Killed by the feeder after a random chunk: dma is then reading stdin into its
+            # spool file, whatever its start-up took (a wall-clock kill would land before
+            # the file exists when start-up is slow: a fresh clone compiles every module).
+            plans.append(Plan(token, recipients, lines, None, 0.002,
+                              kill_at_chunk=rng.randint(3, chunks - 1)))
         elif kind < 0.3:  # large, allowed to finish
             plans.append(Plan(token, recipients, rng.randint(25_000, 40_000), None, 0.0))
         elif kind < 0.5:  # small, allowed to finish
@@ -83,13 +86,19 @@ def make_plans(rng: random.Random) -> list[Plan]:
     return plans
 
 
-def feed(process: subprocess.Popen[bytes], data: bytes, pause: float) -> None:
-    """Write ``data`` to the process's stdin in chunks; a killed reader just ends it."""
+def feed(process: subprocess.Popen[bytes], data: bytes, pause: float,
+         kill_at_chunk: int | None = None) -> None:
+    """Write ``data`` to the process's stdin in chunks, SIGKILLing it after chunk
+    ``kill_at_chunk`` (the pipe holds one chunk: the process has read the ones before);
+    a killed reader just ends it."""
     assert process.stdin is not None
     try:
-        for start in range(0, len(data), CHUNK):
+        for number, start in enumerate(range(0, len(data), CHUNK), 1):
             process.stdin.write(data[start:start + CHUNK])
             process.stdin.flush()
+            if number == kill_at_chunk:
+                process.kill()
+                return
             if pause:
                 time.sleep(pause)
         process.stdin.close()
@@ -104,7 +113,8 @@ def submit(site: DmaSite, plan: Plan) -> Outcome:
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         env=site.environ, cwd=site.root,
     )
-    feeder = threading.Thread(target=feed, args=(process, message_of(plan), plan.feed_pause))
+    feeder = threading.Thread(target=feed, args=(process, message_of(plan), plan.feed_pause,
+                                                 plan.kill_at_chunk))
     feeder.start()
     if plan.kill_after is not None:
         time.sleep(plan.kill_after)
