@@ -1,0 +1,275 @@
+"""Queue scale benchmark (issue 11, item 3): mailq, ``dma -bj``, ``dma -q`` at 1k, 10k, 100k items.
+
+1. pydma queues one 2 KB message for one remote recipient with its own submission
+   (``-bq``, in-process, as bench/flush.py does); that item is the template.
+2. The template's Q and M files are replicated with fresh ids (25 hex digits, the
+   ``.0`` item suffix) into a pristine spool of N items: the id is replaced wherever
+   it occurs (Q ``ID:``, the Received header's ``id``, the Message-Id), everything
+   else stays byte for byte, so the items are in the format both pydma and the C
+   dma 0.13 read.  Before timing, ``mailq -j`` must list exactly N items.
+3. At each size, rounds of (order alternating): pydma's ``mailq``, ``dma -bj``
+   (a listing: wall time and peak RSS from ``wait4``), the C dma's ``-bp`` (same),
+   and ``dma -q`` to the loopback sink of bench/flush.py (a fresh copy of the spool
+   each round; time to the last message's final dot, peak summed RSS of the run's
+   processes, as flush.py measures).  The C dma's ``-q`` runs only at sizes up to
+   ``--cdma-q-max`` (1000): it forks one process and one connection per item.
+4. The table: medians (min-max), time per item, RSS per item, and each size's per-item
+   time against the smallest size's (1.00 = linear).
+
+The C dma reads only /etc/dma/dma.conf: it is held there (SPOOLDIR, SMARTHOST, PORT,
+MAILNAME) for its runs only, then put back; without root its rows are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import grp
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import flush  # bench/flush.py: the sink, spool copies, the C dma's config
+
+REPO = flush.REPO
+C_DMA = flush.C_DMA
+TIME = "/usr/bin/time"  # GNU time
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One timed run of one command at one size."""
+
+    size: int
+    command: str
+    seconds: float
+    peak_rss: int  # bytes
+    ok: bool
+
+
+# --- the spool ------------------------------------------------------------------------------
+
+
+def template_item(python: Path, dma: Sequence[str], work: Path,
+                  port: int) -> tuple[str, bytes, bytes]:
+    """Queue one 2 KB message with pydma; return its message id, Q file and M file."""
+    spool = work / "template"
+    spool.mkdir(mode=0o700)
+    conf = work / "template.conf"
+    conf.write_text(flush.dma_conf(spool, port) + "DEFER\n")
+    flush.fill_spool(python, dma, conf, work, 1, 2048)
+    names = flush.queue_files(spool)
+    if len(names) != 1:
+        raise SystemExit(f"expected one queued item in {spool}, found {names}")
+    item_id = names[0][1:]
+    message_id = item_id.rsplit(".", 1)[0]
+    queue = (spool / f"Q{item_id}").read_bytes()
+    message = (spool / f"M{item_id}").read_bytes()
+    shutil.rmtree(spool)
+    return message_id, queue, message
+
+
+def replicate(spool: Path, count: int, message_id: str, queue: bytes, message: bytes) -> None:
+    """Write ``count`` items: the template with a fresh id of the same shape each."""
+    spool.mkdir(mode=0o700)
+    old = message_id.encode()
+    width = len(message_id)
+    for number in range(count):
+        new = f"5ca1e{number:0{width - 5}x}".encode()
+        for prefix, body in ((b"M", message), (b"Q", queue)):
+            name = spool / (prefix + new + b".0").decode()
+            descriptor = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o660)
+            try:
+                os.write(descriptor, body.replace(old, new))
+            finally:
+                os.close(descriptor)
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def listing(argv: Sequence[str], expect: int, json_lines: bool) -> tuple[float, int, bool, str]:
+    """Run a listing under GNU time; return wall seconds, peak RSS (bytes), whether it listed all.
+
+    GNU time's ``%M`` and not our own ``wait4``: a child forked from this process starts
+    with this process's RSS high-water mark, which survives the exec.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss_file:
+        start = time.monotonic()
+        done = subprocess.run([TIME, "-f", "%M", "-o", rss_file.name, *argv],
+                              stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=False)
+        seconds = time.monotonic() - start
+        out.seek(0)
+        text = out.read()
+        err.seek(0)
+        problem = err.read().decode(errors="replace").strip()[-500:]
+        kilobytes = rss_file.read().split()
+    if json_lines:
+        listed = sum(1 for line in text.splitlines() if line.strip().startswith(b"{"))
+    else:
+        listed = text.count(b"5ca1e")  # every item's id, once per item in every listing
+    ok = done.returncode == 0 and listed == expect
+    if not ok:
+        problem = f"exit {done.returncode}, {listed} of {expect} listed; {problem}"
+    return seconds, int(kilobytes[-1]) * 1024 if kilobytes else 0, ok, problem
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark as the options ask; exit 1 when a run failed."""
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--sizes", default="1000,10000,100000",
+                        help="queue sizes, comma-separated (default 1000,10000,100000)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds at sizes below --big (default 3)")
+    parser.add_argument("--big", type=int, default=50000,
+                        help="sizes from here on run --big-rounds rounds (default 50000)")
+    parser.add_argument("--big-rounds", type=int, default=1, help="(default 1)")
+    parser.add_argument("--python", type=Path, default=REPO / ".venv" / "bin" / "python",
+                        help="interpreter with pydma installed (default the repo's .venv)")
+    parser.add_argument("--no-cdma", action="store_true", help="measure pydma only")
+    parser.add_argument("--cdma-q-max", type=int, default=1000,
+                        help="largest size the C dma's -q runs at (default 1000)")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds one -q run may take (default 900)")
+    args = parser.parse_args(argv)
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+
+    python = args.python
+    if not python.exists():
+        raise SystemExit(f"{python} does not exist: run scripts/setup or pass --python PATH")
+    use_cdma = not args.no_cdma and os.geteuid() == 0 and C_DMA.exists()
+    if not args.no_cdma and not use_cdma:
+        print(f"note: skipping the C dma (needs root and {C_DMA})", file=sys.stderr)
+
+    sink = flush.start_sink()
+    work = Path(tempfile.mkdtemp(prefix="dma-scale-bench-"))
+    work.chmod(0o711)  # the C dma runs as user mail and must reach its spool
+    try:
+        samples = _bench(args, sizes, python, sink, work, use_cdma)
+    finally:
+        sink.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report(samples, sizes)
+    return 0 if all(sample.ok for sample in samples) else 1
+
+
+def _bench(args: argparse.Namespace, sizes: Sequence[int], python: Path, sink: flush.Sink,
+           work: Path, use_cdma: bool) -> list[Sample]:
+    mail_gid = grp.getgrnam("mail").gr_gid if os.geteuid() == 0 else None
+    dma = flush._spawn_argv(python)
+    mailq = python.parent / "mailq"
+    mailq_argv = [str(python), str(mailq)] if mailq.exists() else [*dma, "-bp"]
+    message_id, queue, message = template_item(python, dma, work, sink.port)
+    print(f"template item {message_id}: Q {len(queue)} octets, M {len(message)} octets; "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    samples: list[Sample] = []
+    for size in sizes:
+        pristine = work / f"pristine-{size}"
+        began = time.monotonic()
+        replicate(pristine, size, message_id, queue, message)
+        listed = work / "listed"
+        if listed.exists():
+            shutil.rmtree(listed)
+        flush.copy_spool(pristine, listed, mail_gid)  # root:mail 2770, as the C dma needs
+        conf = work / "dma.conf"
+        conf.write_text(flush.dma_conf(listed, sink.port))
+        _, _, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
+        if not ok:
+            raise SystemExit(f"pydma does not list the replicated items: {problem}")
+        print(f"\n{size} items written in {time.monotonic() - began:.1f} s; pydma -bj lists "
+              f"all {size}")
+        run_conf = work / "run.conf"
+        run_spool = work / "spool"
+        run_conf.write_text(flush.dma_conf(run_spool, sink.port))
+        commands = ["mailq", "dma -bj", "dma -q"]
+        if use_cdma:
+            commands += ["C -bp"] + (["C -q"] if size <= args.cdma_q_max else [])
+        rounds = args.rounds if size < args.big else args.big_rounds
+        for number in range(rounds):
+            order = commands if number % 2 == 0 else commands[::-1]
+            for command in order:
+                sample = _run(command, size, dma, mailq_argv, conf, listed, run_conf,
+                              run_spool, pristine, sink, mail_gid, args.timeout)
+                samples.append(sample)
+                print(f"  round {number + 1}: {command:<8} {sample.seconds:8.3f} s "
+                      f"{sample.peak_rss / 2**20:7.1f} MB{'' if sample.ok else '  FAILED'}",
+                      flush=True)
+        shutil.rmtree(pristine)
+        shutil.rmtree(listed)
+    return samples
+
+
+def _run(command: str, size: int, dma: Sequence[str], mailq_argv: Sequence[str], conf: Path,
+         listed: Path, run_conf: Path, run_spool: Path, pristine: Path, sink: flush.Sink,
+         mail_gid: int | None, timeout: float) -> Sample:
+    if command == "mailq":
+        seconds, rss, ok, problem = listing([*mailq_argv, "-C", str(conf)], size, False)
+    elif command == "dma -bj":
+        seconds, rss, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
+    elif command == "C -bp":
+        with flush.system_config(flush.dma_conf(listed, sink.port)):
+            seconds, rss, ok, problem = listing([str(C_DMA), "-bp"], size, False)
+    else:
+        if run_spool.exists():
+            shutil.rmtree(run_spool)
+        flush.copy_spool(pristine, run_spool, mail_gid)
+        time.sleep(1.0)  # let the copy's writeback settle a little
+        if command == "dma -q":
+            result = flush.flush_once("pydma", [*dma, "-C", str(run_conf), "-q"], run_spool,
+                                      sink, size, timeout)
+        else:
+            with flush.system_config(flush.dma_conf(run_spool, sink.port)):
+                result = flush.flush_once("C", [str(C_DMA), "-q"], run_spool, sink, size,
+                                          timeout)
+        seconds, rss = result.seconds, result.peak_rss
+        ok = result.delivered == size and result.left_in_queue == 0
+        problem = f"{result.delivered} of {size} delivered, {result.left_in_queue} left"
+    if not ok:
+        print(f"note: {command} at {size}: {problem}", file=sys.stderr)
+    return Sample(size, command, seconds, rss, ok)
+
+
+def report(samples: Sequence[Sample], sizes: Sequence[int]) -> None:
+    """Medians per (command, size), per item, and per-item time against the smallest size."""
+    print("\nmedians (min-max); 'x lin' = time per item / time per item at the smallest size;"
+          "\n'marg' = (this size - the smallest size) / (the items between): cost without start-up")
+    print(f"{'command':<8} {'items':>7} {'rounds':>6} {'seconds':>8} {'(min-max)':>17} "
+          f"{'us/item':>8} {'x lin':>6} {'marg us':>8} {'RSS MB':>7} {'KB/item':>8} "
+          f"{'marg KB':>8} {'ok':>3}")
+    for command in dict.fromkeys(sample.command for sample in samples):
+        base: float | None = None
+        first: tuple[int, float, float] | None = None
+        for size in sizes:
+            mine = [s for s in samples if s.command == command and s.size == size]
+            if not mine:
+                continue
+            seconds = statistics.median(s.seconds for s in mine)
+            rss = statistics.median(s.peak_rss for s in mine)
+            per_item = seconds / size
+            base = per_item if base is None else base
+            first = (size, seconds, rss) if first is None else first
+            between = size - first[0]
+            marginal_us = f"{(seconds - first[1]) / between * 1e6:8.1f}" if between else f"{'-':>8}"
+            marginal_kb = (f"{(rss - first[2]) / between / 1024:8.3f}" if between
+                           else f"{'-':>8}")
+            low, high = min(s.seconds for s in mine), max(s.seconds for s in mine)
+            print(f"{command:<8} {size:>7} {len(mine):>6} {seconds:8.3f} "
+                  f"{f'({low:.3f}-{high:.3f})':>17} {per_item * 1e6:8.1f} "
+                  f"{per_item / base:6.2f} {marginal_us} {rss / 2**20:7.1f} "
+                  f"{rss / size / 1024:8.2f} "
+                  f"{marginal_kb} "
+                  f"{'yes' if all(s.ok for s in mine) else 'NO':>3}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
