@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from dma.adapters import system
+from dma.adapters.locked_directory import LockedDirectory
 from dma.core.errors import CantCreateError, DataError
 from dma.core.maildrop import (
     MAX_HEAD_OCTETS,
@@ -416,13 +417,14 @@ def quarantine_name(name: str) -> str:
     return QUARANTINE_PREFIX + (safe or "_")
 
 
-class MaildropDirectory:
+class MaildropDirectory(LockedDirectory):
     """The maildrop as the runner sees it: one pickup pass at a time, under its lock."""
 
+    what = "the maildrop"
+
     def __init__(self, spool_directory: str) -> None:
+        super().__init__(maildrop_path(spool_directory))
         self.spool_directory = spool_directory
-        self.path = maildrop_path(spool_directory)
-        self._fd: int | None = None
 
     def exists(self) -> bool:
         """True when the maildrop is there (a directory, not a link to one)."""
@@ -431,31 +433,9 @@ class MaildropDirectory:
         except OSError:
             return False
 
-    def __enter__(self) -> MaildropDirectory:
-        """Open the directory and take its exclusive lock (another pass waits for ours)."""
-        fd = os.open(self.path, os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _dir(self) -> int:
-        if self._fd is None:
-            raise ValueError("the maildrop is not open")
-        return self._fd
-
     def names(self) -> list[str]:
         """Every name in the maildrop, in order (the time comes first in ours)."""
-        return sorted(entry.name for entry in os.scandir(self._dir()))
+        return sorted(entry.name for entry in os.scandir(self.fd))
 
     def judge(self, name: str, now: float) -> DropFile | RequestFile | Refusal | None:
         """Open and check one name: a DropFile to take, a RequestFile to carry out, a
@@ -464,7 +444,7 @@ class MaildropDirectory:
 
         Raises OSError when the file cannot be looked at (it stays in the maildrop).
         """
-        dir_fd = self._dir()
+        dir_fd = self.fd
         try:
             seen = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
@@ -535,13 +515,13 @@ class MaildropDirectory:
         from dma.adapters.quarantine import Quarantine
 
         return Quarantine(self.spool_directory).move_foreign(
-            self._dir(), refusal.name, refusal.info, quarantine_name(refusal.name),
+            self.fd, refusal.name, refusal.info, quarantine_name(refusal.name),
             f"maildrop file {refusal.name} (uid {refusal.info.st_uid}): {refusal.reason}",
         )
 
     def remove(self, drop: DropFile | RequestFile) -> None:
         """Unlink a file the spool now holds (when its name still holds it), durably."""
-        dir_fd = self._dir()
+        dir_fd = self.fd
         try:
             now_there = os.stat(drop.name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:

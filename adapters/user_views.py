@@ -27,12 +27,12 @@ refreshing at once cannot leave the older listing last.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import stat
-from types import TracebackType
+from typing import Self
 
 from dma.adapters import system
+from dma.adapters.locked_directory import DIRECTORY_FLAGS, LockedDirectory
 from dma.core.errors import DataError, NoInputError
 from dma.core.system_layout import (
     USER_VIEW_DIRECTORY_MODE,
@@ -55,8 +55,7 @@ MAX_VIEW_OCTETS = 256 * 1024 * 1024
 _TEMP_PREFIX = ".tmp-"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_DIR_FLAGS = os.O_RDONLY | _DIRECTORY | _NOFOLLOW | _CLOEXEC
+_DIR_FLAGS = DIRECTORY_FLAGS
 
 
 def users_path(spool_directory: str) -> str:
@@ -75,59 +74,44 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-class UserViews:
+class UserViews(LockedDirectory):
     """``SPOOLDIR/users`` as root writes it: made (root:root 0711) when missing, locked
     while open.  Raises OSError when it cannot be made or opened."""
 
+    what = "the users' views"
+
     def __init__(self, spool_directory: str) -> None:
-        self.path = users_path(spool_directory)
-        self._fd: int | None = None
+        super().__init__(users_path(spool_directory))
 
     def present(self) -> bool:
         """True when ``users/`` exists (it is made for the first view, not before)."""
         return os.path.lexists(self.path)
 
-    def __enter__(self) -> UserViews:
+    def __enter__(self) -> Self:
         try:
             os.mkdir(self.path, 0o700)
         except FileExistsError:
             pass
-        fd = os.open(self.path, _DIR_FLAGS)
-        try:
-            held = os.fstat(fd)
-            if (held.st_uid, held.st_gid, stat.S_IMODE(held.st_mode)) != (0, 0, USERS_MODE):
-                os.fchown(fd, 0, 0)  # made in a set-gid spool: the group is not the spool's
-                os.fchmod(fd, USERS_MODE)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd = fd
-        return self
+        return super().__enter__()
 
-    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-    def _users(self) -> int:
-        if self._fd is None:
-            raise ValueError("the users' views are not open")
-        return self._fd
+    def _prepare(self, fd: int) -> None:
+        held = os.fstat(fd)
+        if (held.st_uid, held.st_gid, stat.S_IMODE(held.st_mode)) != (0, 0, USERS_MODE):
+            os.fchown(fd, 0, 0)  # made in a set-gid spool: the group is not the spool's
+            os.fchmod(fd, USERS_MODE)
 
     def names(self) -> list[str]:
         """Every name in ``users/`` (root lists it; nobody else can)."""
-        return sorted(os.listdir(self._users()))
+        return sorted(os.listdir(self.fd))
 
     def _user_directory(self, uid: int) -> int:
         """The open directory of ``uid``, made if missing, owned by ``uid``, mode 0500."""
         name = str(uid)
         try:
-            os.mkdir(name, 0o700, dir_fd=self._users())
+            os.mkdir(name, 0o700, dir_fd=self.fd)
         except FileExistsError:
             pass
-        fd = os.open(name, _DIR_FLAGS, dir_fd=self._users())
+        fd = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
         try:
             held = os.fstat(fd)
             if (held.st_uid, held.st_gid, stat.S_IMODE(held.st_mode)) != (
@@ -161,7 +145,7 @@ class UserViews:
     def remove(self, name: str) -> None:
         """Remove the view in ``users/<name>`` (its directory stays), if there is one."""
         try:
-            directory = os.open(name, _DIR_FLAGS, dir_fd=self._users())
+            directory = os.open(name, _DIR_FLAGS, dir_fd=self.fd)
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as error:
