@@ -49,7 +49,6 @@ TlsMode = Literal["smtps", "starttls", "opportunistic", "none"]
 SecretSource = Literal["password", "password_file", "password_command", "oauth2"]
 
 TLS_MODES: tuple[TlsMode, ...] = ("smtps", "starttls", "opportunistic", "none")
-PROVIDERS = ("microsoft", "google")
 """OAuth2 providers whose endpoints and scopes pydma knows (``provider = ...``)."""
 
 OAUTH2_MECHANISMS = frozenset({"XOAUTH2", "OAUTHBEARER"})
@@ -418,7 +417,9 @@ def _tls(reader: _Reader, table: tuple[str, ...], key: str, value: object, about
 
 def _provider(reader: _Reader, table: tuple[str, ...], key: str, value: object,
               about: str) -> str:
-    return _choice(reader, table, key, value, about, PROVIDERS,
+    from dma.core.oauth2 import PROVIDERS  # the presets themselves: one list of names
+
+    return _choice(reader, table, key, value, about, tuple(PROVIDERS),
                    otherwise="; or leave provider out and give token_url and device_url")
 
 

@@ -29,9 +29,12 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from dma.core.errors import ConfigError, DataError, DmaError, TempFailure, UnavailableError
+
+if TYPE_CHECKING:
+    from dma.core.accounts import OAuth2
 
 CACHE_MARGIN = 300
 """Seconds before its expiry that a cached access token stops being used (5 min):
@@ -155,30 +158,7 @@ class Endpoints:
     device_scope_allowed: bool = True
 
 
-class OAuth2Table(Protocol):
-    """What an account's parsed ``oauth2`` table holds (``core/accounts.OAuth2``)."""
-
-    @property
-    def provider(self) -> str | None: ...
-    @property
-    def client_id(self) -> str | None: ...
-    @property
-    def client_secret(self) -> str | None: ...
-    @property
-    def tenant(self) -> str | None: ...
-    @property
-    def scope(self) -> str | None: ...
-    @property
-    def token_url(self) -> str | None: ...
-    @property
-    def device_url(self) -> str | None: ...
-    @property
-    def refresh_token_file(self) -> str | None: ...
-    @property
-    def token_command(self) -> tuple[str, ...] | None: ...
-
-
-def settings_for(account: str, table: OAuth2Table) -> OAuth2Settings:
+def settings_for(account: str, table: OAuth2) -> OAuth2Settings:
     """The settings of account ``account`` from its parsed ``oauth2`` table."""
     settings = OAuth2Settings(
         account=account,
