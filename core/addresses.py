@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from dma.core.errors import DataError
+from dma.core.octets import is_utf8, printable
 
 MAX_LOCAL_OCTETS = 64
 MAX_DOMAIN_OCTETS = 255
@@ -53,8 +54,15 @@ def _octets(text: str) -> int:
     return len(text.encode("utf-8", "surrogatepass"))
 
 
+def _quoted(text: str) -> str:
+    """``text`` quoted for a message: as repr shows it (invisible characters such as
+    U+00A0 escaped), but octets that are not UTF-8 as core/octets.printable shows them
+    (\\xe9, as in the log) rather than as repr's lone surrogates."""
+    return repr(text) if is_utf8(text) else f"'{printable(text)}'"
+
+
 def _excerpt(text: str) -> str:
-    return repr(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "...")
+    return _quoted(text if len(text) <= _EXCERPT else text[:_EXCERPT] + "...")
 
 
 # --------------------------------------------------------------------------------------
@@ -132,7 +140,7 @@ def _envelope_problem(text: str) -> str | None:
             return f"it contains {name} (addresses are one line)"
     for char in "<>":
         if char in text:
-            return f"it contains {char!r} (give the address without angle brackets)"
+            return f"it contains {_quoted(char)} (give the address without angle brackets)"
     try:
         local, domain = split_address(text)
     except DataError:
@@ -178,7 +186,7 @@ def _dot_string_problem(local: str) -> str | None:
             if char == " ":
                 return "the local part has a space outside quotes"
             if not _is_atext(char):
-                return f"the local part has {char!r}, which is only allowed in quotes"
+                return f"the local part has {_quoted(char)}, which is only allowed in quotes"
     return None
 
 
@@ -195,7 +203,7 @@ def _quoted_local_problem(local: str) -> str | None:
         elif char == '"':
             return "the local part has text after its closing quote"
         elif not (32 <= ord(char) <= 126 or _is_utf8_text(char)):
-            return f"the local part has {char!r} inside quotes"
+            return f"the local part has {_quoted(char)} inside quotes"
         index += 1
     if end < 1 or local[end] != '"':
         return "the local part has text after its closing quote"
@@ -214,11 +222,12 @@ def _domain_problem(domain: str) -> str | None:
             return "the domain has an empty label (a dot at an end, or two in a row)"
         for char in label:
             if char not in _LDH and not _is_utf8_text(char):
-                return f"the domain has {char!r} (only letters, digits, '-' and '.')"
+                return f"the domain has {_quoted(char)} (only letters, digits, '-' and '.')"
         if label[0] == "-" or label[-1] == "-":
-            return f"the domain label {label!r} starts or ends with '-'"
+            return f"the domain label {_quoted(label)} starts or ends with '-'"
         if _label_octets(label) > MAX_LABEL_OCTETS:
-            return f"the domain label {label[:20]!r}... is longer than {MAX_LABEL_OCTETS} octets"
+            return (f"the domain label {_quoted(label[:20])}... is longer than"
+                    f" {MAX_LABEL_OCTETS} octets")
     return None
 
 
@@ -238,7 +247,7 @@ def _literal_problem(domain: str) -> str | None:
         return "the address literal is empty or not closed with ']'"
     content = domain[1:-1]
     if not content.isascii() or "[" in content or "]" in content:
-        return f"the address literal {domain!r} is not an IP address"
+        return f"the address literal {_quoted(domain)} is not an IP address"
     import ipaddress  # rare: kept off the start-up path of every submission (issue 2)
 
     try:
@@ -249,7 +258,7 @@ def _literal_problem(domain: str) -> str | None:
         else:
             ipaddress.IPv4Address(content)
     except ValueError:
-        return f"the address literal {domain!r} is not [IPv4] or [IPv6:address]"
+        return f"the address literal {_quoted(domain)} is not [IPv4] or [IPv6:address]"
     return None
 
 
@@ -392,7 +401,7 @@ def _tokenize(value: str) -> list[_Token]:
         elif char == "]":
             raise _list_error(value, index, "a ']' without a '['")
         else:
-            raise _list_error(value, index, f"the character {char!r} outside quotes")
+            raise _list_error(value, index, f"the character {_quoted(char)} outside quotes")
     return tokens
 
 
@@ -591,7 +600,7 @@ def _format_phrase(name: str) -> str:
         category = unicodedata.category(char)
         if (category == "Cc" and char != "\t") or category in ("Cs", "Zl", "Zp"):
             raise DataError(
-                f"invalid display name {_excerpt(name)}: it contains {char!r}",
+                f"invalid display name {_excerpt(name)}: it contains {_quoted(char)}",
                 hint="a display name is one line of text",
             )
     words = name.split(" ")

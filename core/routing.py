@@ -23,6 +23,7 @@ from typing import Generic, Literal, TypeVar
 
 from dma.core.addresses import split_address, unquoted_positions
 from dma.core.errors import DataError
+from dma.core.octets import is_utf8, printable
 
 K = TypeVar("K", bound=Hashable)
 """What a caller groups: an item id, an address id."""
@@ -255,7 +256,9 @@ def _literal_address(domain: str, recipient: str) -> str:
 
 
 def _shown(text: str) -> str:
-    return repr(text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "...")
+    """``text`` quoted for a message: repr's form, octets that are not UTF-8 as \\xNN."""
+    cut = text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+    return repr(cut) if is_utf8(cut) else f"'{printable(cut)}'"
 
 
 # -- DNS answers ------------------------------------------------------------------------

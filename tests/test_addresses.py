@@ -388,3 +388,13 @@ def test_format_rejects_invalid_address() -> None:
     """An addr-spec that is not a valid address is refused, named in the error."""
     with pytest.raises(DataError, match="a b@x"):
         format_address_list([("Name", "a b@x")])
+
+
+def test_octets_that_are_not_utf8_are_shown_as_in_the_log() -> None:
+    """An address holding a Latin-1 octet (surrogateescape from argv) is refused with the
+    octet shown as \\xe9, as log lines show it, never as repr's lone surrogate."""
+    with pytest.raises(DataError) as refused:
+        parse_address_list("r\udce9@x.org")
+    assert "\\xe9" in str(refused.value)
+    assert "udce9" not in str(refused.value)
+    str(refused.value).encode("utf-8")  # and the message can be written anywhere
