@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
@@ -35,6 +37,56 @@ class OutgoingMessage:
     def path(self) -> str:
         """The M file to read: one of an item still being sent (a delivered one's is gone)."""
         return self.paths[0]
+
+
+class MessageQueue:
+    """The messages of one hop for one address, shared by its connections (its lanes):
+    each takes the next one when it can send it.  Thread-safe.
+
+    A lane whose connection is lost gives its unfinished messages back, to the head of
+    the queue; a message being sent when a second connection was lost is not taken again
+    in this attempt: it may be what breaks them, and it must not take the other messages
+    down with it.
+    """
+
+    def __init__(self, messages: Iterable[OutgoingMessage] = ()) -> None:
+        self._waiting: deque[OutgoingMessage] = deque(messages)
+        self._returned: set[tuple[AddressId, ...]] = set()  # the items of those given back
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def take(self) -> OutgoingMessage | None:
+        """The next message, or None when none is waiting."""
+        with self._lock:
+            return self._waiting.popleft() if self._waiting else None
+
+    def put_first(self, message: OutgoingMessage) -> None:
+        """``message`` is next (the recipients a server deferred to another transaction)."""
+        with self._lock:
+            self._waiting.appendleft(message)
+
+    def give_back(self, messages: Sequence[OutgoingMessage]) -> OutgoingMessage | None:
+        """Return a lost connection's unfinished messages, in order, to the head of the
+        queue.  The first was being sent when the connection was lost: when it was given
+        back before, it is kept out (see the class doc) and returned; the ones pipelined
+        behind it are not to blame."""
+        if not messages:
+            return None
+        first, *rest = messages
+        with self._lock:
+            self._waiting.extendleft(reversed(rest))
+            if first.plan.item_ids in self._returned:
+                return first
+            self._returned.add(first.plan.item_ids)
+            self._waiting.appendleft(first)
+        return None
+
+    def snapshot(self) -> list[OutgoingMessage]:
+        """The messages waiting now, in order."""
+        with self._lock:
+            return list(self._waiting)
 
 
 def narrowed(message: OutgoingMessage, keep: AbstractSet[AddressId]) -> OutgoingMessage | None:

@@ -1,10 +1,12 @@
 """Remote delivery: route claimed items, and work each next hop (SPEC 5.3-5.6).
 
-Claims are grouped by next hop; each hop gets one connection at a time carrying one
-transaction per message (all of that message's recipients for the hop).  At most
-MAXCONNECTIONS hops are worked on at once, in threads of this process, and every
-connection holds one of the spool's MAXCONNECTIONS slots (``adapters/slots.py``),
-so that all dma processes together stay within the limit (SPEC 5.1).
+Claims are grouped by next hop, one transaction per message (all of that message's
+recipients for the hop).  At most MAXCONNECTIONS hops are worked on at once, in
+threads of this process; each address core names for a hop gets up to MAXCONNECTIONS
+connections that share its messages (``shell/lanes.py``, fewer for the rest of the run
+once a server turns one away), and every connection holds one of the spool's
+MAXCONNECTIONS slots (``adapters/slots.py``), so that all dma processes together stay
+within the limit (SPEC 5.1).
 
 Which address to try next and what the connections add up to is decided in core
 (``dma.core.hop_attempts``); this module looks the hosts up, takes the slot and
@@ -30,7 +32,15 @@ from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
 from dma.core.credentials import Credentials
 from dma.core.errors import DmaError
-from dma.core.hop_attempts import HopAttempts, HopDone, HopTarget, LeaveHost, SkipHost
+from dma.core.hop_attempts import (
+    HopAttempts,
+    HopDone,
+    HopTarget,
+    LeaveHost,
+    SessionResult,
+    SkipHost,
+    TryAddress,
+)
 from dma.core.ledger import Address, AddressId, Report
 from dma.core.outcomes import Outcome, deferred, failed
 from dma.core.routing import (
@@ -45,6 +55,7 @@ from dma.core.routing import (
 )
 from dma.core.transport import QueuedRecipient, Security, plan_transactions, security_for
 from dma.shell.guard import describe
+from dma.shell.lanes import LaneRun
 from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
 from dma.shell.settings import Settings, load_accounts, read_text
 from dma.shell.smtp_connection import SmtpDriver
@@ -97,6 +108,7 @@ class RemoteDelivery:
         """Seconds a hop waits for a free connection slot before its items are deferred."""
         self._refused: set[Credentials] = set()  # logins a server refused this run
         self._refused_lock = threading.Lock()  # hops run in threads
+        self._limits: dict[NextHop, int] = {}  # hops whose servers turned connections away
 
     def preload(self) -> None:
         """Import now what delivery imports on demand: a child that has given up root
@@ -277,13 +289,29 @@ class RemoteDelivery:
                     still_open = frozenset(step.item_ids)  # once: a hop may carry thousands
                     offered = [left for m in messages
                                if (left := narrowed(m, still_open)) is not None]
-                    attempts.session_ended(self.driver.session(hop, step, offered))
+                    attempts.session_ended(self._session(hop, step, offered))
         finally:
             slot.release()
             with self._refused_lock:  # later hops and batches of this run skip them too
                 self._refused.update(attempts.refused)
         for address in attempts.open_ids:  # settled ones were reported as they settled
             self.report(address, step.outcomes[address])
+
+    def _session(self, hop: NextHop, step: TryAddress[AddressId],
+                 offered: list[OutgoingMessage]) -> SessionResult[AddressId]:
+        """The connections to ``step``'s address: up to the hop's limit at once."""
+        with self._refused_lock:
+            limit = self._limits.get(hop, max(1, self.config.maxconnections))
+        lanes = LaneRun(self.driver, hop, step, offered, limit=limit, slots=self.slots,
+                        log=self.log)
+        try:
+            return lanes.run()
+        finally:
+            if lanes.limit < limit:
+                self.log.info("server turned a connection away; fewer connections to it for "
+                              "the rest of this run", host=hop.host, connections=lanes.limit)
+                with self._refused_lock:
+                    self._limits[hop] = min(lanes.limit, self._limits.get(hop, limit))
 
     def _hop_account(self, hop: NextHop) -> _AccountUse | None:
         """The account a hop goes through, with its TLS policy and credentials (raises

@@ -38,6 +38,7 @@ from dma.core.smtp import (
 from dma.core.smtp_outcomes import follow_on, transaction_settlement
 from dma.core.transport import Security
 from dma.shell.outgoing_message import (
+    MessageQueue,
     OutgoingMessage,
     logged_ids,
     measured,
@@ -92,10 +93,15 @@ class SmtpDriver:
         self.verbose = verbose
 
     def session(self, hop: NextHop, step: TryAddress[AddressId],
-                messages: list[OutgoingMessage]) -> SessionResult[AddressId]:
+                messages: list[OutgoingMessage] | MessageQueue,
+                ready: Callable[[], None] | None = None) -> SessionResult[AddressId]:
         """Deliver what one connection to ``step.address`` can (see SessionResult);
-        ``messages``: the step's addresses as transactions."""
-        return self._connection(hop, step, messages)
+        ``messages``: the step's addresses as transactions, or the queue this connection
+        shares with the hop's others (it takes one message at a time, and gives back the
+        unfinished ones when it is lost); ``ready`` is called once the session can send
+        (greeted, TLS and AUTH done)."""
+        queue = messages if isinstance(messages, MessageQueue) else MessageQueue(messages)
+        return self._connection(hop, step, queue, ready)
 
     def _tls_policy(self, hop: NextHop, target: Target, security: Security) -> net.TlsPolicy:
         """The certificate checks: the Security's (dma.conf's, or an account's pin)."""
@@ -107,8 +113,8 @@ class SmtpDriver:
             fingerprint=security.fingerprint,
         )
 
-    def _connection(self, hop: NextHop, step: TryAddress[AddressId],
-                    messages: list[OutgoingMessage]) -> SessionResult[AddressId]:
+    def _connection(self, hop: NextHop, step: TryAddress[AddressId], messages: MessageQueue,
+                    ready: Callable[[], None] | None) -> SessionResult[AddressId]:
         """One connection: connect, talk (``_Conversation``), close."""
         security = step.security
         if security is None:
@@ -117,7 +123,7 @@ class SmtpDriver:
         target, address = step.target, step.address
         host = f"{target.name} [{address}]:{hop.port}"
         timeout = float(self.config.timeout)
-        ids = message_ids(messages)
+        ids = message_ids(messages.snapshot())
         if step.tls_fallback is not None:
             self.log.warning("TLS handshake failed; reconnecting to go on without TLS "
                              "(OPPORTUNISTIC_TLS)", id=ids, host=host, error=step.tls_fallback)
@@ -145,7 +151,8 @@ class SmtpDriver:
             server_port=hop.port,
         ))
         talk = _Conversation(self, client, connection, security, tls, target.name, host,
-                             messages)
+                             messages, ids)
+        talk.on_ready = ready
         return talk.run(timeout)
 
     def _trace(self, direction: str, data: bytes) -> None:
@@ -168,7 +175,7 @@ class _Conversation:
     def __init__(
         self, driver: SmtpDriver, client: SmtpClient, connection: net.Connection,
         security: Security, tls: net.TlsPolicy, target_name: str, host: str,
-        messages: list[OutgoingMessage],
+        messages: MessageQueue, ids: str,
     ) -> None:
         self.driver = driver
         self.log = driver.log
@@ -178,8 +185,9 @@ class _Conversation:
         self.tls = tls
         self.target_name = target_name
         self.host = host  # "name [address]:port"
-        self.ids = message_ids(messages)
-        self.queue = list(messages)
+        self.ids = ids
+        self.queue = messages
+        self.on_ready: Callable[[], None] | None = None  # told once, when it can send
         self.inflight: list[OutgoingMessage] = []  # sent, no MessageDone yet; [0] is current
         self.outcomes: dict[AddressId, Outcome] = {}
         self.retry: dict[AddressId, Outcome] = {}
@@ -210,8 +218,19 @@ class _Conversation:
                 self.log.warning("connection lost", id=self.ids, host=self.host, error=str(error))
         finally:
             self.connection.close()
+            self._give_back()
         return SessionResult(self.outcomes, self.retry, self.failure, self.auth_failure,
                              self.tls_handshake_failed)
+
+    def _give_back(self) -> None:
+        """Messages sent without their end (the connection was lost) go back to the
+        queue for the hop's other connections, or the next address."""
+        unfinished, self.inflight = self.inflight, []
+        kept_out = self.queue.give_back(unfinished)
+        if kept_out is not None:
+            self.log.warning("a second connection was lost while sending this message; "
+                             "not offered again in this attempt",
+                             id=logged_ids(kept_out.plan.item_ids), host=self.host)
 
     def _step(self, timeout: float) -> None:
         """Handle the client's next event, or read what it waits for."""
@@ -261,6 +280,9 @@ class _Conversation:
         if tls is not None and self.security.implicit_tls:
             self.log.info("TLS on connect", id=self.ids, host=self.host, version=tls.version,
                           cipher=tls.cipher, verification=_verified(tls))
+        if self.on_ready is not None:
+            ready, self.on_ready = self.on_ready, None
+            ready()
         self._next()
 
     def _ready_for_data(self, _event: ReadyForData) -> None:
@@ -269,9 +291,9 @@ class _Conversation:
         for chunk in self.client.send_data_lines(_content(self.inflight[0])):
             self.connection.send(chunk)
         self.driver._trace(">>>", b"(message data)\r\n.")
-        if self.queue and self.client.can_pipeline_next:
+        if self.client.can_pipeline_next and (following := self.queue.take()) is not None:
             # the next message rides behind the dot: one round trip a message
-            self._send(self.queue.pop(0))
+            self._send(following)
 
     def _recipient(self, event: RecipientResult) -> None:
         if self.driver.verbose:
@@ -293,7 +315,7 @@ class _Conversation:
             self.log.info("server takes fewer recipients per message; sending the others "
                           "in another transaction", id=logged_ids(rest.plan.item_ids),
                           host=self.host)
-            self.queue.insert(0, rest)
+            self.queue.put_first(rest)
         if not self.inflight:
             self._next()
 
@@ -309,10 +331,11 @@ class _Conversation:
 
     def _next(self) -> None:
         """Start the next message, or end the session when there is none (or it failed)."""
-        if not self.queue or not self.client.can_send_message:
+        message = self.queue.take() if self.client.can_send_message else None
+        if message is None:
             self._write(self.client.quit())
             return
-        self._send(self.queue.pop(0))
+        self._send(message)
 
     def _send(self, message: OutgoingMessage) -> None:
         try:

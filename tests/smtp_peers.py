@@ -392,7 +392,10 @@ class Script:
     ``broken_starttls`` answers STARTTLS with 220, then answers the client's
     hello with plain text and hangs up, so the client's TLS handshake fails (put
     STARTTLS in ``extensions``); ``max_recipients`` answers RCPTs beyond that
-    many in one transaction with ``452 4.5.3 too many recipients``.
+    many in one transaction with ``452 4.5.3 too many recipients``;
+    ``max_sessions`` greets connections beyond that many at once with ``421`` and hangs
+    up (Exchange Online's limit); ``drop_data_of`` closes the connection in the data of
+    a transaction for that recipient (a message that breaks every connection).
     """
 
     greeting: str = "220 sink.test ESMTP scripted"
@@ -407,6 +410,8 @@ class Script:
     mail_delay: float = 0.0
     broken_starttls: bool = False
     max_recipients: int | None = None
+    max_sessions: int | None = None
+    drop_data_of: str | None = None
 
 
 @dataclass
@@ -431,8 +436,9 @@ class ScriptedSink:
         self.port = int(self.listener.getsockname()[1])
         self.connections: list[ConnectionLog] = []
         self.messages: list[Arrival] = []
-        self.active = 0  # connections open right now
-        self.peak = 0  # the most that were ever open at once
+        self.active = 0  # connections served right now
+        self.peak = 0  # the most that were ever served at once
+        self.turned_away = 0  # connections greeted with 421 for max_sessions
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._sockets: list[socket.socket] = []
@@ -464,12 +470,25 @@ class ScriptedSink:
             except OSError:
                 return
             log = ConnectionLog()
+            limit = self.script.max_sessions
             with self._lock:
                 self._sockets.append(sock)
                 self.connections.append(log)
+                if limit is not None and self.active >= limit:
+                    self.turned_away += 1
+                    self._turn_away(sock)
+                    continue
                 self.active += 1
                 self.peak = max(self.peak, self.active)
             threading.Thread(target=self._serve, args=(sock, log), daemon=True).start()
+
+    @staticmethod
+    def _turn_away(sock: socket.socket) -> None:
+        try:
+            sock.sendall(b"421 4.7.0 too many connections from your host\r\n")
+        except OSError:
+            pass
+        sock.close()
 
     def _serve(self, sock: socket.socket, log: ConnectionLog) -> None:
         try:
@@ -596,7 +615,7 @@ class _Session:
         return True
 
     def _data(self) -> None:
-        if self.script.drop_in_data:
+        if self.script.drop_in_data or self.script.drop_data_of in self.recipients:
             while not self.buffer:
                 self._read()
             raise _Hangup
