@@ -190,6 +190,7 @@ class Connection:
         self._tls: TlsInfo | None = None
         self._closed = False
         self._counters = NetCounters()
+        self._timeout = io_timeout  # the socket's timeout now: set only when it changes
         sock.settimeout(io_timeout)
 
     @property
@@ -223,17 +224,17 @@ class Connection:
         if self._closed:
             raise NetError(f"{self._peer}: connection already closed")
 
-    def _restore_timeout(self) -> None:
-        """Put back the default I/O timeout after a receive with its own."""
-        try:
-            self._sock.settimeout(self._io_timeout)
-        except OSError:
-            pass
+    def _wait_at_most(self, seconds: float) -> None:
+        """The socket's timeout for the next call (each change is a system call)."""
+        if seconds != self._timeout:
+            self._sock.settimeout(seconds)
+            self._timeout = seconds
 
     def send(self, data: bytes) -> None:
         """Send every octet of ``data`` within the write timeout."""
         self._check_open()
         try:
+            self._wait_at_most(self._io_timeout)
             self._sock.sendall(data)
         except (OSError, ValueError) as error:
             raise self._fail(f"sending {len(data)} octets", error, self._io_timeout) from error
@@ -254,13 +255,10 @@ class Connection:
         self._check_open()
         wait = self._io_timeout if timeout is None else timeout
         try:
-            self._sock.settimeout(wait)
+            self._wait_at_most(wait)
             data = self._sock.recv(RECEIVE_SIZE)
         except (OSError, ValueError) as error:
             raise self._fail("reading from the server", error, wait) from error
-        finally:
-            if timeout is not None:
-                self._restore_timeout()
         counters = self._counters
         self._counters = NetCounters(
             counters.bytes_sent,
@@ -301,6 +299,7 @@ class Connection:
             )
             self._sock = tls_sock
             tls_sock.settimeout(self._io_timeout)
+            self._timeout = self._io_timeout
             tls_sock.do_handshake()
         except ssl.SSLCertVerificationError as error:
             raise NetError(
@@ -384,6 +383,10 @@ def connect(
         raise NetError(f"{peer}: connection timed out after {connect_timeout:g}s") from error
     except (OSError, ValueError, OverflowError) as error:
         raise NetError(f"{peer}: cannot connect: {_reason(error)}") from error
+    try:  # we write whole commands and pipeline them ourselves: Nagle's wait only adds
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a delayed ACK's 40 ms
+    except OSError:
+        pass
     connection = Connection(sock, peer=peer, io_timeout=io_timeout)
     if implicit_tls is not None:
         connection.start_tls(implicit_tls)

@@ -51,6 +51,8 @@ if TYPE_CHECKING:
     from dma.adapters.log import Logger
 
 CONNECT_TIMEOUT = 30.0
+UNSENT_LIMIT = 1 << 16
+"""Octets written ahead of the socket at most: a large message streams in such chunks."""
 SCRAM_NONCE_OCTETS = 18
 """Random octets of SCRAM's client nonce (36 hex digits, 144 bits): fresh per session."""
 
@@ -195,6 +197,8 @@ class _Conversation:
         self.auth_failure: Literal["refused", "unusable"] | None = None
         self.tls_handshake_failed: str | None = None
         self.closed = False
+        self._unsent: list[bytes] = []  # written, not handed to the socket yet
+        self._unsent_size = 0
         self._handlers: dict[type, Callable[[Any], None]] = {
             Transmit: self._transmit,
             StartTls: self._start_tls,
@@ -236,6 +240,7 @@ class _Conversation:
         """Handle the client's next event, or read what it waits for."""
         event = self.client.next_event()
         if event is None:
+            self._flush()  # the client waits for the server: what we wrote goes out now
             data = self.connection.receive(timeout=self.client.reply_timeout(timeout))
             self.driver._trace("<<<", data)
             self.client.receive_data(data)
@@ -251,13 +256,30 @@ class _Conversation:
     def _write(self, data: bytes) -> None:
         if data:
             self.driver._trace(">>>", data)
+            self._put(data)
+
+    def _put(self, data: bytes) -> None:
+        """Send ``data`` with whatever follows it before the client next waits for the
+        server: one write for a message's end and the next one's envelope, not two (the
+        server reads them at once, and each write is a system call and a wake-up)."""
+        self._unsent.append(data)
+        self._unsent_size += len(data)
+        if self._unsent_size >= UNSENT_LIMIT:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._unsent:
+            data = self._unsent[0] if len(self._unsent) == 1 else b"".join(self._unsent)
+            self._unsent.clear()
+            self._unsent_size = 0
             self.connection.send(data)
 
     def _transmit(self, event: Transmit) -> None:
         self.driver._trace(">>>", "\r\n".join(event.commands).encode())
-        self.connection.send(event.data)
+        self._put(event.data)
 
     def _start_tls(self, _event: StartTls) -> None:
+        self._flush()
         try:
             info = self.connection.start_tls(self.tls)
         except net.TlsHandshakeFailed as broken:
@@ -271,7 +293,7 @@ class _Conversation:
             return
         self.log.info("TLS started", id=self.ids, host=self.host, version=info.version,
                       cipher=info.cipher, verification=_verified(info))
-        self.connection.send(self.client.tls_established())
+        self._put(self.client.tls_established())
 
     def _ready(self, event: Ready) -> None:
         for notice in event.notices:
@@ -289,7 +311,7 @@ class _Conversation:
         if not self.inflight:
             return
         for chunk in self.client.send_data_lines(_content(self.inflight[0])):
-            self.connection.send(chunk)
+            self._put(chunk)
         self.driver._trace(">>>", b"(message data)\r\n.")
         if self.client.can_pipeline_next and (following := self.queue.take()) is not None:
             # the next message rides behind the dot: one round trip a message
@@ -341,6 +363,7 @@ class _Conversation:
         try:
             message = measured(message)
         except OSError as error:  # we hold its claim: this is the disk failing
+            self._flush()  # the message before it still ends, and gets its reply
             raise IOFailure(f"cannot read queued message {message.path}: {error.strerror}",
                             hint="check the spool file system") from None
         plan = message.plan
