@@ -45,11 +45,9 @@ from __future__ import annotations
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dma.core.errors import DmaError, SoftwareError
-from dma.core.sasl import make_mechanism
-from dma.core.smtp_auth import CANCEL, AuthExchange, AuthLine, choose_mechanism
 from dma.core.smtp_events import (
     Closed,
     Envelope,
@@ -92,6 +90,9 @@ from dma.core.smtp_wire import (
     rcpt_commands,
     shown,
 )
+
+if TYPE_CHECKING:  # AUTH's modules load when a session authenticates (hashlib, SASLprep)
+    from dma.core.smtp_auth import AuthExchange, AuthLine
 
 __all__ = [
     "CALLS",
@@ -613,6 +614,9 @@ class SmtpClient:
         if not offered:
             self._notices.append("server offers no AUTH: sending without authentication")
             return self._ready()
+        from dma.core.sasl import make_mechanism
+        from dma.core.smtp_auth import AuthExchange, choose_mechanism
+
         choice = choose_mechanism(offered, credentials, tls_active=self._tls,
                                   insecure=self._policy.insecure)
         if choice.mechanism is None:
@@ -638,6 +642,8 @@ class SmtpClient:
         try:
             answer, failure = self._exchange().challenge(reply.lines[0] if reply.lines else "")
         except DmaError as error:
+            from dma.core.smtp_auth import CANCEL
+
             self._send_auth(CANCEL)
             self._auth_failure = str(error)
             return State.AUTH_ENDING

@@ -24,10 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dma.adapters.hosts import system_smarthost_targets
-from dma.adapters.secrets import Secrets
 from dma.adapters.slots import Slot, SlotError, Slots
 from dma.adapters.spool import Claim
-from dma.core.accounts import Account, account_security, route_for
 from dma.core.authconf import AuthTable, lookup, parse_auth
 from dma.core.config import nameserver_address
 from dma.core.credentials import Credentials
@@ -60,9 +58,11 @@ from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
 from dma.shell.settings import Settings, load_accounts, read_text
 from dma.shell.smtp_connection import SmtpDriver
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # accounts and their secrets load only with an ACCOUNTS file
     from dma.adapters.dns import Resolver as DnsResolver
     from dma.adapters.log import Logger
+    from dma.adapters.secrets import Secrets
+    from dma.core.accounts import Account
 
 
 _DNS_RECORDS = ("ANY.MX", "ANY.CNAME", "ANY.SOA", "ANY.NS", "IN.A", "IN.AAAA")
@@ -133,10 +133,15 @@ class RemoteDelivery:
         for name in names:
             importlib.import_module(name)
 
-    def _secrets(self) -> Secrets:
+    def _secrets(self) -> Secrets | None:
         """The accounts' credentials, fetched once per run; OAuth2 tokens by our own
-        refresh (adapters/oauth2), loaded only when an account uses OAuth2."""
-        accounts = self.accounts.accounts.values() if self.accounts else ()
+        refresh (adapters/oauth2), loaded only when an account uses OAuth2.  None without
+        accounts."""
+        if self.accounts is None:
+            return None
+        from dma.adapters.secrets import Secrets
+
+        accounts = self.accounts.accounts.values()
         if not any(account.oauth2 is not None for account in accounts):
             return Secrets(log=self.log)
         from dma.adapters.oauth2 import AccessTokens
@@ -213,6 +218,8 @@ class RemoteDelivery:
         """The account the sender's mail goes through, or None for the default route."""
         if self.accounts is None:
             return None
+        from dma.core.accounts import route_for
+
         return route_for(sender, self.accounts.routes, self.accounts.accounts)
 
     def _settled(self, address: AddressId, outcome: Outcome) -> None:
@@ -316,8 +323,10 @@ class RemoteDelivery:
     def _hop_account(self, hop: NextHop) -> _AccountUse | None:
         """The account a hop goes through, with its TLS policy and credentials (raises
         when its secret cannot be had); None for the default route."""
-        if hop.account is None or self.accounts is None:
+        if hop.account is None or self.accounts is None or self.secrets is None:
             return None
+        from dma.core.accounts import account_security
+
         account = self.accounts.accounts[hop.account]
         credentials = self.secrets.credentials(account)
         if not account.verify and account.tls != "none":
