@@ -126,6 +126,8 @@ class RemoteDelivery:
         if not self.config.smarthost or nameserver_address(self.config) is not None:
             names += ["dma.adapters.dns", *(f"dns.rdtypes.{kind}" for kind in _DNS_RECORDS)]
         accounts = self.accounts.accounts.values() if self.accounts else ()
+        if self.auth.entries or accounts:  # AUTH's modules load when a session logs in
+            names += ["dma.core.sasl", "dma.core.smtp_auth"]
         if any(account.tls != "none" for account in accounts):
             names.append("ssl")
         if any(account.oauth2 is not None for account in accounts):
