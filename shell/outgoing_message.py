@@ -114,18 +114,18 @@ def measured(message: OutgoingMessage) -> OutgoingMessage:
     SIZE= counts the octets as sent (RFC 1870): the spool holds LF line ends, the wire
     CRLF, so each line adds one octet to the file's size.
     """
-    with open(message.path, "rb") as handle:
+    with open(message.path, "rb", buffering=0) as handle:  # no isatty() probe
         size = os.fstat(handle.fileno()).st_size
         if size <= SMALL_MESSAGE:
             body = handle.read()
-            return dataclasses.replace(message, size=size + body.count(b"\n"),
-                                       eight_bit=not body.isascii(), body=body)
+            return OutgoingMessage(message.plan, message.paths, size + body.count(b"\n"),
+                                   not body.isascii(), body)
         eight_bit = False
         lines = 0
         while chunk := handle.read(1 << 16):
             lines += chunk.count(b"\n")
             eight_bit = eight_bit or not chunk.isascii()
-    return dataclasses.replace(message, size=size + lines, eight_bit=eight_bit)
+    return OutgoingMessage(message.plan, message.paths, size + lines, eight_bit)
 
 
 def logged_ids(ids: Sequence[AddressId]) -> str:
