@@ -1,6 +1,6 @@
 """Value classes: frozen, slotted, compared field by field, and cheap to define.
 
-``@value`` makes of a class with annotated fields what
+``@frozen`` makes of a class with annotated fields what
 ``@dataclass(frozen=True, slots=True)`` makes, without generating code: the class
 gets shared methods that read a table of its fields.  Defining one costs tens of
 microseconds, where a dataclass costs 0.5-1.5 ms and importing ``dataclasses``
@@ -20,8 +20,8 @@ A value class has:
 - assignment and deletion refused with ``dataclasses.FrozenInstanceError``;
 - copy and pickle through ``__reduce__`` (the fields given to ``__init__`` again).
 
-``@record`` is the same for mutable state kept inside one function (a parser's
-draft): assignable, and unhashable as a mutable dataclass is.  ``replace`` and
+``@mutable`` is the same for state kept inside one function (a parser's draft):
+assignable, and unhashable as a mutable dataclass is.  ``replace`` and
 ``field_names`` do what ``dataclasses.replace`` and ``dataclasses.fields`` do; mypy
 sees every value class as the dataclass it stands for (``dataclass_transform``), and
 checks each change given to ``replace`` against its field's type.
@@ -67,41 +67,21 @@ class _Missing:
 MISSING = _Missing()
 
 
-class _FieldSpec:
-    """What ``field()`` says about one field, until its class is made."""
-
-    __slots__ = ("compare", "default", "default_factory", "init", "repr")
-
-    def __init__(self, default: object, default_factory: Callable[[], object] | None,
-                 init: bool, repr: bool, compare: bool) -> None:
-        self.default = default
-        self.default_factory = default_factory
-        self.init = init
-        self.repr = repr
-        self.compare = compare
-
-
-def field(*, default: Any = MISSING, default_factory: Callable[[], Any] | None = None,
-          init: bool = True, repr: bool = True, compare: bool = True) -> Any:
-    """One field's options: a default or a factory for one, whether ``__init__`` takes it,
-    whether ``__repr__`` shows it, whether ``__eq__`` and ``__hash__`` use it."""
-    if default is not MISSING and default_factory is not None:
-        raise TypeError("a field takes a default or a default_factory, not both")
-    return _FieldSpec(default, default_factory, init, repr, compare)
-
-
 class _Field:
-    """One field of a made class."""
+    """One field: its default or the factory of one, whether ``__init__`` takes it,
+    ``__repr__`` shows it, ``__eq__`` and ``__hash__`` use it.  ``field()`` makes one
+    without a name; the class's making names it."""
 
     __slots__ = ("compare", "default", "factory", "init", "name", "repr")
 
-    def __init__(self, name: str, spec: _FieldSpec) -> None:
-        self.name = name
-        self.default = spec.default
-        self.factory = spec.default_factory
-        self.init = spec.init
-        self.repr = spec.repr
-        self.compare = spec.compare
+    def __init__(self, default: object = MISSING, factory: Callable[[], object] | None = None,
+                 init: bool = True, repr: bool = True, compare: bool = True) -> None:
+        self.name = ""
+        self.default = default
+        self.factory = factory
+        self.init = init
+        self.repr = repr
+        self.compare = compare
 
     def initial(self, owner: str) -> object:
         """The value of a field its caller left out."""
@@ -112,19 +92,27 @@ class _Field:
         return self.default
 
 
+def field(*, default: Any = MISSING, default_factory: Callable[[], Any] | None = None,
+          init: bool = True, repr: bool = True, compare: bool = True) -> Any:
+    """A field's options (``_Field``), written as the field's default in the class body."""
+    if default is not MISSING and default_factory is not None:
+        raise TypeError("a field takes a default or a default_factory, not both")
+    return _Field(default, default_factory, init, repr, compare)
+
+
 class _Table:
     """Everything the shared methods need to know about one value class."""
 
-    __slots__ = ("compared", "fields", "frozen", "given", "later", "post_init", "shown")
+    __slots__ = ("compared", "fields", "given", "immutable", "later", "post_init", "shown")
 
-    def __init__(self, fields: tuple[_Field, ...], frozen: bool, post_init: bool) -> None:
+    def __init__(self, fields: tuple[_Field, ...], immutable: bool, post_init: bool) -> None:
         self.fields = fields
         self.given = tuple(f for f in fields if f.init)
         self.later = tuple(f for f in fields if not f.init and
                            (f.factory is not None or f.default is not MISSING))
         self.compared = _getter(tuple(f.name for f in fields if f.compare))
         self.shown = tuple(f.name for f in fields if f.repr)
-        self.frozen = frozen
+        self.immutable = immutable
         self.post_init = post_init
 
 
@@ -141,16 +129,16 @@ def _getter(names: tuple[str, ...]) -> Callable[[object], tuple[object, ...]]:
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))
-def value(cls: type[T]) -> type[T]:
+def frozen(cls: type[T]) -> type[T]:
     """The frozen, slotted value class of the fields ``cls`` annotates (module docstring)."""
-    return _make(cls, frozen=True)
+    return _make(cls, immutable=True)
 
 
 @dataclass_transform(field_specifiers=(field,))
-def record(cls: type[T]) -> type[T]:
+def mutable(cls: type[T]) -> type[T]:
     """A mutable, slotted class of the fields ``cls`` annotates: a draft inside one
     function, never a value that outlives it."""
-    return _make(cls, frozen=False)
+    return _make(cls, immutable=False)
 
 
 def _replace(obj: T, /, **changes: Any) -> T:
@@ -182,7 +170,7 @@ def _table_of(value_or_class: object) -> _Table:
 # --- making a class ----------------------------------------------------------------------
 
 
-def _make(cls: type[T], *, frozen: bool) -> type[T]:
+def _make(cls: type[T], *, immutable: bool) -> type[T]:
     """``cls`` again, with slots for its fields and the methods of its table."""
     if "__slots__" in cls.__dict__:
         raise TypeError(f"{cls.__name__}: a value class gets its __slots__ from its fields")
@@ -197,13 +185,13 @@ def _make(cls: type[T], *, frozen: bool) -> type[T]:
         if isinstance(annotation, str) and ("ClassVar" in annotation or "InitVar" in annotation):
             raise TypeError(f"{cls.__name__}.{name}: ClassVar and InitVar are not supported")
         given = namespace.pop(name, MISSING)
-        spec = given if isinstance(given, _FieldSpec) else _FieldSpec(
-            given, None, init=True, repr=True, compare=True)
-        if type(spec.default).__hash__ is None:
+        item = given if isinstance(given, _Field) else _Field(given)
+        if type(item.default).__hash__ is None:
             raise TypeError(f"{cls.__name__}.{name}: mutable default "
-                            f"{type(spec.default).__name__}: use field(default_factory=...)")
-        fields.append(_Field(name, spec))
-    table = _Table(tuple(fields), frozen, post_init=hasattr(cls, "__post_init__"))
+                            f"{type(item.default).__name__}: use field(default_factory=...)")
+        item.name = name
+        fields.append(item)
+    table = _Table(tuple(fields), immutable, post_init=hasattr(cls, "__post_init__"))
     namespace.pop("__dict__", None)
     namespace.pop("__weakref__", None)
     namespace.update(
@@ -282,7 +270,7 @@ def _representer(table: _Table) -> Callable[[object], str]:
 
 
 def _comparers(table: _Table, namespace: dict[str, object]) -> None:
-    """``__eq__`` and ``__hash__`` (None: unhashable, for a record), as dataclasses make
+    """``__eq__`` and ``__hash__`` (None: unhashable, when mutable), as dataclasses make
     them: the tuples of the fields that compare."""
     compared = table.compared
 
@@ -295,8 +283,8 @@ def _comparers(table: _Table, namespace: dict[str, object]) -> None:
         return hash(compared(self))
 
     namespace["__eq__"] = __eq__
-    namespace["__hash__"] = __hash__ if table.frozen else None
-    if table.frozen:
+    namespace["__hash__"] = __hash__ if table.immutable else None
+    if table.immutable:
         namespace["__setattr__"] = _refuse_setattr
         namespace["__delattr__"] = _refuse_delattr
 
@@ -312,14 +300,14 @@ def _reducer(table: _Table) -> Callable[[object], tuple[type, tuple[object, ...]
 
 
 def _refuse_setattr(self: object, name: str, _: object) -> None:
-    raise _frozen(name)
+    raise _refusal(name)
 
 
 def _refuse_delattr(self: object, name: str) -> None:
-    raise _frozen(name)
+    raise _refusal(name)
 
 
-def _frozen(name: str) -> AttributeError:
+def _refusal(name: str) -> AttributeError:
     """What dataclasses raise for a frozen instance (only ever on a bug: imported then)."""
     from dataclasses import FrozenInstanceError
 
@@ -347,7 +335,8 @@ class _DataclassFields:
             elif item.default is not MISSING:
                 options["default"] = item.default
             namespace[item.name] = dataclasses.field(**options)
-        twin: Any = dataclasses.dataclass(frozen=table.frozen)(type(owner.__name__, (), namespace))
+        plain = type(owner.__name__, (), namespace)
+        twin: Any = dataclasses.dataclass(frozen=table.immutable)(plain)
         found: dict[str, Any] = twin.__dataclass_fields__
         owner.__dataclass_fields__ = found  # type: ignore[attr-defined]
         return found

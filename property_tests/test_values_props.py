@@ -7,7 +7,7 @@ import dataclasses
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dma.core.values import replace, value
+from dma.core.values import frozen, replace
 
 _ANY = st.one_of(
     st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=8),
@@ -15,7 +15,7 @@ _ANY = st.one_of(
 )
 
 
-@value
+@frozen
 class Trio:
     """Three fields, two with defaults."""
 

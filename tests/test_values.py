@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from dma.core.values import field, field_names, record, replace, value
+from dma.core.values import field, field_names, frozen, mutable, replace
 
 
-@value
+@frozen
 class Point:
     """A value with a required field, a default and a derived field set after init."""
 
@@ -31,9 +31,9 @@ class Point:
         return self.x * 2
 
 
-@record
+@mutable
 class Draft:
-    """A mutable record with a factory default."""
+    """A mutable draft with a factory default."""
 
     name: str
     words: list[str] = field(default_factory=list)
@@ -84,7 +84,7 @@ def test_equality_and_hash_follow_the_compared_fields() -> None:
 def test_one_field_compares_as_a_tuple_does() -> None:
     """A value of one NaN field equals itself, as a dataclass's tuple comparison makes it."""
 
-    @value
+    @frozen
     class Reading:
         level: float
 
@@ -111,8 +111,9 @@ def test_values_are_frozen_and_slotted() -> None:
     assert Point.__slots__ == ("x", "label", "tags", "index")
 
 
-def test_records_are_mutable_unhashable_with_fresh_factories() -> None:
-    """A record can be assigned, is not hashable, and each gets its own factory value."""
+def test_mutable_classes_are_assignable_unhashable_with_fresh_factories() -> None:
+    """A @mutable instance can be assigned, is not hashable, and each gets its own
+    factory value."""
     first, second = Draft("a"), Draft("b")
     first.words.append("w")
     first.name = "c"
@@ -185,7 +186,7 @@ def test_unsupported_definitions_raise_type_error(body: str, complaint: str) -> 
     namespace = {"__name__": __name__, "field": field, "Point": Point}
     with pytest.raises(TypeError, match=complaint):
         exec("from __future__ import annotations\n" + body, namespace)
-        value(namespace["C"])  # type: ignore[arg-type]
+        frozen(namespace["C"])  # type: ignore[arg-type]
 
 
 def test_defining_values_imports_no_heavy_module() -> None:
@@ -195,12 +196,12 @@ def test_defining_values_imports_no_heavy_module() -> None:
         "from __future__ import annotations\n"
         "import sys\n"
         "before = set(sys.modules)\n"
-        "from dma.core.values import field, record, replace, value\n"
-        "@value\n"
+        "from dma.core.values import field, frozen, mutable, replace\n"
+        "@frozen\n"
         "class V:\n"
         "    a: int\n"
         "    b: tuple[str, ...] = ()\n"
-        "@record\n"
+        "@mutable\n"
         "class R:\n"
         "    w: list[int] = field(default_factory=list)\n"
         "v = replace(V(1), b=('x',))\n"
