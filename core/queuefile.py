@@ -10,12 +10,11 @@ when they carry something, and never write a line it would cut in two.
 
 from __future__ import annotations
 
-import re
 import unicodedata
-from dataclasses import dataclass
 
 from dma.core.errors import DataError, SoftwareError, at
 from dma.core.octets import printable
+from dma.core.values import frozen
 
 MAX_LINE_OCTETS = 998
 """Longest line (without its LF) the C dma's ``fgets(line, 1000)`` reads whole."""
@@ -27,11 +26,11 @@ MAX_QUEUE_FILE_OCTETS = 65536
 """Q files are a few hundred octets; anything bigger is not one of ours or the C dma's."""
 
 _BLANKS = " \t\n\v\f\r"  # C isspace() in the C locale
-_ITEM_ID = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]*")
-_NUMBER = re.compile(r"[0-9]{1,18}")
+_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_ID_CHARS = _ALNUM | frozenset("._-")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class QueueItem:
     """One recipient of one spooled message, as its Q file records it."""
 
@@ -59,7 +58,13 @@ def item_id_from_filename(name: str) -> str | None:
     if len(name) < 2 or name[0] != "Q":
         return None
     rest = name[1:]
-    return rest if _ITEM_ID.fullmatch(rest) else None
+    return rest if is_file_safe_id(rest) else None
+
+
+def is_file_safe_id(text: str) -> bool:
+    """True for an id that can follow ``Q`` or ``M`` in a file name: an ASCII letter or
+    digit, then letters, digits, ``.``, ``_`` and ``-``."""
+    return text[:1] in _ALNUM and _ID_CHARS.issuperset(text)
 
 
 def make_item_id(message_id: str, index: int) -> str:
@@ -166,7 +171,7 @@ def render_queue_file(item: QueueItem) -> bytes:
 
 def _number(text: str) -> int | None:
     """A non-negative decimal, or None: a damaged extra key must not strand the mail."""
-    return int(text) if _NUMBER.fullmatch(text) else None
+    return int(text) if len(text) <= 18 and text.isascii() and text.isdigit() else None
 
 
 PAD_KEY = "X-Pad"
