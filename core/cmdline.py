@@ -25,20 +25,20 @@ NUL in any argument is refused before it can reach a header or a queue file.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 
-from dma.core.dsn import ENVID_MAX, NOTIFY_WORDS, envid_problem
-from dma.core.durations import parse_duration
 from dma.core.errors import DataError, UsageError
 from dma.core.octets import printable
+from dma.core.values import field, frozen, mutable
 
 TYPE_CHECKING = False  # not typing's: a submission need not import typing (issue 2)
 if TYPE_CHECKING:
     from typing import Literal
 
     SelectorKind = Literal["id", "recipient", "sender"]
+    # How an option letter takes its argument; "queue" is -q's: an attached time, f,
+    # p[TIME], or [!]I/R/S then a selector.
+    Arity = Literal["flag", "required", "queue"]
 
 
 class Mode(enum.Enum):
@@ -56,7 +56,7 @@ class Mode(enum.Enum):
     HELP = "help"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class QueueSelector:
     """Restricts a queue run to items whose id, recipient or sender contains ``text``
     (does not contain it, with ``negate``: sendmail's ``-q!R text``)."""
@@ -66,7 +66,7 @@ class QueueSelector:
     negate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Invocation:
     """Everything the shell needs from argv; it only executes this value."""
 
@@ -126,25 +126,15 @@ _Q_MODES: Mapping[str, Mode] = {"d": Mode.DELETE, "b": Mode.BOUNCE, "r": Mode.RE
 
 _DSN_RET_WORDS = ("FULL", "HDRS")
 _BODY_TYPES = ("7BIT", "8BITMIME")
-# Queue ids become file names (Q<id>, M<id>): no slashes, no dot-dot.
-_QUEUE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _FORBIDDEN = ("\r", "\n", "\0")
 
 
-class _Arity(enum.Enum):
-    """How an option letter takes its argument."""
-
-    FLAG = "flag"
-    REQUIRED = "required"
-    QUEUE = "queue"  # -q: attached time, f, p[TIME], or [!]I/R/S then a selector
-
-
-_FULL_TABLE: Mapping[str, _Arity] = {
-    **dict.fromkeys("DintUv", _Arity.FLAG),
-    **dict.fromkeys("AbBCdfFhLNoOQrRVX", _Arity.REQUIRED),
-    "q": _Arity.QUEUE,
+_FULL_TABLE: Mapping[str, Arity] = {
+    **dict.fromkeys("DintUv", "flag"),
+    **dict.fromkeys("AbBCdfFhLNoOQrRVX", "required"),
+    "q": "queue",
 }
-_MAILQ_TABLE: Mapping[str, _Arity] = {"j": _Arity.FLAG, "v": _Arity.FLAG, "C": _Arity.REQUIRED}
+_MAILQ_TABLE: Mapping[str, Arity] = {"j": "flag", "v": "flag", "C": "required"}
 
 
 def parse_command_line(argv: Sequence[str]) -> Invocation:
@@ -165,7 +155,7 @@ def parse_command_line(argv: Sequence[str]) -> Invocation:
 # --- scanning: words -> options and positional words -----------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Option:
     """One option as given: ``spelled`` is how messages name it (``-f``, ``-qI``)."""
 
@@ -174,7 +164,7 @@ class _Option:
     spelled: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Word:
     """A positional word: a recipient, or a queue id for -Qd/-Qb."""
 
@@ -182,7 +172,7 @@ class _Word:
 
 
 def _scan(
-    words: Sequence[str], table: Mapping[str, _Arity], hint: str
+    words: Sequence[str], table: Mapping[str, Arity], hint: str
 ) -> Iterator[_Option | _Word]:
     """Yield options and words in argv order, getopt style with permutation."""
     index = 0
@@ -208,11 +198,11 @@ def _scan(
             arity = table.get(letter)
             if arity is None:
                 raise UsageError(f"invalid option -{_show(letter)}", hint=hint)
-            if arity is _Arity.FLAG:
+            if arity == "flag":
                 yield _Option(letter, None, f"-{letter}")
                 continue
             attached = word[position:]
-            if arity is _Arity.QUEUE:
+            if arity == "queue":
                 negate = attached[:1] == "!"
                 kind = attached[1:2] if negate else attached[:1]
                 if kind not in _SELECTOR_KINDS:
@@ -310,7 +300,7 @@ def _parse_newaliases(program: str, words: Sequence[str]) -> Invocation:
     return Invocation(program=program, mode=Mode.NEWALIASES, config_path=config_path)
 
 
-@dataclass(slots=True)
+@mutable
 class _Draft:
     """The mutable state of one full parse; frozen into an Invocation at the end."""
 
@@ -522,6 +512,8 @@ def _queue_interval(text: str, spelled: str = "-q") -> int:
     """Seconds for ``-q30m`` (``-qp30m``); DataError from durations becomes our UsageError."""
     hint = "write e.g. -q30m or -q1h; -q or -qf alone runs the queue once"
     shown = f"{spelled}{_show(text)}"
+    from dma.core.durations import parse_duration  # -qTIME only: keeps submission light
+
     # Guard what parse_duration does not: non-ASCII digits and int()'s digit limit.
     if not text.isascii() or len(text) > 32:
         raise UsageError(f"invalid queue interval {shown}", hint=hint)
@@ -557,7 +549,10 @@ def _positional(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, 
 
 
 def _queue_ids(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, ...]:
-    """Item ids (``20ca94.556f80``) or message ids (``20ca94``) for -Qd/-Qb."""
+    """Item ids (``20ca94.556f80``) or message ids (``20ca94``) for -Qd/-Qb: they become
+    file names (Q<id>, M<id>), so no slashes and no dot-dot."""
+    from dma.core.queuefile import is_file_safe_id
+
     hint = f"{spelled} takes queue ids as mailq shows them"
     if mode is Mode.DELETE:
         hint += ", or ALL alone for every item"
@@ -570,7 +565,7 @@ def _queue_ids(mode: Mode, spelled: str, words: tuple[str, ...]) -> tuple[str, .
             raise UsageError(f"{spelled} ALL takes no other ids", hint=hint)
         return words
     for word in words:
-        if _QUEUE_ID.fullmatch(word) is None or ".." in word:
+        if not is_file_safe_id(word) or ".." in word:
             raise UsageError(f"invalid queue id '{_show(word)}'", hint=hint)
     return words
 
@@ -610,6 +605,8 @@ def _one_of(text: str, allowed: tuple[str, ...], spelled: str) -> str:
 
 def _dsn_notify(text: str) -> str:
     """``-N``: NEVER, or a comma list of SUCCESS, FAILURE, DELAY (RFC 3461 section 4.1)."""
+    from dma.core.dsn import NOTIFY_WORDS  # -N, -V only: keeps submission light
+
     hint = "write -N never, or a list such as -N failure,delay"
     parts = [part.strip().upper() for part in text.split(",")]
     if parts == ["NEVER"]:
@@ -625,6 +622,8 @@ def _dsn_notify(text: str) -> str:
 
 def _dsn_envid(text: str) -> str:
     """``-V``: what the SMTP client can send (core/dsn.envid_problem: one rule for both)."""
+    from dma.core.dsn import ENVID_MAX, envid_problem
+
     problem = envid_problem(text)
     if problem is not None:
         raise UsageError(
