@@ -14,17 +14,14 @@ The file's text is an argument: the shell reads it (and the MAILNAME file).
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
 
-from dma.core.durations import format_duration, parse_duration
 from dma.core.errors import ConfigError, DmaError, at
+from dma.core.values import frozen, replace
 
-# typing, difflib and ipaddress are imported only where needed: dma.conf is read on
-# every submission, whose start-up time matters (issue 2).
+# typing, re, durations, difflib and ipaddress are imported only where needed: dma.conf
+# is read on every submission, whose start-up time matters (issues 2 and 11).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Literal
@@ -35,7 +32,7 @@ if TYPE_CHECKING:
     ]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Config:
     """The settings of dma.conf; field defaults are the C dma's (or ours for new keys)."""
 
@@ -67,7 +64,7 @@ class Config:
     accounts: str | None = None  # the ACCOUNTS file (TOML): smarthost accounts, routes
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class KeySpec:
     """One dma.conf key: how its value is read, which field it sets, and its doc line."""
 
@@ -147,7 +144,10 @@ _SPECS = (
 KEYS: Mapping[str, KeySpec] = MappingProxyType({spec.name: spec for spec in _SPECS})
 
 
-def parse_config(text: str, path: str, defaults: Config = Config()) -> Config:
+_DEFAULTS = Config()
+
+
+def parse_config(text: str, path: str, defaults: Config = _DEFAULTS) -> Config:
     """Return ``defaults`` changed by the dma.conf ``text`` read from ``path``.
 
     Raises ConfigError naming ``path:line`` (or ``path`` for whole-file checks).
@@ -178,7 +178,7 @@ def parse_config(text: str, path: str, defaults: Config = Config()) -> Config:
                 hint=f"write '{key} <value>' or remove the line",
             )
         changes[spec.field] = _VALUE_READERS[spec.kind](key, value, where)
-    config = dataclasses.replace(defaults, **changes)
+    config = replace(defaults, **changes)
     _check_tls(config, path, first_lines)
     _check_whole(config, path)
     return config
@@ -241,9 +241,9 @@ def mailname_from_file(first_line: str) -> str | None:
     ``_``, ``.`` or ``-``; None when nothing is left (the caller falls back to the
     system host name).
     """
-    match = _HOSTNAME_PREFIX.match(first_line)
-    name = match.group(0) if match else ""
-    return name or None
+    end = next((i for i, char in enumerate(first_line) if char not in _HOSTNAME_CHARS),
+               len(first_line))
+    return first_line[:end] or None
 
 
 def nameserver_address(config: Config) -> tuple[str, int] | None:
@@ -255,8 +255,7 @@ def nameserver_address(config: Config) -> tuple[str, int] | None:
 
 # -- reading lines -------------------------------------------------------------------
 
-_HOSTNAME_PREFIX = re.compile(r"[A-Za-z0-9_.\-]*")
-_KEY_VALUE = re.compile(r"([^ \t]*)[ \t]*(.*)", re.DOTALL)
+_HOSTNAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
 def _meaningful_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
@@ -276,9 +275,8 @@ def _meaningful_lines(text: str, path: str) -> Iterator[tuple[int, str]]:
 
 def _split(line: str) -> tuple[str, str]:
     """Split at the first run of blanks: the key before it, the value after."""
-    match = _KEY_VALUE.fullmatch(line)
-    assert match is not None  # the pattern matches every string
-    return match.group(1), match.group(2)
+    end = next((i for i, char in enumerate(line) if char in _BLANKS), len(line))
+    return line[:end], line[end:].lstrip(_BLANKS)
 
 
 # -- errors --------------------------------------------------------------------------
@@ -317,8 +315,12 @@ def _value_given(key: str, value: str, where: str) -> ConfigError:
 
 # -- values --------------------------------------------------------------------------
 
-_DIGITS = re.compile(r"[0-9]{1,10}")
-_HEX = re.compile(r"[0-9a-fA-F]*")
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
+
+def _number(text: str) -> int | None:
+    """The value of 1 to 10 ASCII digits, else None."""
+    return int(text) if 1 <= len(text) <= 10 and text.isascii() and text.isdigit() else None
 
 
 def _read_string(key: str, value: str, where: str) -> str:
@@ -377,8 +379,9 @@ def _read_masquerade(key: str, value: str, where: str) -> str:
 
 
 def _read_port(key: str, value: str, where: str) -> int:
-    if _DIGITS.fullmatch(value) and 1 <= int(value) <= 65535:
-        return int(value)
+    number = _number(value)
+    if number is not None and 1 <= number <= 65535:
+        return number
     raise ConfigError(
         f"{key} must be a port number from 1 to 65535, got {_shown(value)}",
         where=where,
@@ -387,8 +390,9 @@ def _read_port(key: str, value: str, where: str) -> int:
 
 
 def _read_count(key: str, value: str, where: str) -> int:
-    if _DIGITS.fullmatch(value) and 1 <= int(value) <= MAX_CONNECTIONS:
-        return int(value)
+    number = _number(value)
+    if number is not None and 1 <= number <= MAX_CONNECTIONS:
+        return number
     raise ConfigError(
         f"{key} must be a whole number from 1 to {MAX_CONNECTIONS}, got {_shown(value)}",
         where=where,
@@ -397,6 +401,8 @@ def _read_count(key: str, value: str, where: str) -> int:
 
 
 def _read_duration(key: str, value: str, where: str) -> int:
+    from dma.core.durations import parse_duration
+
     try:
         return parse_duration(value)
     except DmaError as error:
@@ -409,7 +415,7 @@ def _read_duration(key: str, value: str, where: str) -> int:
 
 def _read_fingerprint(key: str, value: str, where: str) -> bytes:
     digits = value.replace(":", "")
-    if not _HEX.fullmatch(digits):
+    if not _HEX_DIGITS.issuperset(digits):
         raise ConfigError(
             f"{key} holds characters that are not hex digits: {_shown(value)}",
             where=where,
@@ -447,9 +453,10 @@ def _parse_nameserver(value: str, key: str, where: str | None = None) -> tuple[s
             raise _bad_nameserver(key, value, where)
     port = DEFAULT_DNS_PORT
     if port_text:
-        if not (_DIGITS.fullmatch(port_text) and 1 <= int(port_text) <= 65535):
+        number = _number(port_text)
+        if number is None or not 1 <= number <= 65535:
             raise _bad_nameserver(key, value, where)
-        port = int(port_text)
+        port = number
     import ipaddress
 
     return str(ipaddress.ip_address(host)), port
@@ -494,6 +501,8 @@ def _render_value(spec: KeySpec, value: object) -> str:
         assert isinstance(value, bytes)
         return value.hex()
     if spec.kind == "duration":
+        from dma.core.durations import format_duration
+
         assert isinstance(value, int)
         return format_duration(value)
     return str(value)
