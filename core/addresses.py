@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from dma.core.errors import DataError
 from dma.core.octets import is_utf8, printable
+from dma.core.values import frozen
 
 MAX_LOCAL_OCTETS = 64
 MAX_DOMAIN_OCTETS = 255
@@ -266,7 +266,7 @@ def _literal_problem(domain: str) -> str | None:
 # RFC 5322 address lists: tokenizer
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Token:
     """One lexical unit of a field value; ``text`` is unfolded, ``start:end`` the source."""
 

@@ -19,24 +19,22 @@ size of the file, and iterative, so no chain is too long for the stack.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 
 from dma.core.addresses import parse_envelope_address, split_address, unquoted_positions
 from dma.core.errors import ConfigError, DataError, DmaError, NoUserError, at
+from dma.core.values import field, frozen, mutable
 
 WILDCARD = "*"
 _BLANKS = " \t"
 _SEPARATORS = " \t,"
-_SPLIT = re.compile("[ \t,]+")
 _NO_RUN_HINT = "point the alias at a local user or a remote address"
 _LOOP_HINT = "remove one of the references; a name may list itself to keep its mailbox"
 _LOOP_NAMES_SHOWN = 20  # a longer loop is named by its first and last names
 _BLACK = -1  # walk state of an alias walked to its end (a grey one has its stack index)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AliasEntry:
     """One ``name: dest, ...`` line (with its continuations), as written."""
 
@@ -45,14 +43,14 @@ class AliasEntry:
     line: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AliasTable:
     """Every entry of one aliases file, in file order; lookups ignore case."""
 
     path: str = ""
     entries: tuple[AliasEntry, ...] = ()
     _index: dict[str, tuple[tuple[str, int, str], ...]] = field(
-        init=False, repr=False, compare=False, hash=False
+        init=False, repr=False, compare=False
     )
 
     def __post_init__(self) -> None:
@@ -81,7 +79,7 @@ class AliasTable:
 # --- parsing -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@mutable
 class _Pending:
     """The entry being assembled while its continuation lines are read."""
 
@@ -188,7 +186,8 @@ def _scan(body: str, where: str) -> tuple[list[str], bool]:
     if '"' not in body:  # the common case, without the character by character scan
         comment = body.find("#")
         commented = comment >= 0
-        found = [text for text in _SPLIT.split(body[:comment] if commented else body) if text]
+        listed = body[:comment] if commented else body
+        found = [text for text in listed.replace("\t", " ").replace(",", " ").split(" ") if text]
     else:
         found, commented = _scan_quoted(body, where)
     continued = False
@@ -401,7 +400,7 @@ def _check_destination(
 # --- expansion -----------------------------------------------------------------------
 
 
-@dataclass(slots=True)
+@mutable
 class _Frame:
     """One alias being walked: its name as reached, its lookup key, its destinations."""
 

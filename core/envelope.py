@@ -11,11 +11,11 @@ fails there (exit 67) instead of at delivery.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from dma.core.addresses import plain_local_part, split_address
 from dma.core.aliases import AliasExpander, AliasTable
 from dma.core.errors import DataError, UsageError
+from dma.core.values import frozen
 
 _CONTROL_NAMES = {"\r": "carriage return", "\n": "line feed", "\0": "NUL"}
 
@@ -86,7 +86,7 @@ def envelope_sender(
 # --- recipients ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Recipient:
     """One final envelope recipient."""
 

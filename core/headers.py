@@ -16,28 +16,24 @@ address-list parser for -t), SPEC 3 wins.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, fields
-
 from dma.core.errors import DataError, SoftwareError
 from dma.core.lines import MAX_LINE_OCTETS
+from dma.core.values import field_names, frozen
 from dma.core.version import PRODUCT, VERSION
 
 FIELD_LIMIT = 1 << 20
 """Bound on one header field (a line and its continuations), in octets: the most
 the header step holds in memory.  A bigger field is refused (exit 65)."""
 
-# RFC 5322 field name (printable ASCII but the colon), then the colon; the obsolete
-# syntax allows blanks before it.
-_FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+)[ \t]*:")
+_FIELD_NAME_OCTETS = bytes(range(0x21, 0x7F))  # printable ASCII (the colon ends the name)
 _BLANKS = b" \t"
-_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+")
+_ATOM = r"[A-Za-z0-9!#$%&'*+\-/=?^_`{|}~]+"  # compiled only when a full name is written
 _ENCODED_WORD_OCTETS = 45  # 60 base64 characters: the word stays within RFC 2047's 75
 _RECIPIENT_FIELDS = frozenset({"to", "cc", "bcc"})
 _ADDED_FIELDS = frozenset({"date", "message-id", "from"})  # added when missing
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Stamp:
     """Everything the header step needs from outside the message, as values."""
 
@@ -52,7 +48,7 @@ class Stamp:
     full_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Step:
     """What one ``HeaderStep.feed`` gives back: lines to spool, and maybe body."""
 
@@ -78,11 +74,11 @@ def make_message_id(timestamp: int, queue_id: str, random_hex: str, mailname: st
 
 def _check_stamp(stamp: Stamp) -> None:
     """Refuse a stamp value that would break out of its header line (header injection)."""
-    for item in fields(stamp):
-        value = getattr(stamp, item.name)
+    for name in field_names(stamp):
+        value = getattr(stamp, name)
         if isinstance(value, str) and any(c in value for c in "\r\n\0"):
             raise DataError(
-                f"{item.name.replace('_', ' ')} {value!r} contains a line break or NUL",
+                f"{name.replace('_', ' ')} {value!r} contains a line break or NUL",
                 hint="remove it: such a value could forge headers",
             )
 
@@ -111,9 +107,18 @@ def received_header(stamp: Stamp) -> bytes:
     return _encode(text, "Received header")
 
 
+def _field_name(line: bytes) -> bytes | None:
+    """The name of the field ``line`` starts, None when it starts none: RFC 5322's
+    printable ASCII but the colon, then the colon (the obsolete syntax allows blanks
+    before it)."""
+    colon = line.find(b":")
+    name = line[:colon].rstrip(b" \t") if colon > 0 else b""
+    return name if name and not name.translate(None, _FIELD_NAME_OCTETS) else None
+
+
 def _is_header_line(line: bytes) -> bool:
     """True when ``line`` starts a header field (``name:``)."""
-    return _FIELD_NAME.match(line) is not None
+    return _field_name(line) is not None
 
 
 def _is_continuation(line: bytes) -> bool:
@@ -174,7 +179,9 @@ def _phrase(name: str) -> bytes:
     """Render a display name as an RFC 5322 phrase: atoms, a quoted string, or encoded words."""
     if all(" " <= c <= "~" for c in name):
         words = name.split(" ")
-        if all(_ATOM.fullmatch(w) and "=?" not in w for w in words):
+        import re
+
+        if all(re.fullmatch(_ATOM, w) and "=?" not in w for w in words):
             return name.encode("ascii")
         quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{quoted}"'.encode("ascii")
@@ -371,8 +378,8 @@ class HeaderStep:
 
     def _open_field(self, line: bytes) -> None:
         """Start the field that ``line`` (or its first piece) opens."""
-        match = _FIELD_NAME.match(line)
-        self._name = match.group(1).decode("ascii") if match is not None else ""
+        name = _field_name(line)
+        self._name = name.decode("ascii") if name is not None else ""
         self._key = self._name.lower()
         self._keep = self._key != "bcc"
         collect = self._collect and self._key in _RECIPIENT_FIELDS

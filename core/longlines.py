@@ -24,10 +24,10 @@ import binascii
 import re
 from bisect import bisect_right
 from collections.abc import Generator, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from dma.core.errors import DataError, SoftwareError
+from dma.core.values import frozen
 
 MAX_LINE_OCTETS = 998
 
@@ -67,7 +67,7 @@ _UNSTRUCTURED_EXCEPTIONS = frozenset({"content-description"})
 Role = Literal["separator", "body", "preamble", "epilogue", "delimiter"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LongParts:
     """What ``find_long_parts`` found, for ``reencode``."""
 
@@ -75,7 +75,7 @@ class LongParts:
     convert: frozenset[int]  # those of them that become quoted-printable
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Entity:
     """What a header block says about the body that follows it."""
 
@@ -86,7 +86,7 @@ class _Entity:
     has_mime_version: bool
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _HeaderLine:
     """One line of a part's header block, whole."""
 
@@ -95,7 +95,7 @@ class _HeaderLine:
     number: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _HeaderEnd:
     """The end of a part's header block: what it says, and whether a body follows."""
 
@@ -103,7 +103,7 @@ class _HeaderEnd:
     ended: bool  # closed by an empty line, so a body follows
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Piece:
     """A line outside any header block, or a piece of a long one, with its part."""
 

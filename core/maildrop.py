@@ -45,7 +45,6 @@ request file's owner and refuses the rest::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from dma.core.addresses import parse_envelope_address
 from dma.core.aliases import AliasTable
@@ -54,6 +53,7 @@ from dma.core.envelope import Recipient, check_no_control, merge_recipients, res
 from dma.core.errors import DataError, DmaError, SoftwareError, at
 from dma.core.octets import printable
 from dma.core.queuefile import item_id_from_filename
+from dma.core.values import frozen
 
 MAGIC = b"PYDMA-MAILDROP 1\n"
 """The first line of a maildrop file, with the format's version."""
@@ -84,7 +84,7 @@ _HINT = "the file is not one that dma's submission wrote; it stays in the quaran
 _HEAD_KEYS = ("Sender", "DSN-Notify", "DSN-Ret", "DSN-Envid", "Queue-Only", "Message-Octets")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MaildropEnvelope:
     """What a maildrop file says about its message, besides the message itself."""
 
@@ -96,7 +96,7 @@ class MaildropEnvelope:
     queue_only: bool = False  # -bq: queue, deliver at the next queue run
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Head:
     """The head of a maildrop file: the envelope less its recipients, and where the
     message is (``length`` octets of head, then ``message_octets`` of message)."""
@@ -110,7 +110,7 @@ class Head:
     queue_only: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Maildrop:
     """A whole maildrop file, parsed."""
 
@@ -382,7 +382,7 @@ def _refused(what: str, value: str, error: DmaError) -> DataError:
 # --- deletion requests -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DeleteRequest:
     """A user's ``dma -Qd``: the queue items to delete, if they are the user's."""
 
