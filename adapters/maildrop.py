@@ -37,7 +37,6 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from types import TracebackType
 
 from dma.adapters import system
@@ -59,6 +58,7 @@ from dma.core.maildrop import (
     render_trailer,
 )
 from dma.core.system_layout import MAILDROP, MAILDROP_MAX_OCTETS
+from dma.core.values import frozen
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -311,7 +311,7 @@ def still_there(directory: str, name: str) -> bool:
 # --- the runner's side -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Refusal:
     """A maildrop file the runner will not take, and why: it goes to the quarantine."""
 
@@ -362,7 +362,7 @@ class DropFile:
             self._fd = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RequestFile:
     """A deletion request that passed every check the adapter makes: who asks (the
     file's owner, from fstat), and for which items."""

@@ -20,7 +20,6 @@ import os
 import stat
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 from dma.core.errors import CantCreateError, DataError, DmaError, IOFailure, SoftwareError
@@ -32,6 +31,7 @@ from dma.core.queuefile import (
     parse_queue_item,
     render_queue_file,
 )
+from dma.core.values import frozen
 
 TYPE_CHECKING = False  # not typing's: submission does not import typing (issue 2)
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SpoolProblem:
     """A Q file that could not be read, or a damaged item that could not be moved aside."""
 
@@ -56,7 +56,7 @@ class SpoolProblem:
     error: DmaError
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SpoolScan:
     """Everything one pass over the spool directory found."""
 

@@ -11,11 +11,20 @@ import os
 import pwd
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+
+from dma.core.values import frozen
+
+TYPE_CHECKING = False  # not typing's: a submission need not import typing
+if TYPE_CHECKING:
+    from datetime import UTC, datetime
+else:
+    try:  # the C module datetime.py ends up with: same classes, same objects
+        from _datetime import UTC, datetime
+    except ImportError:  # pragma: no cover - a Python without it
+        from datetime import UTC, datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UserEntry:
     """What the password database says about one user."""
 
@@ -124,7 +133,12 @@ def system_hostname() -> str:
 
 
 def now() -> datetime:
-    """The current local time, timezone-aware (Date: headers use the local offset)."""
+    """The current local time, timezone-aware (Date: headers use the local offset).
+
+    From CPython's ``_datetime`` itself: Python 3.11's ``datetime.py`` first defines
+    its whole pure-Python fallback, then replaces it with that module's classes,
+    ~1 ms of every submission's start-up (3.12 imports the C module first).
+    """
     return datetime.now(UTC).astimezone()
 
 

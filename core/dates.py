@@ -7,9 +7,11 @@ shell reads the clock); it must carry its UTC offset, since a header states it.
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from dma.core.errors import SoftwareError
+
+TYPE_CHECKING = False  # not typing's: a submission need not import typing
+if TYPE_CHECKING:
+    from datetime import datetime
 
 DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
