@@ -8,15 +8,13 @@ user.  Installing /etc/dma/dma.conf switches to the system MTA layout.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import stat
-from dataclasses import dataclass
 
 from dma.adapters import system
-from dma.adapters.file_kinds import file_kind
 from dma.core.config import Config, key_line, mailname_from_file, parse_config
 from dma.core.errors import CantCreateError, ConfigError, NoInputError
+from dma.core.values import frozen, replace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,7 +27,7 @@ if TYPE_CHECKING:
 SYSTEM_CONFIG = "/etc/dma/dma.conf"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Settings:
     """Everything a workflow needs to know about where it runs."""
 
@@ -40,7 +38,7 @@ class Settings:
     system_hostname: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class EmbeddedLayout:
     """Where the embedded default keeps its files for one user."""
 
@@ -135,7 +133,7 @@ def _absolute_paths(config: Config, base: str) -> Config:
         value = getattr(config, key)
         if value and not os.path.isabs(value):
             changes[key] = os.path.normpath(os.path.join(base, value))
-    return dataclasses.replace(config, **changes) if changes else config
+    return replace(config, **changes) if changes else config
 
 
 MAILNAME_READ_LIMIT = 4096  # octets of a MAILNAME file read at most: a name is under 256
@@ -169,6 +167,8 @@ def read_mailname_file(path: str, where: str) -> str | None:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
+            from dma.adapters.file_kinds import file_kind
+
             raise ConfigError(
                 f"MAILNAME file {path} is {file_kind(mode)}, not a regular file",
                 where=where,
@@ -280,6 +280,8 @@ def _read_accounts_file(path: str, config_path: str) -> tuple[bytes, int]:
     try:
         status = os.fstat(fd)
         if not stat.S_ISREG(status.st_mode):
+            from dma.adapters.file_kinds import file_kind
+
             raise ConfigError(f"the accounts file is {file_kind(status.st_mode)}, not a regular"
                               " file", where=path, hint=fix)
         if status.st_uid not in (0, system.euid()):

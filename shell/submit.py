@@ -15,8 +15,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 from dma.adapters import system
 from dma.adapters.spool import Spool, SpoolWriter
@@ -28,7 +26,7 @@ from dma.core.errors import CantCreateError, NoInputError
 from dma.core.headers import HeaderStep, Stamp, make_message_id, received_header
 from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
 from dma.core.queuefile import QueueItem, make_item_id
-from dma.core.system_layout import MAILDROP
+from dma.core.values import frozen
 from dma.shell.settings import Settings, load_aliases, read_text
 
 TYPE_CHECKING = False
@@ -86,6 +84,8 @@ def maildrop_for(settings: Settings) -> str | None:
     embedded default), write the spool itself."""
     if system.euid() == 0:
         return None
+    from dma.core.system_layout import MAILDROP
+
     path = os.path.join(settings.config.spooldir, MAILDROP)
     return path if os.path.isdir(path) else None
 
@@ -185,14 +185,15 @@ def spool_message(
         made = items()
         if long_lines:
             out.flush()
-            with _reencoded(spool, writer.path) as fixed:
+            with spool.begin() as fixed:
+                _reencode(writer.path, fixed)
                 spool.commit(fixed, message_id, made)
         else:
             spool.commit(writer, message_id, made)
     return made
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Draft:
     """What submission knows before it reads the message: for the maildrop's branch."""
 
@@ -346,9 +347,9 @@ def _copy(pieces: Iterable[bytes], step: HeaderStep | None, out: _Output) -> boo
     return long_lines
 
 
-@contextmanager
-def _reencoded(spool: Spool, source: str) -> Iterator[SpoolWriter]:
-    """A second spool temp file holding the message with long lines re-encoded (SPEC 3.2).
+def _reencode(source: str, fixed: SpoolWriter) -> None:
+    """Write the message in the spool temp file ``source`` to the second one, ``fixed``,
+    with its long lines re-encoded (SPEC 3.2).
 
     Both passes read the first temp file in chunks and bounded pieces of lines, so a
     100 MB line never sits in memory.
@@ -359,9 +360,7 @@ def _reencoded(spool: Spool, source: str) -> Iterator[SpoolWriter]:
         chunks = iter(lambda: handle.read(CHUNK), b"")
         return normalise_lines(chunks, ignore_dots=True)
 
-    with spool.begin() as fixed:
-        with open(source, "rb") as handle:
-            long_parts = find_long_parts(pieces(handle))
-        with open(source, "rb") as handle:
-            fixed.file.writelines(reencode(pieces(handle), long_parts))
-        yield fixed
+    with open(source, "rb") as handle:
+        long_parts = find_long_parts(pieces(handle))
+    with open(source, "rb") as handle:
+        fixed.file.writelines(reencode(pieces(handle), long_parts))
