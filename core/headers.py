@@ -237,7 +237,8 @@ def _folded(line: bytes, name: str) -> list[bytes]:
 class HeaderStep:
     """The header step as a stepper over the pieces of ``normalise_lines`` (pure, no I/O).
 
-    ``feed`` each piece while ``done`` is False and spool what it returns; at the end
+    ``feed`` each piece (``feed_block`` each item of ``normalise_blocks``) while
+    ``done`` is False and spool what it returns; at the end
     of the input call ``finish`` (when not ``done``).  Once ``done``, every further
     piece is body, untouched.  ``recipients`` holds the -t addresses found (To:, Cc:,
     Bcc: in order) when ``collect_recipients``.  Memory is one field at most: a
@@ -308,6 +309,27 @@ class HeaderStep:
         self._partial_size = len(piece)
         self._check_line(self._partial_size)
         return Step(())
+
+    def feed_block(self, block: bytes) -> Step:
+        """``feed`` for an item of ``normalise_blocks``: a block's whole lines are fed one
+        by one while not ``done``; the rest of it is body, untouched, after them."""
+        first_end = block.find(b"\n") + 1
+        if first_end in (0, len(block)):  # a piece, or one line
+            return self.feed(block)
+        lines: list[bytes] = []
+        body: list[bytes] = []
+        start = 0
+        while start < len(block):
+            if self.done:
+                body.append(block[start:])
+                break
+            end = block.index(b"\n", start) + 1
+            fed = self.feed(block[start:end])
+            lines.extend(fed.lines)
+            if fed.body:
+                body.append(fed.body)
+            start = end
+        return Step(tuple(lines), b"".join(body))
 
     def finish(self) -> tuple[bytes, ...]:
         """The input ended: return the rest of the header block, with the separator."""

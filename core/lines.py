@@ -7,7 +7,8 @@ comes in pieces, each without its line end but the last.  Every line end the wor
 uses (CRLF, LF, a bare CR) becomes one LF, so no bare CR or LF can reach the SMTP
 wire, where a stray one is the stuff of smuggling attacks.  The work is done per
 chunk with ``bytes.replace`` and ``bytes.split``, never per byte, so a 100 MB
-message costs little more than one pass of C-level byte scanning.
+message costs little more than one pass of C-level byte scanning; and
+``normalise_blocks`` hands the body on a chunk at a time, never a line at a time.
 """
 
 from __future__ import annotations
@@ -49,13 +50,45 @@ def normalise_lines(
     further chunk is pulled; a final ``.`` without a line end is an ordinary line,
     as in the C dma.  Dots are not unstuffed.  A NUL byte raises DataError naming
     the line.  Long lines pass through unchanged (``core.longlines`` handles them).
+
+    These are ``normalise_blocks``'s items with its blocks split into their lines.
+    """
+    for block in normalise_blocks(chunks, ignore_dots=ignore_dots, max_line=max_piece,
+                                  max_piece=max_piece):
+        if -1 < block.find(b"\n") < len(block) - 1:  # several whole lines
+            lines = block.split(b"\n")
+            lines.pop()
+            for line in lines:
+                yield line + b"\n"
+        else:
+            yield block
+
+
+def normalise_blocks(
+    chunks: Iterable[bytes], *, ignore_dots: bool, max_line: int = MAX_LINE_OCTETS,
+    max_piece: int = PIECE_OCTETS,
+) -> Iterator[bytes]:
+    """``normalise_lines`` a chunk at a time: the same octets, in items of three kinds.
+
+    - a block: one or more whole lines of at most ``max_line`` octets each (LF not
+      counted), each ending in its LF, the first starting a line;
+    - a line longer than ``max_line`` octets alone, whole up to ``max_piece`` octets;
+    - a longer one in ``normalise_lines``'s pieces (none empty, the last with the LF).
+
+    So an item with an LF before its last octet is a block of short lines: a consumer
+    that only writes (the body of a message) handles 64 KiB at a time, and needs to
+    look at lines only in an item with one LF, at its end.  Line ends, the dot end and
+    the NUL error are ``normalise_lines``'s (which splits these blocks).
     """
     if max_piece < 1:
         raise SoftwareError(f"max_piece {max_piece} is not a positive size")
+    if max_line < 0:
+        raise SoftwareError(f"max_line {max_line} is negative")
+    max_line = min(max_line, max_piece)
     stop_at_dot = not ignore_dots
     pending: list[bytes] = []  # the start of a line whose end has not arrived yet
     pending_size = 0
-    split_line = False  # pieces of the current line went out already
+    split_size = 0  # octets of the current line that went out as pieces already
     after_cr = False  # the last data seen was a CR: an LF arriving next is part of it
     line_number = 0  # lines ended so far, counted a chunk at a time (for the NUL error)
     for chunk in chunks:
@@ -65,19 +98,18 @@ def normalise_lines(
             chunk = chunk[: chunk.rfind(b"\n", 0, nul) + 1]
         lines = chunk.split(b"\n")
         tail = lines.pop()  # the unterminated rest, b"" when the chunk ended a line
-        if pending and lines:  # the first line's start came in earlier chunks
-            pending.append(lines[0])
-            lines[0] = b"".join(pending)
-            pending, pending_size = [], 0
-        # The per-line loop: the hot path of every message, kept to the few common steps.
-        for line in lines:
-            if line == _DOT and stop_at_dot and not split_line:
+        if lines:
+            if pending:  # the first line's start came in earlier chunks
+                pending.append(lines[0])
+                lines[0] = b"".join(pending)
+                pending, pending_size = [], 0
+            first_split, split_size = split_size, 0
+            dot = _dot_line(lines, first_split > 0) if stop_at_dot else None
+            if dot is not None:
+                yield from _blocks(lines[:dot], first_split, max_line, max_piece)
                 return
-            split_line = False
-            if len(line) > max_piece:
-                line = yield from _full_pieces(line, max_piece)
-            yield line + b"\n"
-        line_number += len(lines)
+            yield from _blocks(lines, first_split, max_line, max_piece)
+            line_number += len(lines)
         if nul >= 0:
             raise _nul_error(line_number + 1)
         if tail:
@@ -85,9 +117,44 @@ def normalise_lines(
             pending_size += len(tail)
             if pending_size > max_piece:
                 rest = yield from _full_pieces(b"".join(pending), max_piece)
-                pending, pending_size, split_line = [rest], len(rest), True
+                split_size += pending_size - len(rest)
+                pending, pending_size = [rest], len(rest)
     if pending:
-        yield b"".join(pending) + b"\n"
+        yield from _blocks([b"".join(pending)], split_size, max_line, max_piece)
+
+
+def _dot_line(lines: list[bytes], first_is_split: bool) -> int | None:
+    """The index of the first line that is exactly ``.`` (the end of the input), or None.
+
+    A line whose start went out in pieces is never one (its pieces were not ``.``).
+    """
+    try:
+        return lines.index(_DOT, 1 if first_is_split else 0)
+    except ValueError:
+        return None
+
+
+def _blocks(lines: list[bytes], first_split: int, max_line: int, max_piece: int
+            ) -> Iterator[bytes]:
+    """The items of ``normalise_blocks`` for whole ``lines`` (without their LF), the
+    first of which had ``first_split`` octets go out as pieces before."""
+    if not lines:
+        return
+    if not first_split and max(map(len, lines)) <= max_line:  # the common case
+        yield b"\n".join([*lines, b""])
+        return
+    start = 0  # the first line of the run of short lines not yielded yet
+    for index, line in enumerate(lines):
+        if len(line) + (first_split if index == 0 else 0) <= max_line:
+            continue
+        if start < index:
+            yield b"\n".join([*lines[start:index], b""])
+        if len(line) > max_piece:
+            line = yield from _full_pieces(line, max_piece)
+        yield line + b"\n"
+        start = index + 1
+    if start < len(lines):
+        yield b"\n".join([*lines[start:], b""])
 
 
 def _lf_only(chunk: bytes, after_cr: bool) -> tuple[bytes, bool]:

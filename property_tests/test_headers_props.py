@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from dma.core.addresses import parse_address_list
 from dma.core.errors import DataError, DmaError
 from dma.core.headers import HeaderStep, Stamp
-from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
+from dma.core.lines import MAX_LINE_OCTETS, normalise_blocks, normalise_lines
 
 STAMP = Stamp(
     queue_id="1a.0",
@@ -279,3 +279,45 @@ def test_normalised_input_only_raises_dma_errors(text: bytes, collect: bool) -> 
         run(normalise_lines([text], ignore_dots=False), collect)
     except DmaError:
         pass
+
+
+def run_blocks(
+    items: Iterable[bytes], collect: bool = False
+) -> tuple[bytes, bytes, tuple[str, ...]] | str:
+    """``run`` through ``feed_block``, as submission feeds what normalise_blocks yields."""
+    head: list[bytes] = []
+    body: list[bytes] = []
+    try:
+        step = HeaderStep(STAMP, collect_recipients=collect)
+        for item in items:
+            if step.done:
+                body.append(item)
+                continue
+            fed = step.feed_block(item)
+            head.extend(fed.lines)
+            body.append(fed.body)
+        head.extend(step.finish())
+    except DmaError as error:
+        return str(error)
+    return b"".join(head), b"".join(body), step.recipients
+
+
+@settings(max_examples=200, deadline=None)
+@given(header_text(), st.integers(0, 1200), st.integers(100, 1500), st.booleans())
+def test_blocks_give_the_same_result_as_lines(
+    text: bytes, max_line: int, max_piece: int, collect: bool
+) -> None:
+    """Feeding normalise_blocks's items (blocks, lone long lines, pieces) to feed_block gives
+    exactly what feeding normalise_lines's lines and pieces to feed gives, the error
+    included (pieces of at least 100 octets, as pieces_of: a first piece shows what its
+    line is)."""
+    if lines_of(text) is None:
+        return
+    lines = run(normalise_lines([text], ignore_dots=True, max_piece=max_piece), collect)
+    blocks = run_blocks(
+        normalise_blocks([text], ignore_dots=True, max_line=max_line, max_piece=max_piece),
+        collect)
+    if isinstance(lines, str):
+        assert isinstance(blocks, str)
+    else:
+        assert blocks == lines

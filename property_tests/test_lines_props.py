@@ -1,4 +1,5 @@
-"""Properties of dma.core.lines.normalise_lines over arbitrary bytes and chunk splits."""
+"""Properties of dma.core.lines.normalise_lines and normalise_blocks over arbitrary bytes
+and chunk splits."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dma.core.errors import DataError
-from dma.core.lines import normalise_lines
+from dma.core.lines import normalise_blocks, normalise_lines
 
 # Bytes rich in the characters that matter: CR, LF, dots, and now and then a NUL.
 _interesting = st.sampled_from([b"\r", b"\n", b"\r\n", b".", b"a", b" ", b"\xff", b"\0"])
@@ -125,3 +126,42 @@ def test_pieces_join_to_the_lines(
             current += piece
     assert not current
     assert lines == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(split_message(), st.booleans(), st.integers(0, 12), st.integers(1, 12))
+def test_blocks_are_the_lines_in_three_kinds_of_item(
+    case: tuple[bytes, list[bytes]], dots: bool, max_line: int, max_piece: int
+) -> None:
+    """normalise_blocks gives the reference model's lines (or its NUL error), in items that
+    are a block of whole lines of at most max_line octets, a longer line alone (whole
+    up to max_piece), or max_piece-octet pieces of a longer one and its last piece."""
+    data, chunks = case
+    expected = reference(data, dots)
+    try:
+        items = list(normalise_blocks(chunks, ignore_dots=dots, max_line=max_line,
+                                      max_piece=max_piece))
+    except DataError as error:
+        assert isinstance(expected, str) and str(error).startswith(expected)
+        return
+    assert not isinstance(expected, str)
+    limit = min(max_line, max_piece)
+    lines: list[bytes] = []
+    current = b""
+    for item in items:
+        assert item
+        if not item.endswith(b"\n"):  # a piece of a line over max_piece
+            assert len(item) == max_piece
+            current += item
+        elif b"\n" in item[:-1]:  # a block: whole short lines, starting a line
+            assert not current
+            block = [line + b"\n" for line in item.split(b"\n")[:-1]]
+            assert all(len(line) - 1 <= limit for line in block)
+            lines.extend(block)
+        else:  # one line, or the last piece of one: over the limit, or a short line alone
+            assert len(item) - 1 <= max_piece
+            assert len(item) >= 2 or not current
+            lines.append(current + item)
+            current = b""
+    assert not current
+    assert lines == expected

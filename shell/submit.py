@@ -24,7 +24,7 @@ from dma.core.dates import rfc5322_date
 from dma.core.envelope import Recipient, envelope_sender, merge_recipients, resolve_recipients
 from dma.core.errors import CantCreateError, NoInputError
 from dma.core.headers import HeaderStep, Stamp, make_message_id, received_header
-from dma.core.lines import MAX_LINE_OCTETS, normalise_lines
+from dma.core.lines import MAX_LINE_OCTETS, normalise_blocks, normalise_lines
 from dma.core.queuefile import QueueItem, make_item_id
 from dma.core.values import frozen
 from dma.shell.settings import Settings, load_aliases, read_text
@@ -150,7 +150,7 @@ def submit(
         every = _with_header_recipients(invocation, step, recipients, resolve)
         return _queue_items(invocation, message_id, sender, every)
 
-    pieces = normalise_lines(source, ignore_dots=invocation.ignore_dots)
+    pieces = normalise_blocks(source, ignore_dots=invocation.ignore_dots)
     try:
         made = spool_message(spool, message_id, received_header(stamp), pieces, step, items)
     except OSError as error:  # the file system failed us: a clear message, not a traceback
@@ -172,8 +172,9 @@ def spool_message(
     step: HeaderStep | None,
     items: Callable[[], list[QueueItem]],
 ) -> list[QueueItem]:
-    """Write ``received``, then the message's ``pieces`` (what ``normalise_lines``
-    yields; through the header ``step`` when given) to a new spool file, and commit it
+    """Write ``received``, then the message's ``pieces`` (what ``normalise_blocks`` or
+    ``normalise_lines`` yields; through the header ``step`` when given) to a new spool
+    file, and commit it
     for the ``items()`` (asked once the message is written: -t finds recipients on
     the way).  Lines over 998 octets are re-encoded first (SPEC 3.2).  Submission and
     the maildrop's pickup both queue through here.  OSError when the file system fails.
@@ -221,7 +222,7 @@ def _into_maildrop(directory: str, draft: _Draft, source: Iterable[bytes], log: 
         dsn_ret=invocation.dsn_ret, dsn_envid=invocation.dsn_envid,
         queue_only=invocation.queue_only,
     )
-    pieces = normalise_lines(source, ignore_dots=invocation.ignore_dots)
+    pieces = normalise_blocks(source, ignore_dots=invocation.ignore_dots)
     try:
         with MaildropWriter(directory, envelope) as drop:
             _copy(pieces, step, drop.file)  # long lines: the pickup re-encodes them
@@ -324,24 +325,27 @@ def _copy(pieces: Iterable[bytes], step: HeaderStep | None, out: _Output) -> boo
     """Write the message through the header step (if any) to ``out``; True when a line is
     too long.
 
-    ``pieces`` are what ``normalise_lines`` yields: a piece ending in LF ends a line.
+    ``pieces`` are what ``normalise_blocks`` yields (``normalise_lines``'s lines are a
+    special case): a block of whole short lines goes out as it is, and only an item
+    with one LF, at its end, or none (a piece) says anything about a long line.
     """
     too_long = MAX_LINE_OCTETS + 1
     long_lines = False
-    length = 0  # octets of the current body line so far
+    carried = 0  # octets of a long line before this piece
     write = out.write
     for piece in pieces:
         if step is not None and not step.done:
-            fed = step.feed(piece)
+            fed = step.feed_block(piece)
             out.writelines(fed.lines)
             piece = fed.body
             if not piece:
                 continue
         write(piece)
-        length += len(piece)
-        if piece[-1] == 0x0A:
-            long_lines = long_lines or length > too_long
-            length = 0
+        if piece[-1] != 0x0A:
+            carried += len(piece)
+        elif piece.find(b"\n") == len(piece) - 1:  # one line, or the end of one
+            long_lines = long_lines or carried + len(piece) > too_long
+            carried = 0
     if step is not None:
         out.writelines(step.finish())
     return long_lines

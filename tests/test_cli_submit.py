@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import DmaSite, command, login_name
 
 from dma.core.version import PRODUCT, VERSION
@@ -316,6 +317,20 @@ def test_long_body_line_is_reencoded_without_loss(site: DmaSite) -> None:
     lines, body = headers_and_body(text)
     assert b"Content-Transfer-Encoding: quoted-printable" in lines
     assert quopri.decodestring(body) == b"short\n" + long_line + b"\nend\n"
+
+
+@pytest.mark.parametrize(("octets", "reencoded"), [(998, False), (999, True)])
+def test_a_long_line_deep_in_a_big_body_is_found(
+    site: DmaSite, octets: int, reencoded: bool
+) -> None:
+    """A body line over 998 octets among 300 KiB of short lines, past the first 64 KiB read,
+    is re-encoded; one of exactly 998 octets is stored as it came."""
+    short = b"The quick brown fox jumps over the lazy dog.\n" * 7000
+    body = short[:200_001] + b"\n" + b"y" * octets + b"\n" + short[:100_000] + b"\n"
+    (item_id,) = site.send(["b@example.org"], b"Subject: big\n\n" + body)
+    lines, stored = headers_and_body(site.message(item_id))
+    assert (b"Content-Transfer-Encoding: quoted-printable" in lines) is reencoded
+    assert (quopri.decodestring(stored) if reencoded else stored) == body
 
 
 # Runs argv with our stdin and prints the peak RSS (KiB) of that child alone.  The child is

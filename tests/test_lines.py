@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from dma.core.errors import DataError
-from dma.core.lines import MAX_LINE_OCTETS, PIECE_OCTETS, normalise_lines
+from dma.core.lines import MAX_LINE_OCTETS, PIECE_OCTETS, normalise_blocks, normalise_lines
 
 
 def lines_of(*chunks: bytes, ignore_dots: bool = False) -> list[bytes]:
@@ -197,3 +197,57 @@ def test_a_20_mb_line_streams_in_little_memory() -> None:
     assert total == 320 * 65536 + 5
     assert biggest == PIECE_OCTETS + 1  # the last piece, with the LF
     assert peak < 1 << 20
+
+
+# --- normalise_blocks: the same lines, a chunk at a time ---------------------------------
+
+
+def blocks_of(*chunks: bytes, max_line: int = MAX_LINE_OCTETS, max_piece: int = PIECE_OCTETS,
+              ignore_dots: bool = False) -> list[bytes]:
+    """Run the block normaliser over ``chunks`` and collect its items."""
+    return list(normalise_blocks(chunks, ignore_dots=ignore_dots, max_line=max_line,
+                                 max_piece=max_piece))
+
+
+def test_a_chunk_of_short_lines_is_one_block() -> None:
+    """The whole lines of a chunk come as one item, line ends normalised; the line that the
+    next chunk ends starts the next item."""
+    assert blocks_of(b"a\r\nbb\nc", b"c\rd\n") == [b"a\nbb\n", b"cc\nd\n"]
+
+
+def test_a_line_over_max_line_comes_alone() -> None:
+    """A line longer than max_line splits the block around it; one over max_piece comes in
+    pieces."""
+    assert blocks_of(b"a\nbb\n" + b"x" * 5 + b"\nc\n" + b"y" * 12 + b"\nd\n",
+                     max_line=3, max_piece=10) == [
+        b"a\nbb\n", b"x" * 5 + b"\n", b"c\n", b"y" * 10, b"yy\n", b"d\n"]
+
+
+def test_the_end_of_a_line_split_across_chunks_comes_alone() -> None:
+    """A line that went out in pieces ends in an item of its own, never inside a block."""
+    assert blocks_of(b"z" * 12, b"z\nshort\n", max_line=3, max_piece=10) == [
+        b"z" * 10, b"zzz\n", b"short\n"]
+
+
+def test_blocks_end_at_the_dot() -> None:
+    """The lines before a lone dot come; nothing after it."""
+    assert blocks_of(b"a\nb\n.\nc\n", b"d\n") == [b"a\nb\n"]
+    assert blocks_of(b"a\n.\nc\n", ignore_dots=True) == [b"a\n.\nc\n"]
+
+
+def test_blocks_name_the_line_with_a_nul() -> None:
+    """The whole lines before a NUL's line come, then the error names that line."""
+    items = normalise_blocks([b"a\nb\n", b"c\nd\0e\n"], ignore_dots=False)
+    assert next(items) == b"a\nb\n"
+    assert next(items) == b"c\n"
+    with pytest.raises(DataError, match="message line 4 contains a NUL"):
+        next(items)
+
+
+def test_a_large_message_is_a_few_items_per_chunk() -> None:
+    """16 MiB of short lines in 64 KiB chunks come as about one item per chunk."""
+    line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n"
+    chunk = line * (65536 // len(line)) + b"The quick"
+    items = blocks_of(*[chunk] * 256)
+    assert len(items) <= 257
+    assert b"".join(items) == (chunk * 256).replace(b"\r\n", b"\n") + b"\n"
