@@ -25,7 +25,6 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, BinaryIO, Literal
 
@@ -41,6 +40,7 @@ from dma.core.mbox import (
     parse_intent,
     render_intent,
 )
+from dma.core.values import frozen
 
 MAILBOX_MODE = 0o600
 INTENT_DIR = ".mbox-intents"
@@ -81,7 +81,7 @@ class MailboxLocked(TempFailure):
     """The mailbox stayed locked by another program until the lock timeout: try later."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Dotlock:
     """A dotlock we created: its path, and a descriptor of it kept open while we hold
     it, so that its inode cannot be reused and we only ever remove our own."""
@@ -90,7 +90,7 @@ class _Dotlock:
     fd: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Locks:
     """One try at the locks: all of them (``held_by`` None; ``dotlock`` None when
     there was none to take) or none, and who holds what we did not get; ``note``

@@ -14,10 +14,10 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
-from dataclasses import dataclass
 from types import TracebackType
 
 from dma.core.errors import SoftwareError, TempFailure
+from dma.core.values import frozen
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class TlsHandshakeFailed(NetError):
     """
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TlsPolicy:
     """How to set up TLS with one host: verification, pinning, our client certificate.
 
@@ -58,7 +58,7 @@ class TlsPolicy:
     fingerprint: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TlsInfo:
     """What the handshake settled, for the delivery log line."""
 
@@ -69,7 +69,7 @@ class TlsInfo:
     peer_fingerprint: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NetCounters:
     """Traffic on one connection so far; tests use it to count round trips."""
 

@@ -32,7 +32,6 @@ import errno
 import fcntl
 import os
 import stat
-from dataclasses import dataclass
 
 from dma.adapters.file_kinds import file_kind
 from dma.core.errors import CantCreateError, DataError, IOFailure, NoInputError, TempFailure
@@ -44,6 +43,7 @@ from dma.core.queuefile import (
     parse_queue_file,
     parse_queue_item,
 )
+from dma.core.values import frozen
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ _DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _RELEASE_HINT = "dma -Qr {name} puts it back after a fix, dma -Qd {name} deletes it"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Quarantined:
     """A damaged item that was just moved aside: for the one log line that says so."""
 

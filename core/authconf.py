@@ -12,14 +12,14 @@ and line only.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from dma.core.errors import ConfigError, at
+from dma.core.values import field, frozen
 
 _HOST_END = re.compile(r"[:| \t]")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AuthEntry:
     """One auth.conf line: the SMTP AUTH login and password to use with ``host``."""
 
@@ -28,7 +28,7 @@ class AuthEntry:
     password: str = field(repr=False)  # never in repr or logs
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AuthTable:
     """The entries of auth.conf in file order."""
 

@@ -18,10 +18,10 @@ import re
 import textwrap
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 
 from dma.core.durations import format_duration
 from dma.core.errors import SoftwareError
+from dma.core.values import frozen
 
 MAX_LINE_OCTETS = 998
 """RFC 5322's limit on a line, without its line end."""
@@ -61,7 +61,7 @@ class BoundaryClash(SoftwareError):
     """The MIME boundary occurs in the text being wrapped: pick another and build again."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Failure:
     """Why one recipient of the message could not be delivered."""
 
@@ -72,7 +72,7 @@ class Failure:
     reason: str  # one human sentence for the readable part
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class BounceContext:
     """Everything about a bounce that is not the original message or its failures."""
 

@@ -11,16 +11,16 @@ field is left out of the generated repr and ``__repr__`` says ``<secret hidden>`
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Literal
 
 from dma.core.errors import SoftwareError
+from dma.core.values import field, frozen
 
 CredentialKind = Literal["password", "oauth2"]
 KINDS: tuple[CredentialKind, ...] = ("password", "oauth2")
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@frozen
 class Credentials:
     """A login and its secret (password or OAuth2 access token) for SMTP AUTH."""
 

@@ -28,9 +28,7 @@ id type: the shell's item ids, or ``dma.core.ledger.AddressId`` values.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
 from dma.core.credentials import Credentials
@@ -38,6 +36,7 @@ from dma.core.errors import SoftwareError
 from dma.core.outcomes import Outcome, deferred
 from dma.core.routing import Target
 from dma.core.transport import Security
+from dma.core.values import field, frozen, replace
 
 Id = TypeVar("Id", bound=Hashable)  # an item id, or an AddressId
 
@@ -50,7 +49,7 @@ CREDENTIALS_REFUSED = (
 """The deferral reason when a host was skipped because its login was just refused."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HopTarget:
     """One host of the hop, with the credentials that apply to it (or None)."""
 
@@ -58,7 +57,7 @@ class HopTarget:
     credentials: Credentials | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class TryAddress(Generic[Id]):
     """Connect to ``address`` of ``target`` and offer it ``item_ids``, the items still open.
 
@@ -75,7 +74,7 @@ class TryAddress(Generic[Id]):
     tls_fallback: str | None = None
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class SkipHost(Generic[Id]):
     """``target`` is passed over: another host of this hop just refused its credentials."""
 
@@ -83,7 +82,7 @@ class SkipHost(Generic[Id]):
     item_ids: tuple[Id, ...]
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class LeaveHost(Generic[Id]):
     """Authentication failed at ``target``: its other addresses are not tried."""
 
@@ -91,7 +90,7 @@ class LeaveHost(Generic[Id]):
     item_ids: tuple[Id, ...]
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class HopDone(Generic[Id]):
     """Nothing more to try: the final outcome of every item, settled ones first."""
 
@@ -101,7 +100,7 @@ class HopDone(Generic[Id]):
 Step = TryAddress[Id] | SkipHost[Id] | LeaveHost[Id] | HopDone[Id]
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class SessionResult(Generic[Id]):
     """What one connection did, as the shell reports it back.
 
@@ -129,7 +128,7 @@ def plain_retry(tried: TryAddress[Id], result: SessionResult[Id]) -> TryAddress[
     if (result.tls_handshake_failed is None or result.auth is not None or security is None
             or security.starttls != "opportunistic" or tried.tls_fallback is not None):
         return None
-    return dataclasses.replace(tried, security=dataclasses.replace(security, starttls="no"),
+    return replace(tried, security=replace(security, starttls="no"),
                                tls_fallback=result.tls_handshake_failed)
 
 
@@ -190,7 +189,7 @@ class HopAttempts(Generic[Id]):
             return LeaveHost(leaving, open_ids)
         if self._plain is not None:
             plain, self._plain = self._plain, None
-            self._awaiting = dataclasses.replace(plain, item_ids=open_ids)
+            self._awaiting = replace(plain, item_ids=open_ids)
             return self._awaiting
         return self._next_address(open_ids)
 

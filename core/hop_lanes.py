@@ -29,12 +29,12 @@ The rules:
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import SessionResult
 from dma.core.outcomes import Outcome
+from dma.core.values import field, frozen, mutable
 
 Id = TypeVar("Id", bound=Hashable)
 
@@ -42,7 +42,7 @@ LANE_SHARE = 4
 """Messages waiting per open lane before one more is worth opening."""
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class LaneEnded(Generic[Id]):
     """What one lane's connection did: its result, and whether it was ever ready."""
 
@@ -50,7 +50,7 @@ class LaneEnded(Generic[Id]):
     was_ready: bool
 
 
-@dataclass
+@mutable
 class _Tally(Generic[Id]):
     settled: dict[Id, Outcome] = field(default_factory=dict)
     retry: dict[Id, Outcome] = field(default_factory=dict)

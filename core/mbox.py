@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 
 from dma.core.dates import ctime_date
 from dma.core.errors import DataError
+from dma.core.values import frozen
 
 NULL_SENDER = "MAILER-DAEMON"
 """What the separator line names as the sender of a bounce (empty envelope sender)."""
@@ -94,7 +94,7 @@ def mbox_record(lines: Iterable[bytes], sender: str, moment: datetime) -> Iterat
 # --- the append intent: undoing a record cut short by a killed writer ---------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AppendIntent:
     """An mbox append about to start, written down before its first octet.
 

@@ -6,11 +6,12 @@ A pure value, so that core can decide what a delivery attempt adds up to
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
+from dma.core.values import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class Outcome:
     """Delivered, deferred (try again later) or failed (bounce), with the reason."""
 

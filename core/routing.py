@@ -18,12 +18,12 @@ from __future__ import annotations
 import ipaddress
 import unicodedata
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Generic, Literal, TypeVar
 
 from dma.core.addresses import split_address, unquoted_positions
 from dma.core.errors import DataError
 from dma.core.octets import is_utf8, printable
+from dma.core.values import frozen
 
 K = TypeVar("K", bound=Hashable)
 """What a caller groups: an item id, an address id."""
@@ -34,7 +34,7 @@ _LDH = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _MAX_SHOWN = 60
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NextHop:
     """Where to connect for a recipient: the smarthost, an address literal, or an MX lookup."""
 
@@ -44,7 +44,7 @@ class NextHop:
     account: str | None = None  # the ACCOUNTS account whose smarthost this is (SPEC 2.4)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MxRecord:
     """One MX record as DNS gave it; ``exchange`` has no final dot ("." for the root)."""
 
@@ -52,7 +52,7 @@ class MxRecord:
     exchange: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Target:
     """One host to try, with every address to try before moving to the next host."""
 
@@ -61,7 +61,7 @@ class Target:
     preference: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HostLookup:
     """What the AAAA and A lookups for one host name found.
 
@@ -74,21 +74,21 @@ class HostLookup:
     trouble: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Targets:
     """The hosts to try, in order; never empty."""
 
     targets: tuple[Target, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DnsPermanent:
     """The domain cannot receive mail: bounce (NXDOMAIN, null MX, no MX and no address)."""
 
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class DnsTemporary:
     """DNS could not answer now: defer (SERVFAIL, timeout, MX hosts with no address)."""
 
@@ -146,7 +146,7 @@ def next_hop(recipient: str, *, smarthost: str | None, port: int) -> NextHop:
     return NextHop("mx", normalise_domain(domain, recipient), port)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Routes(Generic[K]):
     """Keys grouped by next hop (hops and keys in first-seen order), and the keys whose
     recipient has no next hop, each with the reason (a bounce: SPEC 5.3)."""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 
 from dma.core.credentials import Credentials
 from dma.core.sasl import (
@@ -27,6 +26,7 @@ from dma.core.sasl import (
     SaslError,
     credentials_problem,
 )
+from dma.core.values import field, frozen
 
 __all__ = [
     "CLEARTEXT_MECHANISMS",
@@ -58,7 +58,7 @@ COMMAND_LINE_OCTETS = 512
 goes without its initial response, which follows the first 334 (RFC 4954 4)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Choice:
     """The mechanism to use, or None and why (one line for the log and the queue)."""
 
@@ -117,7 +117,7 @@ def _none_reason(offered: frozenset[str], candidates: tuple[str, ...], skipped: 
 # --- the exchange on SMTP lines ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AuthLine:
     """One line to send: ``wire`` (secret) and ``shown``, what traces and logs show."""
 

@@ -8,11 +8,11 @@ session is given, and the events ``SmtpClient.next_event`` returns.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
 from typing import Literal
 
 from dma.core.credentials import Credentials
 from dma.core.smtp_reply import Extensions, Reply
+from dma.core.values import field, frozen
 
 __all__ = [
     "Closed",
@@ -85,7 +85,7 @@ def classify(reply: Reply, stage: Stage) -> Outcome:
 # --- values in ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Envelope:
     """One message to send in this session."""
 
@@ -98,7 +98,7 @@ class Envelope:
     dsn_envid: str | None = None  # sent xtext-encoded
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionPolicy:
     """How this session must behave: from dma.conf, auth.conf or the account.
 
@@ -121,7 +121,7 @@ class SessionPolicy:
 # --- events out ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Transmit:
     """Bytes the driver must write now: commands the machine sends on its own."""
 
@@ -129,12 +129,12 @@ class Transmit:
     commands: tuple[str, ...]  # what the bytes are, for logs; AUTH answers shown as "***"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StartTls:
     """The server accepted STARTTLS: do the handshake now, then call tls_established."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Ready:
     """Greeting, EHLO/HELO, TLS and AUTH are done: send_message may be called."""
 
@@ -145,7 +145,7 @@ class Ready:
     notices: tuple[str, ...]  # things the driver should log (no AUTH offered, plain text...)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RecipientResult:
     """The outcome for one recipient: during RCPT (informative) or final (in MessageDone)."""
 
@@ -156,12 +156,12 @@ class RecipientResult:
     reason: str  # one line for logs and bounces
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReadyForData:
     """The server accepted DATA and at least one recipient: call send_data_lines."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MessageDone:
     """The final outcome of every recipient of the message, in envelope order."""
 
@@ -173,7 +173,7 @@ class MessageDone:
         return tuple(r.recipient for r in self.results if r.outcome is Outcome.DELIVERED)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionFailed:
     """The session cannot go on: try the next host, or defer.
 
@@ -191,7 +191,7 @@ class SessionFailed:
     auth: Literal["refused", "unusable"] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Closed:
     """The session is over: close the connection."""
 

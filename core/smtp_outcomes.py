@@ -14,7 +14,6 @@ values tomorrow.  Pure: the shell sends and reads, this decides.
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from dma.core.bounce import status_from_reply
@@ -22,6 +21,7 @@ from dma.core.errors import SoftwareError
 from dma.core.outcomes import Outcome, deferred, delivered, failed
 from dma.core.smtp_events import MessageDone, RecipientResult, Stage
 from dma.core.smtp_events import Outcome as ReplyOutcome
+from dma.core.values import frozen
 
 Id = TypeVar("Id", bound=Hashable)  # an item id, or an AddressId
 
@@ -33,7 +33,7 @@ TOO_MANY_RECIPIENTS = 452
 """RFC 5321 4.5.3.1.10: the recipients over the server's limit, to send again."""
 
 
-@dataclass(frozen=True)  # no slots: with them, Name[Id](...) raises TypeError on 3.11
+@frozen
 class Settlement(Generic[Id]):
     """One transaction's items: ``settled`` (delivered or failed for good, final for
     this hop) and ``retry`` (deferred: another try may still take them).  Disjoint."""

@@ -8,9 +8,9 @@ remote's fault: RemoteProtocolError, a temporary failure, never a bounce.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from dma.core.errors import TempFailure
+from dma.core.values import frozen
 
 MAX_LINE_OCTETS = 2048
 """Longest reply line we accept, CRLF excluded (RFC 5321 allows 512; servers exceed it)."""
@@ -28,7 +28,7 @@ class RemoteProtocolError(TempFailure):
     """The server sent something that is not a valid SMTP reply: defer, try again later."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Reply:
     """One complete server reply: its code and the text of each line."""
 
@@ -160,7 +160,7 @@ class ReplyParser:
         return Reply(code, lines, enhanced.group(0) if enhanced else None)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Extensions:
     """What the server announced in its EHLO reply (all off after HELO)."""
 

@@ -20,11 +20,11 @@ the public names.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 
 from dma.core.errors import SoftwareError
 from dma.core.smtp_events import Stage
 from dma.core.smtp_reply import Reply
+from dma.core.values import frozen
 
 __all__ = [
     "CALLS",
@@ -131,7 +131,7 @@ class Call(enum.Enum):
     BAD_REPLY = "the server sent bytes that are no SMTP reply"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Transition:
     """A reply table entry: the action to run, and every state it may move to."""
 

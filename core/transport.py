@@ -6,15 +6,15 @@ The shell connects and talks; these functions say how (SPEC 5.3, 5.5).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from dma.core.config import Config
 from dma.core.ledger import AddressId
 from dma.core.queuefile import message_id_of
+from dma.core.values import frozen
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Security:
     """How to secure a session with one host."""
 
@@ -43,7 +43,7 @@ def security_for(config: Config, hop_kind: str) -> Security:
     return Security(implicit, mode, verify, config.fingerprint)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class QueuedRecipient:
     """One address of a queue item as the planner needs it."""
 
@@ -55,7 +55,7 @@ class QueuedRecipient:
     dsn_envid: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Transaction:
     """One SMTP transaction: a message, its sender and the recipients for this hop."""
 

@@ -15,7 +15,8 @@ A value class has:
   mutable one), then ``__post_init__`` when the class defines one (it sets a field
   with ``object.__setattr__``, as with dataclasses);
 - ``__eq__`` (same class, equal fields) and ``__hash__`` over the fields that
-  compare, ``__repr__`` (``Name(a=1, b='x')``) over those that show,
+  compare, ``__repr__`` (``Name(a=1, b='x')``) over those that show (a class's own
+  ``__repr__`` stays, as with dataclasses),
   ``__match_args__``;
 - assignment and deletion refused with ``dataclasses.FrozenInstanceError``;
 - copy and pickle through ``__reduce__`` (the fields given to ``__init__`` again).
@@ -200,9 +201,10 @@ def _make(cls: type[T], *, immutable: bool) -> type[T]:
         __value_table__=table,
         __dataclass_fields__=_DataclassFields(),
         __init__=_initializer(table, cls.__name__),
-        __repr__=_representer(table),
         __reduce__=_reducer(table),
     )
+    if "__repr__" not in cls.__dict__:  # as dataclasses: a class's own repr stays
+        namespace["__repr__"] = _representer(table)
     _comparers(table, namespace)
     metaclass: Callable[..., type[T]] = type(cls)
     return metaclass(cls.__name__, cls.__bases__, namespace)

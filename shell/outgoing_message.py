@@ -6,16 +6,15 @@ SMTP driver reads it once it is sent; both name its items in log lines.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
 
 from dma.core.ledger import AddressId
 from dma.core.transport import Transaction
+from dma.core.values import mutable, replace
 
 SMALL_MESSAGE = 1 << 16
 """Messages up to this size are read once into memory while they are in flight."""
@@ -23,7 +22,7 @@ SMALL_MESSAGE = 1 << 16
 MAX_LOGGED_IDS = 20
 
 
-@dataclass
+@mutable
 class OutgoingMessage:
     """A transaction with what the driver needs to send it."""
 
@@ -101,7 +100,7 @@ def narrowed(message: OutgoingMessage, keep: AbstractSet[AddressId]) -> Outgoing
     items = tuple(plan.item_ids[i] for i in kept)
     item_recipients = tuple(plan.item_recipients[i] for i in kept)
     recipients = tuple(r for r in plan.recipients if r in item_recipients)
-    plan = dataclasses.replace(
+    plan = replace(
         plan, item_ids=items, recipients=recipients, item_recipients=item_recipients
     )
     paths = tuple(message.paths[i] for i in kept)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dma.adapters import system
@@ -33,6 +32,7 @@ from dma.core.ledger import (
 )
 from dma.core.outcomes import Outcome, failed
 from dma.core.retry import after_temporary_failure
+from dma.core.values import field, mutable
 from dma.shell.guard import describe
 from dma.shell.settings import Settings
 
@@ -48,7 +48,7 @@ DeliverRemote = Callable[[Sequence["Parcel"], Report], None]
 """Remote delivery: it reports the outcome of each address it is given as it has it."""
 
 
-@dataclass
+@mutable
 class RunSummary:
     """Counts of one run, for the exit status of -D and the log."""
 

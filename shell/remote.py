@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from dma.adapters.hosts import system_smarthost_targets
@@ -52,6 +51,7 @@ from dma.core.routing import (
     group_by_next_hop,
 )
 from dma.core.transport import QueuedRecipient, Security, plan_transactions, security_for
+from dma.core.values import field, frozen
 from dma.shell.guard import describe
 from dma.shell.lanes import LaneRun
 from dma.shell.outgoing_message import OutgoingMessage, logged_ids, narrowed
@@ -69,7 +69,7 @@ _DNS_RECORDS = ("ANY.MX", "ANY.CNAME", "ANY.SOA", "ANY.NS", "IN.A", "IN.AAAA")
 """The record types an MX lookup meets (answers, authority, additional sections)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Parcel:
     """One address to deliver by SMTP, and the claim on its queue item (its M file)."""
 
@@ -77,7 +77,7 @@ class Parcel:
     claim: Claim
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _AccountUse:
     """What a hop through an account connects with: its TLS policy and login."""
 

@@ -19,7 +19,6 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, NoReturn
 
 from dma.adapters.privileges import Identity, become, die_with_parent
@@ -28,6 +27,7 @@ from dma.core.errors import DataError, DmaError
 from dma.core.ledger import AddressId, Report
 from dma.core.outcomes import Outcome, deferred
 from dma.core.report_lines import MAX_REPORT_OCTETS, decode_report, encode_report
+from dma.core.values import frozen
 from dma.shell.guard import describe
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class _PipeReport:
                 os._exit(75)
 
 
-@dataclass(frozen=True)
+@frozen
 class _ChildWork:
     """What the child does, and what it must let go of first."""
 
