@@ -9,11 +9,11 @@ the caller, which keeps this module pure and its tests exact.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from dma.core.errors import SoftwareError
 from dma.core.queuefile import QueueItem
+from dma.core.values import replace
 
 FIRST_DELAY = 300
 """Seconds between the first failed attempt and the second, as in the C dma."""
@@ -65,7 +65,7 @@ def after_temporary_failure(item: QueueItem, *, now: int, error: str, jitter: fl
     The error is stored as given; the Q file writer makes it one line.
     """
     attempts = item.attempts + 1
-    return dataclasses.replace(
+    return replace(
         item,
         attempts=attempts,
         next_try=now + retry_delay(attempts, jitter),
