@@ -194,13 +194,12 @@ def _one_pass(invocation: Invocation, settings: Settings, *, honour_next_try: bo
 
 
 def _deliver_due(invocation: Invocation, settings: Settings, *, honour_next_try: bool) -> int:
-    from dma.core.mailq import select_entries  # queue runs only: keeps submission light
-    from dma.shell.queue_ops import report_quarantined
-
     _pick_up(invocation, settings)  # new items are due at once: this pass delivers them
     log = None
 
     def moved_aside(moved: Any) -> None:  # damaged items clean() or scan() set aside
+        from dma.shell.queue_ops import report_quarantined  # rare: not loaded otherwise
+
         nonlocal log
         log = log or _logger(invocation, stderr=invocation.verbose)
         report_quarantined(log, moved)
@@ -213,6 +212,8 @@ def _deliver_due(invocation: Invocation, settings: Settings, *, honour_next_try:
         if not ids:
             return 0
         return deliver_now(invocation, settings, ids, stderr=invocation.verbose)
+    from dma.core.mailq import select_entries  # selectors and -qTIME only
+
     scan = spool.scan(probe_locks=False)
     for problem in scan.problems:  # never silently invisible (SPEC 5.7)
         _log_failure(invocation, f"damaged queue item {problem.name}", problem.error)
