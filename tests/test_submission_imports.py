@@ -12,7 +12,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from conftest import DmaSite, login_name
 
 # Every dma module a submission may load: what it parses, checks and writes, and the
@@ -67,11 +66,6 @@ def test_a_submission_loads_only_its_own_modules(site: DmaSite) -> None:
     assert [name for name in HEAVY if name in loaded] == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core/retry, imported by shell/delivery, still imports dataclasses (issue 11: "
-    "the change is with the lead); remove this mark with it",
-)
 def test_a_submission_does_not_load_dataclasses(site: DmaSite) -> None:
     """Values are core/values classes: a submission loads neither dataclasses nor what it
     imports (inspect, ast, dis, tokenize)."""
