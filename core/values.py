@@ -15,9 +15,9 @@ A value class has:
   mutable one), then ``__post_init__`` when the class defines one (it sets a field
   with ``object.__setattr__``, as with dataclasses);
 - ``__eq__`` (same class, equal fields) and ``__hash__`` over the fields that
-  compare, ``__repr__`` (``Name(a=1, b='x')``) over those that show (a class's own
-  ``__repr__`` stays, as with dataclasses),
-  ``__match_args__``;
+  compare, ``__repr__`` (``Name(a=1, b='x')``) over those that show,
+  ``__match_args__``; as with dataclasses, a method the class defines itself stays
+  (its own ``__init__``, ``__repr__``, ``__eq__``, ``__hash__``);
 - assignment and deletion refused with ``dataclasses.FrozenInstanceError``;
 - copy and pickle through ``__reduce__`` (the fields given to ``__init__`` again).
 
@@ -44,7 +44,7 @@ from operator import attrgetter
 
 TYPE_CHECKING = False  # not typing's: a submission need not import typing
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from dataclasses import replace as replace  # mypy checks each change by its field's type
     from typing import Any, TypeVar, dataclass_transform
 
@@ -197,15 +197,19 @@ def _make(cls: type[T], *, immutable: bool) -> type[T]:
     namespace.pop("__weakref__", None)
     namespace.update(
         __slots__=tuple(item.name for item in fields),
-        __match_args__=tuple(item.name for item in table.given),
         __value_table__=table,
         __dataclass_fields__=_DataclassFields(),
-        __init__=_initializer(table, cls.__name__),
-        __reduce__=_reducer(table),
     )
-    if "__repr__" not in cls.__dict__:  # as dataclasses: a class's own repr stays
-        namespace["__repr__"] = _representer(table)
-    _comparers(table, namespace)
+    methods = {
+        "__match_args__": tuple(item.name for item in table.given),
+        "__init__": _initializer(table, cls.__name__),
+        "__repr__": _representer(table),
+        "__reduce__": _reducer(table),
+        **_comparers(table, cls.__name__, cls.__dict__),
+    }
+    for name, method in methods.items():
+        if name not in cls.__dict__ or name == "__hash__":  # a class's own method stays
+            namespace[name] = method
     metaclass: Callable[..., type[T]] = type(cls)
     return metaclass(cls.__name__, cls.__bases__, namespace)
 
@@ -271,9 +275,14 @@ def _representer(table: _Table) -> Callable[[object], str]:
     return __repr__
 
 
-def _comparers(table: _Table, namespace: dict[str, object]) -> None:
-    """``__eq__`` and ``__hash__`` (None: unhashable, when mutable), as dataclasses make
-    them: the tuples of the fields that compare."""
+def _comparers(table: _Table, owner: str, own: Mapping[str, object]) -> dict[str, object]:
+    """``__eq__`` and ``__hash__``, and for a frozen class ``__setattr__`` and
+    ``__delattr__``, as dataclasses make them: the tuples of the fields that compare.
+
+    The hash follows dataclasses' rule too: a class's own ``__hash__`` stays; else a
+    frozen class hashes its fields and a mutable one is unhashable.  A frozen class
+    that defines ``__setattr__`` or ``__delattr__`` is refused (TypeError).
+    """
     compared = table.compared
 
     def __eq__(self: object, other: object) -> object:
@@ -284,11 +293,19 @@ def _comparers(table: _Table, namespace: dict[str, object]) -> None:
     def __hash__(self: object) -> int:
         return hash(compared(self))
 
-    namespace["__eq__"] = __eq__
-    namespace["__hash__"] = __hash__ if table.immutable else None
+    made: dict[str, object] = {"__eq__": __eq__}
+    own_hash = own.get("__hash__", MISSING)
+    if own_hash is not MISSING and not (own_hash is None and "__eq__" in own):
+        made["__hash__"] = own_hash
+    else:
+        made["__hash__"] = __hash__ if table.immutable else None
     if table.immutable:
-        namespace["__setattr__"] = _refuse_setattr
-        namespace["__delattr__"] = _refuse_delattr
+        for name in ("__setattr__", "__delattr__"):
+            if name in own:
+                raise TypeError(f"{owner}: a frozen value class cannot define {name}")
+        made["__setattr__"] = _refuse_setattr
+        made["__delattr__"] = _refuse_delattr
+    return made
 
 
 def _reducer(table: _Table) -> Callable[[object], tuple[type, tuple[object, ...]]]:

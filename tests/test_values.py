@@ -171,6 +171,50 @@ def test_dataclasses_functions_accept_values() -> None:
     assert dataclasses.replace(Draft("a", ["w"]), name="b") == Draft("b", ["w"])
 
 
+def test_a_class_keeps_the_methods_it_defines() -> None:
+    """As with dataclasses, a class's own __repr__, __eq__, __hash__ and __init__ stay; a
+    frozen class with its own __eq__ still hashes its fields."""
+
+    @frozen
+    class Secret:
+        login: str
+        secret: str = field(repr=False)
+
+        def __repr__(self) -> str:
+            return f"Secret({self.login}, hidden)"
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, Secret) and other.login == self.login
+
+    @frozen
+    class Fixed:
+        number: int
+
+        def __init__(self, text: str) -> None:
+            object.__setattr__(self, "number", int(text))
+
+        def __hash__(self) -> int:
+            return 7
+
+    assert repr(Secret("a", "s")) == "Secret(a, hidden)"
+    assert Secret("a", "s") == Secret("a", "t")
+    assert hash(Secret("a", "s")) == hash(("a", "s"))
+    assert Fixed("12").number == 12
+    assert hash(Fixed("3")) == 7
+
+
+def test_a_frozen_class_cannot_define_setattr() -> None:
+    """A frozen class with its own __setattr__ or __delattr__ is refused, as dataclasses do."""
+    with pytest.raises(TypeError, match="__setattr__"):
+
+        @frozen
+        class Loose:
+            x: int
+
+            def __setattr__(self, name: str, value: object) -> None:
+                object.__setattr__(self, name, value)
+
+
 @pytest.mark.parametrize(
     ("body", "complaint"),
     [
