@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from dma.adapters import system
 from dma.adapters.spool import Spool
 from dma.core.cmdline import Invocation
-from dma.core.retry import is_due
 from dma.shell.guard import log_crash
 from dma.shell.settings import Settings
 
@@ -220,6 +219,8 @@ def _deliver_due(invocation: Invocation, settings: Settings, *, honour_next_try:
     entries = select_entries(list(scan.entries), invocation.selectors)
     now = int(system.epoch())
     if honour_next_try:
+        from dma.core.retry import is_due  # -qTIME only: a submission need not load it
+
         entries = [entry for entry in entries if is_due(entry.item, now)]
     if not entries:
         return 0

@@ -202,7 +202,7 @@ def test_sender_absent_is_none() -> None:
         (["-bi"], Mode.NEWALIASES, False, False),
     ],
 )
-def test_b_mode_letters(args: list[str], mode: Mode, json: bool, queue_only: bool) -> None:
+def test_b_mode_letters(args: list[str], mode: str, json: bool, queue_only: bool) -> None:
     """Each -b letter selects its mode, JSON listing or spool-only submission."""
     inv = parse(*args)
     assert (inv.mode, inv.json, inv.queue_only) == (mode, json, queue_only)
@@ -435,7 +435,7 @@ def test_bang_only_before_a_selector_letter() -> None:
 @pytest.mark.parametrize(
     ("letter", "mode"), [("d", Mode.DELETE), ("b", Mode.BOUNCE), ("r", Mode.RELEASE)]
 )
-def test_queue_management_takes_ids(letter: str, mode: Mode) -> None:
+def test_queue_management_takes_ids(letter: str, mode: str) -> None:
     """-Qd, -Qb and -Qr take item ids or message ids as positional words."""
     inv = parse(f"-Q{letter}", "20ca94.556f80fe16e0", "1a2b")
     assert (inv.mode, inv.recipients) == (mode, ("20ca94.556f80fe16e0", "1a2b"))

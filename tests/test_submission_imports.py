@@ -30,7 +30,7 @@ SUBMISSION_MODULES = frozenset({
 # Standard modules that cost start-up and that no step of a submission needs.
 HEAVY = ("typing", "datetime", "contextlib", "difflib", "ipaddress", "tomllib", "base64",
          "email", "socket", "ssl", "selectors", "subprocess", "threading", "signal",
-         "structlog", "dns")
+         "structlog", "dns", "enum", "re")
 
 # What dataclasses brings along (~13 ms on Debian's python3).
 DATACLASSES = ("dataclasses", "inspect", "ast", "dis", "tokenize")
