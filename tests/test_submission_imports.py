@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import DmaSite, login_name
 
@@ -71,3 +72,29 @@ def test_a_submission_does_not_load_dataclasses(site: DmaSite) -> None:
     imports (inspect, ast, dis, tokenize)."""
     loaded = loaded_by_submission(site)
     assert [name for name in DATACLASSES if name in loaded] == []
+
+
+def _imported(argv: list[str], site: DmaSite, stdin: bytes = b"") -> set[str]:
+    """The modules ``python -X importtime argv`` imported."""
+    done = subprocess.run([sys.executable, "-X", "importtime", *argv], input=stdin,
+                          capture_output=True, env=site.environ, cwd=site.root, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return {line.rsplit("|", 1)[-1].strip()
+            for line in done.stderr.decode().splitlines() if line.startswith("import time:")}
+
+
+def test_the_installed_sendmail_command_loads_no_regex_engine(site: DmaSite) -> None:
+    """The installed ``sendmail`` is our own launcher (scripts/commands), not pip's
+    generated wrapper, which imports re (~7 ms) before any of our code runs: one real
+    submission through it loads neither re nor enum beyond what the interpreter's own
+    start-up loads (an editable install's finder loads re)."""
+    launcher = Path(sys.executable).parent / "sendmail"
+    assert b"import re" not in launcher.read_bytes()
+    site.write_aliases("postmaster: root\n")
+    baseline = _imported(["-c", "pass"], site)
+    imported = _imported([str(launcher), "-C", str(site.config), "-f", "cron@example.org",
+                          login_name()], site,
+                         b"From: cron@example.org\nSubject: report\n\nall is well\n")
+    assert "dma.core.cmdline" in imported  # the listing is real
+    assert {"re", "enum"} & (imported - baseline) == set()
