@@ -51,11 +51,11 @@ import enum
 import re
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from dma.core import sysexits
 from dma.core.addresses import needs_smtputf8, parse_envelope_address
 from dma.core.errors import DmaError, SoftwareError
+from dma.core.values import frozen
 from dma.core.version import PRODUCT
 
 __all__ = [
@@ -123,7 +123,7 @@ class _Refusal(Exception):
 # --- events ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Transmit:
     """Reply bytes for the client, to be written in the order they come."""
 
@@ -135,12 +135,12 @@ class Transmit:
         return int(self.data[:3])
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class NeedData:
     """Every buffered line is handled: feed more input (``b""`` at its end)."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Hello:
     """The client said EHLO (``extended``) or HELO with this name."""
 
@@ -148,7 +148,7 @@ class Hello:
     extended: bool
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MailParameters:
     """The MAIL FROM parameters we accept (RFC 1870, 6152, 6531)."""
 
@@ -157,7 +157,7 @@ class MailParameters:
     smtputf8: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MailFrom:
     """A transaction began with this sender (``""`` is the null sender)."""
 
@@ -165,14 +165,14 @@ class MailFrom:
     parameters: MailParameters
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RcptTo:
     """The client names a recipient: the driver must accept or refuse it before going on."""
 
     address: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MessageStart:
     """DATA was accepted (354 sent): MessageData events follow, then MessageEnd or Closed."""
 
@@ -181,7 +181,7 @@ class MessageStart:
     parameters: MailParameters
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MessageData:
     """The next piece of the message, dots unstuffed: text up to a line feed (CRLF or a
     bare LF, as the client sent it), or the start of a run of more than
@@ -190,7 +190,7 @@ class MessageData:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MessageEnd:
     """``<CRLF>.<CRLF>`` arrived: the driver must accept or refuse the message before going on.
 
@@ -202,12 +202,12 @@ class MessageEnd:
     bare_lf_dots: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Reset:
     """The transaction in progress (if any) was dropped: RSET, or EHLO/HELO inside it."""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Closed:
     """The session is over: after QUIT (``by_quit``) or at the end of input.
 
@@ -277,7 +277,7 @@ _VERBS: dict[str, Input] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Transition:
     action: str  # name of the SmtpServer method run with the command's argument
     targets: frozenset[State]  # every state the action may move to

@@ -24,7 +24,6 @@ logs go to syslog (and stderr with -v).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -51,6 +50,7 @@ from dma.core.smtp_server import (
     message_refusal,
     recipient_refusal,
 )
+from dma.core.values import replace
 from dma.shell.settings import Settings, load_aliases
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ class _Session:
         """Stream the message into the submission path, then answer the end of data."""
         from dma.shell.submit import submit
 
-        invocation = dataclasses.replace(
+        invocation = replace(
             self._invocation,
             sender=start.sender,
             recipients=start.recipients,
