@@ -59,6 +59,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _venv import describe, pydma_python  # bench/_venv.py, shared with flush.py
+
 REPO = Path(__file__).resolve().parent.parent
 C_DMA = REPO / ".cache" / "cdma" / "usr" / "sbin" / "dma"
 SYSTEM_CONF = Path("/etc/dma/dma.conf")
@@ -207,48 +211,6 @@ def start_sink() -> Sink:
     port = int(os.read(port_in, 64))
     os.close(port_in)
     return Sink(process, port, reports_in)
-
-
-# --- the interpreter under test ---------------------------------------------------------
-
-
-def pydma_python(python: Path, venv: Path, reinstall: bool) -> Path:
-    """``python`` when pydma is installed next to it; else a venv of it with pydma in it."""
-    has_pydma = (python.parent / "dma").exists() and subprocess.run(
-        [str(python), "-c", "import dma.shell.main"], capture_output=True, check=False
-    ).returncode == 0
-    if has_pydma and not reinstall:
-        return python
-    made = venv / "bin" / "python"
-    if not made.exists():
-        subprocess.run([str(python), "-m", "venv", str(venv)], check=True)
-    elif not reinstall and (venv / "bin" / "dma").exists():
-        return made
-    with tempfile.TemporaryDirectory(prefix="dma-pickup-src-") as source:
-        for name in ("pyproject.toml", "README.md"):
-            shutil.copy(REPO / name, source)
-        for name in ("core", "adapters", "shell"):
-            shutil.copytree(REPO / name, Path(source, name),
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        subprocess.run([str(made), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "--force-reinstall", "--no-deps", source], check=True)
-        subprocess.run([str(made), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        source], check=True)
-    # the throwaway user and user dma run it: make it readable whatever the umask was
-    subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
-    return made
-
-
-def describe(python: Path) -> str:
-    """The interpreter: its path, version and (for a venv) the Python it was made from."""
-    version = subprocess.run([str(python), "-c", "import sys; print(sys.version.split()[0])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-    config = python.parent.parent / "pyvenv.cfg"
-    base = ""
-    if config.exists():
-        found = re.search(r"(?m)^executable\s*=\s*(.+)$", config.read_text())
-        base = f", a venv of {found.group(1).strip()}" if found else ""
-    return f"{python} (Python {version}{base})"
 
 
 # --- one run ------------------------------------------------------------------------------
