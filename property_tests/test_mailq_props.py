@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+import random
+from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dma.core.mailq import QuarantinedEntry, QueueEntry, render_mailq, render_mailq_json
+from dma.core.mailq import (
+    QuarantinedEntry,
+    QueueEntry,
+    mailq_json_lines,
+    mailq_pieces,
+    render_mailq,
+    render_mailq_json,
+)
 from dma.core.queuefile import QueueItem
 
 _anything = st.text(max_size=20)
@@ -98,3 +107,32 @@ def test_listings_name_queued_and_quarantined_items_once(
     assert len({frozenset(r) for r in records}) <= 1
     assert sorted(r["id"] for r in records if r["quarantined"]) == sorted(e.name for e in held)
     assert sum(not r["quarantined"] for r in records) == len(entries)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_entries, _quarantined, _now, st.randoms(use_true_random=False))
+def test_streamed_listings_are_the_whole_listings(
+    entries: list[QueueEntry], held: list[QuarantinedEntry], now: float, shuffle: random.Random
+) -> None:
+    """A listing written piece by piece from a one-pass iterator of the items, oldest first
+    (as a streaming mailq reads the spool), with the quarantined items asked for once at
+    the end, is exactly the listing of the items in any order; text and JSON alike."""
+    ordered = sorted(entries, key=lambda e: (e.arrival if math.isfinite(e.arrival) else 0.0,
+                                             e.item.id))
+    shuffled = list(entries)
+    shuffle.shuffle(shuffled)
+    read: list[bool] = []
+
+    def one_pass() -> Iterator[QueueEntry]:
+        read.clear()
+        yield from ordered
+        read.append(True)
+
+    def quarantined() -> list[QuarantinedEntry]:
+        assert read == [True]  # asked only once every queued item has been read
+        return list(reversed(held))
+
+    assert "".join(mailq_pieces(one_pass(), now, quarantined)) == render_mailq(
+        shuffled, now, held)
+    assert "".join(mailq_json_lines(one_pass(), now, quarantined)) == render_mailq_json(
+        shuffled, now, held)

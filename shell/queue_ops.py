@@ -25,9 +25,11 @@ from dma.shell.settings import Settings, load_aliases
 TYPE_CHECKING = False
 if TYPE_CHECKING:
 
+    from collections.abc import Sequence
+
     from dma.adapters.log import Logger
     from dma.adapters.quarantine import Quarantined
-    from dma.core.mailq import QuarantinedEntry
+    from dma.core.mailq import QuarantinedEntry, QueueEntry
     from dma.core.user_views import UserView
 
 DELETION_WAIT_SECONDS = 5.0
@@ -57,28 +59,35 @@ def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma")
 
     Damaged items found on the way are moved to the quarantine (when we may) and
     listed from there, with the reason, like every item already quarantined.  A user
-    who may not read the spool (system mode) gets their own items only.
+    who may not read the spool (system mode) gets their own items only.  Each item's
+    lines are written as they are made: the listing is never held whole as text.
     """
-    from dma.core.mailq import render_mailq, render_mailq_json
+    from dma.core.mailq import mailq_json_lines, mailq_pieces
 
     if _own_view_only(settings):
         return _list_own(settings, json_lines=json_lines)
     spool = _spool(settings, syslog_tag)
-    held: list[QuarantinedEntry] = []
     trouble: list[str] = []
-    if os.path.isdir(settings.config.spooldir):
+    there = os.path.isdir(settings.config.spooldir)
+    entries: Sequence[QueueEntry] = ()
+    if there:
         scan = spool.scan()
-        entries = list(scan.entries)
+        entries = scan.entries
         trouble += [f"damaged queue item {p.name}: {p.error}" for p in scan.problems]
+
+    def held() -> list[QuarantinedEntry]:
+        if not there:
+            return []
         try:
-            held = spool.quarantine().entries()
+            return spool.quarantine().entries()
         except DmaError as error:  # the queue itself is still worth listing
             trouble.append(str(error))
-    else:
-        entries = []
-    now = system.epoch()
-    render = render_mailq_json if json_lines else render_mailq
-    sys.stdout.write(render(entries, now, held))
+            return []
+
+    pieces = mailq_json_lines if json_lines else mailq_pieces
+    write = sys.stdout.write
+    for piece in pieces(entries, system.epoch(), held):  # the spool's order: oldest first
+        write(piece)
     for line in trouble:  # a damaged Q file must never be silently invisible
         print(f"mailq: {line}", file=sys.stderr)
     return 0

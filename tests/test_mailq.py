@@ -115,6 +115,18 @@ def test_json_keeps_non_ascii_readable() -> None:
     assert "jörg@x" in render_mailq_json([e], NOW)
 
 
+def test_json_writes_octets_that_are_not_utf8_as_replacement_characters() -> None:
+    """Octets that were not UTF-8 (lone surrogates from surrogateescape) become U+FFFD in the
+    JSON, next to non-ASCII text kept as itself, so the line is valid UTF-8."""
+    e = QueueEntry(QueueItem("a.0", "caf\udce9@x", "jörg\udcff\udc80@y", 0, None, "\udcfe"),
+                   arrival=NOW, size=1)
+    out = render_mailq_json([e], NOW)
+    out.encode("utf-8")
+    record = json.loads(out)
+    assert (record["sender"], record["recipient"], record["last_error"]) == (
+        "caf\ufffd@x", "jörg\ufffd\ufffd@y", "\ufffd")
+
+
 def quarantined(name: str, since_age: float, *, item: QueueItem | None = None,
                 arrival_age: float | None = None, size: int | None = None) -> QuarantinedEntry:
     """A quarantined entry moved ``since_age`` seconds before NOW."""
