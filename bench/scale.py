@@ -6,15 +6,25 @@
    ``.0`` item suffix) into a pristine spool of N items: the id is replaced wherever
    it occurs (Q ``ID:``, the Received header's ``id``, the Message-Id), everything
    else stays byte for byte, so the items are in the format both pydma and the C
-   dma 0.13 read.  Before timing, ``mailq -j`` must list exactly N items.
-3. At each size, rounds of (order alternating): pydma's ``mailq``, ``dma -bj``
-   (a listing: wall time and peak RSS from ``wait4``), the C dma's ``-bp`` (same),
-   and ``dma -q`` to the loopback sink of bench/flush.py (a fresh copy of the spool
-   each round; time to the last message's final dot, peak summed RSS of the run's
-   processes, as flush.py measures).  The C dma's ``-q`` runs only at sizes up to
-   ``--cdma-q-max`` (1000): it forks one process and one connection per item.
-4. The table: medians (min-max), time per item, RSS per item, and each size's per-item
-   time against the smallest size's (1.00 = linear).
+   dma 0.13 read.  Before timing, ``dma -bj`` must list exactly N items.
+3. Every copy of a spool is written to disk (``sync``) before it is timed, as a real
+   queue's files are.  Without it a run found its files in the page cache only while
+   it was shorter than the kernel's writeback delay (30 s): the 1k and 10k flushes
+   deleted files that never had blocks on disk, the 100k flush (~60 s) deleted files
+   written meanwhile, each unlink then waiting for the disk (on a file system mounted
+   with ``discard``: a synchronous discard per file), so its time per item looked
+   1.4x the 1k one's.
+4. At each size, rounds of (order alternating): pydma's ``mailq``, ``dma -bj``
+   (listings: wall time, CPU time and peak RSS from GNU time), the C dma's ``-bp``
+   (same), and ``dma -q`` to the loopback sink of bench/flush.py (a fresh copy of the
+   spool each round; time to the last message's final dot, peak summed RSS of the
+   run's processes, as flush.py measures, and the CPU time of the process reaped).
+   The C dma's ``-q`` runs only at sizes up to ``--cdma-q-max`` (1000): it forks one
+   process and one connection per item.
+5. The table: medians (min-max), time and CPU time per item, RSS per item, and each
+   size's per-item figures against the smallest size's (1.00 = linear), and the
+   marginal cost (start-up left out).  CPU time is the steadier figure on a shared
+   machine: waiting for a core or the disk does not count in it.
 
 The C dma reads only /etc/dma/dma.conf: it is held there (SPOOLDIR, SMARTHOST, PORT,
 MAILNAME) for its runs only, then put back; without root its rows are skipped.
@@ -24,7 +34,9 @@ from __future__ import annotations
 
 import argparse
 import grp
+import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -37,11 +49,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _venv  # bench/_venv.py: the interpreter under test
 import flush  # bench/flush.py: the sink, spool copies, the C dma's config
 
 REPO = flush.REPO
 C_DMA = flush.C_DMA
 TIME = "/usr/bin/time"  # GNU time
+DEFAULT_VENV = Path("/tmp/dma-scale-venv")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +65,10 @@ class Sample:
     size: int
     command: str
     seconds: float
+    cpu: float  # user + system CPU seconds of the command's process (reaped children too)
     peak_rss: int  # bytes
     ok: bool
+    load: float  # the 1-minute load average as it started
 
 
 # --- the spool ------------------------------------------------------------------------------
@@ -96,23 +112,39 @@ def replicate(spool: Path, count: int, message_id: str, queue: bytes, message: b
 # --- runs ---------------------------------------------------------------------------------
 
 
-def listing(argv: Sequence[str], expect: int, json_lines: bool) -> tuple[float, int, bool, str]:
-    """Run a listing under GNU time; return wall seconds, peak RSS (bytes), whether it listed all.
+def children_cpu() -> float:
+    """User plus system CPU seconds of this process's reaped children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def on_disk() -> float:
+    """``sync``: a spool just copied is written out, as a real queue's files are, whatever
+    the size (see the module doc, 3); the seconds it took."""
+    began = time.monotonic()
+    os.sync()
+    return time.monotonic() - began
+
+
+def listing(argv: Sequence[str], expect: int, json_lines: bool
+            ) -> tuple[float, float, int, bool, str]:
+    """Run a listing under GNU time; return wall seconds, CPU seconds, peak RSS (bytes),
+    whether it listed all, and what went wrong.
 
     GNU time's ``%M`` and not our own ``wait4``: a child forked from this process starts
     with this process's RSS high-water mark, which survives the exec.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
-            tempfile.NamedTemporaryFile("r") as rss_file:
+            tempfile.NamedTemporaryFile("r") as measured_file:
         start = time.monotonic()
-        done = subprocess.run([TIME, "-f", "%M", "-o", rss_file.name, *argv],
+        done = subprocess.run([TIME, "-f", "%M %U %S", "-o", measured_file.name, *argv],
                               stdin=subprocess.DEVNULL, stdout=out, stderr=err, check=False)
         seconds = time.monotonic() - start
         out.seek(0)
         text = out.read()
         err.seek(0)
         problem = err.read().decode(errors="replace").strip()[-500:]
-        kilobytes = rss_file.read().split()
+        measured = measured_file.read().split()
     if json_lines:
         listed = sum(1 for line in text.splitlines() if line.strip().startswith(b"{"))
     else:
@@ -120,12 +152,17 @@ def listing(argv: Sequence[str], expect: int, json_lines: bool) -> tuple[float, 
     ok = done.returncode == 0 and listed == expect
     if not ok:
         problem = f"exit {done.returncode}, {listed} of {expect} listed; {problem}"
-    return seconds, int(kilobytes[-1]) * 1024 if kilobytes else 0, ok, problem
+    if len(measured) < 3:
+        return seconds, 0.0, 0, False, f"GNU time wrote {measured}; {problem}"
+    kilobytes, user, system = measured[-3:]
+    return seconds, float(user) + float(system), int(kilobytes) * 1024, ok, problem
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark as the options ask; exit 1 when a run failed."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    default_python = (flush.DEBIAN_PYTHON if flush.DEBIAN_PYTHON.exists()
+                      else REPO / ".venv" / "bin" / "python")
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000",
                         help="queue sizes, comma-separated (default 1000,10000,100000)")
@@ -133,9 +170,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="rounds at sizes below --big (default 3)")
     parser.add_argument("--big", type=int, default=50000,
                         help="sizes from here on run --big-rounds rounds (default 50000)")
-    parser.add_argument("--big-rounds", type=int, default=1, help="(default 1)")
-    parser.add_argument("--python", type=Path, default=REPO / ".venv" / "bin" / "python",
-                        help="interpreter with pydma installed (default the repo's .venv)")
+    parser.add_argument("--big-rounds", type=int, default=3, help="(default 3)")
+    parser.add_argument("--python", type=Path, default=default_python,
+                        help="interpreter with pydma installed, or a bare one to make a venv "
+                             "of (default /usr/bin/python3 when it exists, else the repo's "
+                             ".venv)")
+    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
+                        help="where the venv of a bare --python goes (default %(default)s)")
+    parser.add_argument("--reinstall", action="store_true",
+                        help="install pydma into that venv again (it is also brought up to "
+                             "date whenever the sources changed)")
+    parser.add_argument("--committed", action="store_true",
+                        help="install HEAD's sources into the venv instead of the working tree")
+    parser.add_argument("--work", type=Path, default=None,
+                        help="where the spools go (default a new directory in $TMPDIR); a "
+                             "RAM-backed ext4 there takes the disk out of the figures")
     parser.add_argument("--no-cdma", action="store_true", help="measure pydma only")
     parser.add_argument("--cdma-q-max", type=int, default=1000,
                         help="largest size the C dma's -q runs at (default 1000)")
@@ -143,16 +192,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds one -q run may take (default 900)")
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    if not sizes or min(sizes) < 1 or args.rounds < 1 or args.big_rounds < 1:
+        parser.error("--sizes, --rounds and --big-rounds must be positive")
 
-    python = args.python
-    if not python.exists():
-        raise SystemExit(f"{python} does not exist: run scripts/setup or pass --python PATH")
+    if not args.python.exists():
+        raise SystemExit(f"{args.python} does not exist: run scripts/setup or pass --python PATH")
+    python = _venv.pydma_python(args.python, args.venv, args.reinstall, args.committed)
     use_cdma = not args.no_cdma and os.geteuid() == 0 and C_DMA.exists()
     if not args.no_cdma and not use_cdma:
         print(f"note: skipping the C dma (needs root and {C_DMA})", file=sys.stderr)
 
     sink = flush.start_sink()
-    work = Path(tempfile.mkdtemp(prefix="dma-scale-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="dma-scale-bench-", dir=args.work))
     work.chmod(0o711)  # the C dma runs as user mail and must reach its spool
     try:
         samples = _bench(args, sizes, python, sink, work, use_cdma)
@@ -163,6 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0 if all(sample.ok for sample in samples) else 1
 
 
+def _load() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def _bench(args: argparse.Namespace, sizes: Sequence[int], python: Path, sink: flush.Sink,
            work: Path, use_cdma: bool) -> list[Sample]:
     mail_gid = grp.getgrnam("mail").gr_gid if os.geteuid() == 0 else None
@@ -170,8 +225,10 @@ def _bench(args: argparse.Namespace, sizes: Sequence[int], python: Path, sink: f
     mailq = python.parent / "mailq"
     mailq_argv = [str(python), str(mailq)] if mailq.exists() else [*dma, "-bp"]
     message_id, queue, message = template_item(python, dma, work, sink.port)
-    print(f"template item {message_id}: Q {len(queue)} octets, M {len(message)} octets; "
-          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}")
+    print(f"pydma: {_venv.describe(python)}")
+    print(f"spools in {work} ({_file_system(work)}); template item {message_id}: Q "
+          f"{len(queue)} octets, M {len(message)} octets; {os.cpu_count()} CPUs, load "
+          f"{_load()}")
     samples: list[Sample] = []
     for size in sizes:
         pristine = work / f"pristine-{size}"
@@ -181,13 +238,14 @@ def _bench(args: argparse.Namespace, sizes: Sequence[int], python: Path, sink: f
         if listed.exists():
             shutil.rmtree(listed)
         flush.copy_spool(pristine, listed, mail_gid)  # root:mail 2770, as the C dma needs
+        synced = on_disk()
         conf = work / "dma.conf"
         conf.write_text(flush.dma_conf(listed, sink.port))
-        _, _, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
+        _, _, _, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
         if not ok:
             raise SystemExit(f"pydma does not list the replicated items: {problem}")
-        print(f"\n{size} items written in {time.monotonic() - began:.1f} s; pydma -bj lists "
-              f"all {size}")
+        print(f"\n{size} items written in {time.monotonic() - began:.1f} s (sync "
+              f"{synced:.1f} s); pydma -bj lists all {size}; load {_load()}")
         run_conf = work / "run.conf"
         run_spool = work / "spool"
         run_conf.write_text(flush.dma_conf(run_spool, sink.port))
@@ -202,28 +260,48 @@ def _bench(args: argparse.Namespace, sizes: Sequence[int], python: Path, sink: f
                               run_spool, pristine, sink, mail_gid, args.timeout)
                 samples.append(sample)
                 print(f"  round {number + 1}: {command:<8} {sample.seconds:8.3f} s "
-                      f"{sample.peak_rss / 2**20:7.1f} MB{'' if sample.ok else '  FAILED'}",
-                      flush=True)
+                      f"cpu {sample.cpu:8.3f} s {sample.peak_rss / 2**20:7.1f} MB load "
+                      f"{sample.load:5.2f}{'' if sample.ok else '  FAILED'}", flush=True)
         shutil.rmtree(pristine)
         shutil.rmtree(listed)
     return samples
 
 
+def _file_system(path: Path) -> str:
+    """The file system type and mount options of ``path``, from /proc/self/mounts."""
+    best = ("?", "", "")
+    try:
+        with open("/proc/self/mounts") as mounts:
+            for line in mounts:
+                fields = line.split()
+                inside = len(fields) >= 4 and f"{path.resolve()}/".startswith(
+                    fields[1].rstrip("/") + "/")
+                if inside and len(fields[1]) >= len(best[1]):
+                    best = (fields[2], fields[1], fields[3])
+    except OSError:
+        pass
+    return f"{best[0]} at {best[1]}, {best[2]}"
+
+
 def _run(command: str, size: int, dma: Sequence[str], mailq_argv: Sequence[str], conf: Path,
          listed: Path, run_conf: Path, run_spool: Path, pristine: Path, sink: flush.Sink,
          mail_gid: int | None, timeout: float) -> Sample:
+    load = os.getloadavg()[0]
     if command == "mailq":
-        seconds, rss, ok, problem = listing([*mailq_argv, "-C", str(conf)], size, False)
+        seconds, cpu, rss, ok, problem = listing([*mailq_argv, "-C", str(conf)], size, False)
     elif command == "dma -bj":
-        seconds, rss, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
+        seconds, cpu, rss, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
     elif command == "C -bp":
         with flush.system_config(flush.dma_conf(listed, sink.port)):
-            seconds, rss, ok, problem = listing([str(C_DMA), "-bp"], size, False)
+            seconds, cpu, rss, ok, problem = listing([str(C_DMA), "-bp"], size, False)
     else:
         if run_spool.exists():
             shutil.rmtree(run_spool)
         flush.copy_spool(pristine, run_spool, mail_gid)
+        on_disk()
         time.sleep(1.0)  # let the copy's writeback settle a little
+        load = os.getloadavg()[0]
+        before = children_cpu()
         if command == "dma -q":
             result = flush.flush_once("pydma", [*dma, "-C", str(run_conf), "-q"], run_spool,
                                       sink, size, timeout)
@@ -231,43 +309,54 @@ def _run(command: str, size: int, dma: Sequence[str], mailq_argv: Sequence[str],
             with flush.system_config(flush.dma_conf(run_spool, sink.port)):
                 result = flush.flush_once("C", [str(C_DMA), "-q"], run_spool, sink, size,
                                           timeout)
+        # the C dma's children are not ours to reap: its CPU time is not known
+        cpu = children_cpu() - before if command == "dma -q" else math.nan
         seconds, rss = result.seconds, result.peak_rss
         ok = result.delivered == size and result.left_in_queue == 0
         problem = f"{result.delivered} of {size} delivered, {result.left_in_queue} left"
     if not ok:
         print(f"note: {command} at {size}: {problem}", file=sys.stderr)
-    return Sample(size, command, seconds, rss, ok)
+    return Sample(size, command, seconds, cpu, rss, ok, load)
+
+
+def _marginal(now: float, then: float, between: int, unit: float, width: int) -> str:
+    """The cost per item of the ``between`` items past the smallest size, in ``unit``."""
+    if not between or math.isnan(now):
+        return f"{'-':>{width}}"
+    return f"{(now - then) / between * unit:{width}.1f}"
 
 
 def report(samples: Sequence[Sample], sizes: Sequence[int]) -> None:
-    """Medians per (command, size), per item, and per-item time against the smallest size."""
-    print("\nmedians (min-max); 'x lin' = time per item / time per item at the smallest size;"
-          "\n'marg' = (this size - the smallest size) / (the items between): cost without start-up")
-    print(f"{'command':<8} {'items':>7} {'rounds':>6} {'seconds':>8} {'(min-max)':>17} "
-          f"{'us/item':>8} {'x lin':>6} {'marg us':>8} {'RSS MB':>7} {'KB/item':>8} "
-          f"{'marg KB':>8} {'ok':>3}")
+    """Medians per (command, size), per item, and per-item figures against the smallest
+    size's."""
+    print("\nmedians (min-max); 'x lin' = per item / per item at the smallest size; 'marg' ="
+          "\n(this size - the smallest size) / (the items between): the cost without start-up;"
+          "\n'cpu' = user + system CPU seconds of the command's process")
+    print(f"{'command':<8} {'items':>7} {'rnds':>4} {'seconds':>8} {'(min-max)':>17} "
+          f"{'us/item':>8} {'x lin':>5} {'marg us':>8} {'cpu us':>7} {'x lin':>5} "
+          f"{'marg':>6} {'RSS MB':>7} {'KB/item':>7} {'marg KB':>7} {'load':>9} {'ok':>3}")
     for command in dict.fromkeys(sample.command for sample in samples):
-        base: float | None = None
-        first: tuple[int, float, float] | None = None
+        first: tuple[int, float, float, float] | None = None
         for size in sizes:
             mine = [s for s in samples if s.command == command and s.size == size]
             if not mine:
                 continue
             seconds = statistics.median(s.seconds for s in mine)
+            cpu = statistics.median(s.cpu for s in mine)  # NaN when not known
             rss = statistics.median(s.peak_rss for s in mine)
-            per_item = seconds / size
-            base = per_item if base is None else base
-            first = (size, seconds, rss) if first is None else first
+            first = (size, seconds, cpu, rss) if first is None else first
             between = size - first[0]
-            marginal_us = f"{(seconds - first[1]) / between * 1e6:8.1f}" if between else f"{'-':>8}"
-            marginal_kb = (f"{(rss - first[2]) / between / 1024:8.3f}" if between
-                           else f"{'-':>8}")
+
             low, high = min(s.seconds for s in mine), max(s.seconds for s in mine)
-            print(f"{command:<8} {size:>7} {len(mine):>6} {seconds:8.3f} "
-                  f"{f'({low:.3f}-{high:.3f})':>17} {per_item * 1e6:8.1f} "
-                  f"{per_item / base:6.2f} {marginal_us} {rss / 2**20:7.1f} "
-                  f"{rss / size / 1024:8.2f} "
-                  f"{marginal_kb} "
+            loads = [s.load for s in mine]
+            print(f"{command:<8} {size:>7} {len(mine):>4} {seconds:8.3f} "
+                  f"{f'({low:.3f}-{high:.3f})':>17} {seconds / size * 1e6:8.1f} "
+                  f"{seconds / size / (first[1] / first[0]):5.2f} "
+                  f"{_marginal(seconds, first[1], between, 1e6, 8)} {cpu / size * 1e6:7.1f} "
+                  f"{cpu / size / (first[2] / first[0]) if first[2] else math.nan:5.2f} "
+                  f"{_marginal(cpu, first[2], between, 1e6, 6)} {rss / 2**20:7.1f} "
+                  f"{rss / size / 1024:7.2f} {_marginal(rss, first[3], between, 1 / 1024, 7)} "
+                  f"{f'{min(loads):.1f}-{max(loads):.1f}':>9} "
                   f"{'yes' if all(s.ok for s in mine) else 'NO':>3}")
 
 
