@@ -98,11 +98,15 @@ class LaneRun:
                 slot = self._free_slot()
                 if slot is None:
                     return
-                self.lanes.opened()
                 thread = threading.Thread(target=self._lane, args=(slot,), daemon=True,
                                           name=f"lane {len(self._threads) + 1} {self.hop.host}")
+                try:
+                    thread.start()  # it waits for this lock before it counts for anything
+                except RuntimeError:  # no thread to be had: the lanes open do the work
+                    slot.release()
+                    return
+                self.lanes.opened()
                 self._threads.append(thread)
-                thread.start()
 
     def _free_slot(self) -> Slot | None:
         """A connection slot free now; None when all are held or they cannot be used."""
