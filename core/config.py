@@ -130,7 +130,8 @@ _SPECS = (
             "DNS server to ask instead of the system's: addr, addr:port or [v6]:port"),
     KeySpec("MAXCONNECTIONS", "count", "maxconnections", "4",
             "concurrent outgoing SMTP connections in all, across every dma process of the"
-            f" spool (1-{MAX_CONNECTIONS})"),
+            f" spool, and to one next hop (1-{MAX_CONNECTIONS}); lower it for a smarthost"
+            " that limits sessions (Exchange Online allows 3)"),
     KeySpec("QUEUELIFETIME", "duration", "queuelifetime", "5d",
             "how long a message may stay queued before it bounces (5d, 120h, seconds)"),
     KeySpec("TIMEOUT", "duration", "timeout", "5m",
