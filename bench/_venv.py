@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "adapters", "shell")
+PACKAGES = ("core", "adapters", "shell", "scripts/commands")  # the last: the launchers
 PROJECT_FILES = ("pyproject.toml", "README.md")
 STAMP = ".pydma-source"
 
@@ -48,7 +48,7 @@ def copy_sources(target: Path, commit: str | None) -> None:
     for name in PROJECT_FILES:
         shutil.copy(REPO / name, target)
     for name in PACKAGES:
-        shutil.copytree(REPO / name, target / name,
+        shutil.copytree(REPO / name, target / name,  # scripts/commands makes scripts/
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
