@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import SessionResult
-from dma.core.hop_lanes import LANE_SHARE, HopLanes, LaneEnded
+from dma.core.hop_lanes import FAST_SERVER_LANES, LANE_SHARE, SLOW_REPLY, HopLanes, LaneEnded
 from dma.core.outcomes import Outcome, deferred, delivered, failed
 
 IDS = st.integers(0, 30)
@@ -29,12 +29,15 @@ RESULTS = st.builds(
 # one event: make the n-th connecting lane ready, or end the n-th open lane with a result
 EVENTS = st.lists(st.tuples(st.sampled_from(["ready", "end"]), st.integers(0, 40), RESULTS),
                   max_size=60)
+WAITS = st.sampled_from([0.0, 0.0002, SLOW_REPLY, 0.003, 0.02])  # the server's answer time
 
 
-def _run(limit: int, waiting: int, events: list[tuple[str, int, SessionResult[int]]]
+def _run(limit: int, waiting: int, events: list[tuple[str, int, SessionResult[int]]],
+         wait: float = 0.02
          ) -> tuple[HopLanes[int], list[int], list[SessionResult[int]], list[bool]]:
-    """Drive HopLanes as the shell does; return it, the open counts seen, the results
-    of the lanes that ended and whether any lane was ready when each one ended."""
+    """Drive HopLanes as the shell does (a lane's first answer, after ``wait`` seconds,
+    comes with its being ready); return it, the open counts seen, the results of the
+    lanes that ended and whether any lane was ready when each one ended."""
     lanes: HopLanes[int] = HopLanes(limit)
     starting: list[int] = []  # lane numbers connecting
     ready: list[int] = []
@@ -56,7 +59,7 @@ def _run(limit: int, waiting: int, events: list[tuple[str, int, SessionResult[in
             starting.pop(pick % len(starting))
             lanes.ready()
             ready.append(0)
-            open_lanes(lanes.to_open(waiting))
+            open_lanes(lanes.to_open(waiting, wait))
         elif kind == "end" and (starting or ready):
             pool = starting + ready
             index = pick % len(pool)
@@ -75,13 +78,17 @@ def _run(limit: int, waiting: int, events: list[tuple[str, int, SessionResult[in
 
 
 @settings(max_examples=400)
-@given(st.integers(1, 8), st.integers(0, 200), EVENTS)
+@given(st.integers(1, 40), st.integers(0, 200), EVENTS, WAITS)
 def test_never_more_lanes_than_the_limit_and_the_limit_only_falls(
-        limit: int, waiting: int, events: list[tuple[str, int, SessionResult[int]]]) -> None:
-    """At no time are more lanes open than the limit given; the limit never rises nor
-    falls below one; lanes open only when enough messages wait for them."""
-    lanes, seen, _ended, _ready = _run(limit, waiting, events)
+        limit: int, waiting: int, events: list[tuple[str, int, SessionResult[int]]],
+        wait: float) -> None:
+    """At no time are more lanes open than the limit given, nor more than
+    FAST_SERVER_LANES for a server that answers within SLOW_REPLY; the limit never rises
+    nor falls below one; lanes open only when enough messages wait for them."""
+    lanes, seen, _ended, _ready = _run(limit, waiting, events, wait)
     assert all(count <= limit for count in seen)
+    if wait < SLOW_REPLY:
+        assert all(count <= FAST_SERVER_LANES for count in seen)
     assert 1 <= lanes.limit <= limit
     if waiting == 0:
         assert seen == [] or max(seen) == 0
@@ -118,13 +125,14 @@ def test_a_lane_turned_away_lowers_the_limit_to_the_others() -> None:
     lanes: HopLanes[int] = HopLanes(4)
     lanes.opened()
     lanes.ready()
-    assert lanes.to_open(100) == 3
+    assert lanes.to_open(100) == 0  # not before the first answer says how long it takes
+    assert lanes.to_open(100, 0.02) == 3
     lanes.opened(3)
     lanes.ready()
     lanes.ready()
     lanes.ended(LaneEnded(SessionResult(failure="421 too many connections"), False))
     assert lanes.limit == 3
-    assert lanes.to_open(100) == 0
+    assert lanes.to_open(100, 0.02) == 0
 
 
 def test_the_first_lane_failing_alone_is_the_hops_failure() -> None:
@@ -133,7 +141,7 @@ def test_the_first_lane_failing_alone_is_the_hops_failure() -> None:
     lanes: HopLanes[int] = HopLanes(4)
     assert lanes.to_open(100) == 1
     lanes.opened()
-    assert lanes.to_open(100) == 0  # not before one is ready
+    assert lanes.to_open(100, 0.02) == 0  # not before one is ready
     lanes.ended(LaneEnded(SessionResult(failure="535 no", auth="refused",
                                         tls_handshake_failed=None), False))
     assert lanes.done
@@ -156,3 +164,13 @@ def test_misuse_is_a_software_error() -> None:
     lanes.opened()
     with pytest.raises(SoftwareError):
         lanes.result()
+
+
+def test_a_fast_server_gets_few_lanes_and_a_slow_one_all() -> None:
+    """A server that answers within SLOW_REPLY gets FAST_SERVER_LANES at most, one that
+    takes 20 ms every lane the limit allows."""
+    for wait, expected in ((0.0002, FAST_SERVER_LANES - 1), (0.02, 31)):
+        lanes: HopLanes[int] = HopLanes(32)
+        lanes.opened()
+        lanes.ready()
+        assert lanes.to_open(1000, wait) == expected

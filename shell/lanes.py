@@ -1,16 +1,18 @@
 """Several connections to one address of a hop, sharing its messages (SPEC 5.1).
 
 The first connection (a *lane*) runs in the calling thread, with the connection slot
-the hop already holds.  When a lane is ready to send, ``dma.core.hop_lanes`` says how
-many more to open; each gets a thread of its own and a slot taken without waiting (none
-free: it is not opened; the slots bound every dma process of the spool together).
-Lanes take messages one at a time from one ``MessageQueue``, so a slow connection never
-holds messages another could send.  What they did adds up to one ``SessionResult``
-for ``HopAttempts``, and the hop's lowered limit, if a server turned a lane away, is
+the hop already holds.  When a lane has the answer to its first message,
+``dma.core.hop_lanes`` says how many more to open (given how long that answer took);
+each gets a thread of its own and a slot taken without waiting (none free: it is not
+opened; the slots bound every dma process of the spool together).  Lanes take messages
+one at a time from one ``MessageQueue``, so a slow connection never holds messages
+another could send.  What they did adds up to one ``SessionResult`` for
+``HopAttempts``, and the hop's lowered limit, if a server turned a lane away, is
 handed back for the rest of the run.
 
-Threads, not processes: a lane spends its time waiting for the server, and the work
-between replies is small (see bench/README.md, flush.py).
+Threads, not processes: a lane spends its time waiting for the server, and two worker
+processes (each half the items) were slower than one on the 2-core bench machine, where
+the sink shares the cores (bench/README.md, flush.py).
 """
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ class LaneRun:
         def ready() -> None:
             nonlocal was_ready
             was_ready = True
-            self._ready()
+            with self._changed:
+                self.lanes.ready()
 
         result: SessionResult[AddressId]
         try:
-            result = self.driver.session(self.hop, self.step, self.queue, ready)
+            result = self.driver.session(self.hop, self.step, self.queue, ready,
+                                         self._answered)
         except Exception as error:
             result = SessionResult(failure=f"internal error: {error}")
             with self._changed:
@@ -90,11 +94,11 @@ class LaneRun:
             self.lanes.ended(LaneEnded(result, was_ready))
             self._changed.notify_all()
 
-    def _ready(self) -> None:
-        """A lane can send: open the lanes core allows, as slots are free."""
+    def _answered(self, server_wait: float) -> None:
+        """A lane's first message was answered after ``server_wait`` seconds: open the
+        lanes core allows, as slots are free."""
         with self._changed:
-            self.lanes.ready()
-            for _ in range(self.lanes.to_open(len(self.queue))):
+            for _ in range(self.lanes.to_open(len(self.queue), server_wait)):
                 slot = self._free_slot()
                 if slot is None:
                     return

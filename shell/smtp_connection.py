@@ -13,6 +13,7 @@ next, and the plain-text retry after a failed STARTTLS handshake, are
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -96,14 +97,16 @@ class SmtpDriver:
 
     def session(self, hop: NextHop, step: TryAddress[AddressId],
                 messages: list[OutgoingMessage] | MessageQueue,
-                ready: Callable[[], None] | None = None) -> SessionResult[AddressId]:
+                ready: Callable[[], None] | None = None,
+                answered: Callable[[float], None] | None = None) -> SessionResult[AddressId]:
         """Deliver what one connection to ``step.address`` can (see SessionResult);
         ``messages``: the step's addresses as transactions, or the queue this connection
         shares with the hop's others (it takes one message at a time, and gives back the
         unfinished ones when it is lost); ``ready`` is called once the session can send
-        (greeted, TLS and AUTH done)."""
+        (greeted, TLS and AUTH done), ``answered`` once with the seconds the server took to
+        answer the end of the first message."""
         queue = messages if isinstance(messages, MessageQueue) else MessageQueue(messages)
-        return self._connection(hop, step, queue, ready)
+        return self._connection(hop, step, queue, _Signals(ready, answered))
 
     def _tls_policy(self, hop: NextHop, target: Target, security: Security) -> net.TlsPolicy:
         """The certificate checks: the Security's (dma.conf's, or an account's pin)."""
@@ -116,7 +119,7 @@ class SmtpDriver:
         )
 
     def _connection(self, hop: NextHop, step: TryAddress[AddressId], messages: MessageQueue,
-                    ready: Callable[[], None] | None) -> SessionResult[AddressId]:
+                    signals: _Signals) -> SessionResult[AddressId]:
         """One connection: connect, talk (``_Conversation``), close."""
         security = step.security
         if security is None:
@@ -154,7 +157,7 @@ class SmtpDriver:
         ))
         talk = _Conversation(self, client, connection, security, tls, target.name, host,
                              messages, ids)
-        talk.on_ready = ready
+        talk.signals = signals
         return talk.run(timeout)
 
     def _trace(self, direction: str, data: bytes) -> None:
@@ -189,7 +192,7 @@ class _Conversation:
         self.host = host  # "name [address]:port"
         self.ids = ids
         self.queue = messages
-        self.on_ready: Callable[[], None] | None = None  # told once, when it can send
+        self.signals = _Signals(None, None)
         self.inflight: list[OutgoingMessage] = []  # sent, no MessageDone yet; [0] is current
         self.outcomes: dict[AddressId, Outcome] = {}
         self.retry: dict[AddressId, Outcome] = {}
@@ -273,6 +276,7 @@ class _Conversation:
             self._unsent.clear()
             self._unsent_size = 0
             self.connection.send(data)
+            self.signals.sent()
 
     def _transmit(self, event: Transmit) -> None:
         self.driver._trace(">>>", "\r\n".join(event.commands).encode())
@@ -302,9 +306,7 @@ class _Conversation:
         if tls is not None and self.security.implicit_tls:
             self.log.info("TLS on connect", id=self.ids, host=self.host, version=tls.version,
                           cipher=tls.cipher, verification=_verified(tls))
-        if self.on_ready is not None:
-            ready, self.on_ready = self.on_ready, None
-            ready()
+        self.signals.is_ready()
         self._next()
 
     def _ready_for_data(self, _event: ReadyForData) -> None:
@@ -312,6 +314,7 @@ class _Conversation:
             return
         for chunk in self.client.send_data_lines(_content(self.inflight[0])):
             self._put(chunk)
+        self.signals.message_ending()
         self.driver._trace(">>>", b"(message data)\r\n.")
         if self.client.can_pipeline_next and (following := self.queue.take()) is not None:
             # the next message rides behind the dot: one round trip a message
@@ -325,6 +328,7 @@ class _Conversation:
         if not self.inflight:
             return
         done = self.inflight.pop(0)
+        self.signals.message_answered()
         plan = done.plan
         split = transaction_settlement(plan.item_ids, plan.item_recipients, event, self.host)
         self.retry.update(split.retry)
@@ -374,6 +378,38 @@ class _Conversation:
         )
         self.inflight.append(message)
         self._write(self.client.send_message(envelope))
+
+
+class _Signals:
+    """What a connection tells its lanes: once that it can send, once how long the server
+    took to answer the end of the first message (from the write that carried its final
+    dot to the reply)."""
+
+    def __init__(self, ready: Callable[[], None] | None,
+                 answered: Callable[[float], None] | None) -> None:
+        self._ready = ready
+        self._answered = answered
+        self._ending = False  # the first message's end is written, not yet sent
+        self._since: float | None = None  # when the write that carried it went out
+
+    def is_ready(self) -> None:
+        if self._ready is not None:
+            ready, self._ready = self._ready, None
+            ready()
+
+    def message_ending(self) -> None:
+        if self._answered is not None and self._since is None:
+            self._ending = True
+
+    def sent(self) -> None:
+        if self._ending:
+            self._ending = False
+            self._since = time.monotonic()
+
+    def message_answered(self) -> None:
+        if self._answered is not None and self._since is not None:
+            answered, self._answered = self._answered, None
+            answered(time.monotonic() - self._since)
 
 
 def _content(message: OutgoingMessage) -> Iterator[bytes]:
