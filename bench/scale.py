@@ -14,7 +14,8 @@
    written meanwhile, each unlink then waiting for the disk (on a file system mounted
    with ``discard``: a synchronous discard per file), so its time per item looked
    1.4x the 1k one's.
-4. At each size, rounds of (order alternating): pydma's ``mailq``, ``dma -bj``
+4. Rounds over every size (sizes and commands in alternating order, so that a change
+   in the machine's load falls on all sizes alike): pydma's ``mailq``, ``dma -bj``
    (listings: wall time, CPU time and peak RSS from GNU time), the C dma's ``-bp``
    (same), and ``dma -q`` to the loopback sink of bench/flush.py (a fresh copy of the
    spool each round; time to the last message's final dot, peak summed RSS of the
@@ -229,42 +230,49 @@ def _bench(args: argparse.Namespace, sizes: Sequence[int], python: Path, sink: f
     print(f"spools in {work} ({_file_system(work)}); template item {message_id}: Q "
           f"{len(queue)} octets, M {len(message)} octets; {os.cpu_count()} CPUs, load "
           f"{_load()}")
-    samples: list[Sample] = []
-    for size in sizes:
+    confs: dict[int, Path] = {}
+    for size in sizes:  # every size's spool first: the rounds interleave the sizes
         pristine = work / f"pristine-{size}"
         began = time.monotonic()
         replicate(pristine, size, message_id, queue, message)
-        listed = work / "listed"
-        if listed.exists():
-            shutil.rmtree(listed)
-        flush.copy_spool(pristine, listed, mail_gid)  # root:mail 2770, as the C dma needs
+        _for_the_c_dma(pristine, mail_gid)
         synced = on_disk()
-        conf = work / "dma.conf"
-        conf.write_text(flush.dma_conf(listed, sink.port))
-        _, _, _, ok, problem = listing([*dma, "-C", str(conf), "-bj"], size, True)
+        confs[size] = work / f"dma-{size}.conf"
+        confs[size].write_text(flush.dma_conf(pristine, sink.port))
+        _, _, _, ok, problem = listing([*dma, "-C", str(confs[size]), "-bj"], size, True)
         if not ok:
             raise SystemExit(f"pydma does not list the replicated items: {problem}")
-        print(f"\n{size} items written in {time.monotonic() - began:.1f} s (sync "
+        print(f"{size} items written in {time.monotonic() - began:.1f} s (sync "
               f"{synced:.1f} s); pydma -bj lists all {size}; load {_load()}")
-        run_conf = work / "run.conf"
-        run_spool = work / "spool"
-        run_conf.write_text(flush.dma_conf(run_spool, sink.port))
-        commands = ["mailq", "dma -bj", "dma -q"]
-        if use_cdma:
-            commands += ["C -bp"] + (["C -q"] if size <= args.cdma_q_max else [])
-        rounds = args.rounds if size < args.big else args.big_rounds
-        for number in range(rounds):
-            order = commands if number % 2 == 0 else commands[::-1]
-            for command in order:
-                sample = _run(command, size, dma, mailq_argv, conf, listed, run_conf,
+    run_conf = work / "run.conf"
+    run_spool = work / "spool"
+    run_conf.write_text(flush.dma_conf(run_spool, sink.port))
+    rounds = {size: args.rounds if size < args.big else args.big_rounds for size in sizes}
+    samples: list[Sample] = []
+    for number in range(max(rounds.values())):
+        for size in sizes if number % 2 == 0 else sizes[::-1]:
+            if number >= rounds[size]:
+                continue
+            commands = ["mailq", "dma -bj", "dma -q"]
+            if use_cdma:
+                commands += ["C -bp"] + (["C -q"] if size <= args.cdma_q_max else [])
+            pristine = work / f"pristine-{size}"
+            for command in commands if number % 2 == 0 else commands[::-1]:
+                sample = _run(command, size, dma, mailq_argv, confs[size], pristine, run_conf,
                               run_spool, pristine, sink, mail_gid, args.timeout)
                 samples.append(sample)
-                print(f"  round {number + 1}: {command:<8} {sample.seconds:8.3f} s "
+                print(f"  round {number + 1}: {command:<8} {size:>7} {sample.seconds:8.3f} s "
                       f"cpu {sample.cpu:8.3f} s {sample.peak_rss / 2**20:7.1f} MB load "
                       f"{sample.load:5.2f}{'' if sample.ok else '  FAILED'}", flush=True)
-        shutil.rmtree(pristine)
-        shutil.rmtree(listed)
     return samples
+
+
+def _for_the_c_dma(spool: Path, mail_gid: int | None) -> None:
+    """Give a spool the C dma's modes: root:mail 2770, files 0660 (it runs set-gid mail)."""
+    for path in [spool, *spool.iterdir()]:
+        if mail_gid is not None:
+            os.chown(path, 0, mail_gid)
+        path.chmod(0o2770 if path == spool else 0o660)
 
 
 def _file_system(path: Path) -> str:
