@@ -8,16 +8,17 @@ lanes to open; nothing here touches a socket, a thread or the clock.
 
 The rules:
 
-- the first lane opens at once; more open only once a lane has had the answer to its
-  first message (so the host works: a dead or refusing host costs one connection, not
-  MAXCONNECTIONS of them), and that answer says how long the server takes;
+- the first lane opens at once; more open only once a lane has had the answer to a
+  message (so the host works: a dead or refusing host costs one connection, not
+  MAXCONNECTIONS of them); the answers say how long the server takes;
 - at most ``limit`` lanes are open at once, and each one opened must have at least
   ``LANE_SHARE`` waiting messages to carry: a connection's greeting, EHLO, TLS and AUTH
   cost about as many round trips as that many pipelined messages;
-- a server that answered within ``SLOW_REPLY`` gets at most ``FAST_SERVER_LANES``: the
-  time is ours then, not the server's, and more threads only share our CPU (measured
-  against a loopback sink that answers at once: 4 connections 0.41 s for 1000
-  messages, 32 connections 0.49 s; bench/README.md);
+- a server gets at most ``FAST_SERVER_LANES`` until ``CONFIRM_ANSWERS`` answers have
+  all taken ``SLOW_REPLY`` or more; one that answered faster keeps that cap: the time
+  is ours then, not the server's, and more threads only share our CPU (a loopback sink
+  that answers at once: 4 connections 0.41 s for 1000 messages, 32 connections 0.49 s;
+  bench/README.md).  The fastest answer counts, as a pause of ours only lengthens one;
 - a lane that ends in a failure (refused, a 421 greeting, a lost connection) while
   other lanes are open lowers the hop's limit to those others, for the rest of the
   run (``limit`` is what the shell keeps for the hop's next batches): the server said
@@ -47,7 +48,9 @@ LANE_SHARE = 4
 SLOW_REPLY = 0.001
 """Seconds: a server slower than this to answer the end of a message gets every lane."""
 FAST_SERVER_LANES = 4
-"""Lanes at most for a server that answers within SLOW_REPLY."""
+"""Lanes at most for a server that answers within SLOW_REPLY, or not yet known slow."""
+CONFIRM_ANSWERS = 3
+"""Answers that must all be slow before a server gets more than FAST_SERVER_LANES."""
 
 
 @frozen
@@ -78,6 +81,8 @@ class HopLanes(Generic[Id]):
         self._ready = 0     # open and ready
         self._opened = 0    # every lane opened so far
         self._ever_ready = False
+        self._answers = 0  # answers to the end of a message, timed
+        self._fastest: float | None = None  # the quickest of them, seconds
         self._tally: _Tally[Id] = _Tally()
 
     @property
@@ -95,16 +100,24 @@ class HopLanes(Generic[Id]):
         """True once lanes were opened and every one has ended."""
         return self._opened > 0 and self.open == 0
 
-    def to_open(self, waiting: int, server_wait: float | None = None) -> int:
-        """How many lanes to open now, with ``waiting`` messages in the shared queue;
-        ``server_wait``: the seconds a lane's server took to answer the end of its first
-        message (None before any answer: then only the first lane opens)."""
+    def answered(self, seconds: float) -> None:
+        """A lane's server answered the end of a message ``seconds`` after it was sent."""
+        self._answers += 1
+        self._fastest = seconds if self._fastest is None else min(self._fastest, seconds)
+
+    @property
+    def wants_timing(self) -> bool:
+        """True while answers are still needed to know the server's speed."""
+        return self._answers < CONFIRM_ANSWERS
+
+    def to_open(self, waiting: int) -> int:
+        """How many lanes to open now, with ``waiting`` messages in the shared queue."""
         if self._opened == 0:
             return 1 if waiting > 0 else 0
-        if server_wait is None or not self._ever_ready or self._starting > 0:
+        if self._fastest is None or not self._ever_ready or self._starting > 0:
             return 0  # open more only from a lane known to work, and only one wave at once
-        limit = self._limit if server_wait >= SLOW_REPLY else min(self._limit,
-                                                                  FAST_SERVER_LANES)
+        slow = self._answers >= CONFIRM_ANSWERS and self._fastest >= SLOW_REPLY
+        limit = self._limit if slow else min(self._limit, FAST_SERVER_LANES)
         return max(0, min(limit - self.open, waiting // LANE_SHARE - self.open))
 
     def opened(self, count: int = 1) -> None:

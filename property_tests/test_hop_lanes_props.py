@@ -11,7 +11,14 @@ from hypothesis import strategies as st
 
 from dma.core.errors import SoftwareError
 from dma.core.hop_attempts import SessionResult
-from dma.core.hop_lanes import FAST_SERVER_LANES, LANE_SHARE, SLOW_REPLY, HopLanes, LaneEnded
+from dma.core.hop_lanes import (
+    CONFIRM_ANSWERS,
+    FAST_SERVER_LANES,
+    LANE_SHARE,
+    SLOW_REPLY,
+    HopLanes,
+    LaneEnded,
+)
 from dma.core.outcomes import Outcome, deferred, delivered, failed
 
 IDS = st.integers(0, 30)
@@ -59,7 +66,8 @@ def _run(limit: int, waiting: int, events: list[tuple[str, int, SessionResult[in
             starting.pop(pick % len(starting))
             lanes.ready()
             ready.append(0)
-            open_lanes(lanes.to_open(waiting, wait))
+            lanes.answered(wait)  # the lane's first answer
+            open_lanes(lanes.to_open(waiting))
         elif kind == "end" and (starting or ready):
             pool = starting + ready
             index = pick % len(pool)
@@ -126,13 +134,15 @@ def test_a_lane_turned_away_lowers_the_limit_to_the_others() -> None:
     lanes.opened()
     lanes.ready()
     assert lanes.to_open(100) == 0  # not before the first answer says how long it takes
-    assert lanes.to_open(100, 0.02) == 3
+    lanes.answered(0.02)
+    assert lanes.to_open(100) == 3
     lanes.opened(3)
     lanes.ready()
     lanes.ready()
     lanes.ended(LaneEnded(SessionResult(failure="421 too many connections"), False))
     assert lanes.limit == 3
-    assert lanes.to_open(100, 0.02) == 0
+    lanes.answered(0.02)
+    assert lanes.to_open(100) == 0
 
 
 def test_the_first_lane_failing_alone_is_the_hops_failure() -> None:
@@ -141,7 +151,8 @@ def test_the_first_lane_failing_alone_is_the_hops_failure() -> None:
     lanes: HopLanes[int] = HopLanes(4)
     assert lanes.to_open(100) == 1
     lanes.opened()
-    assert lanes.to_open(100, 0.02) == 0  # not before one is ready
+    lanes.answered(0.02)
+    assert lanes.to_open(100) == 0  # not before one is ready
     lanes.ended(LaneEnded(SessionResult(failure="535 no", auth="refused",
                                         tls_handshake_failed=None), False))
     assert lanes.done
@@ -167,10 +178,38 @@ def test_misuse_is_a_software_error() -> None:
 
 
 def test_a_fast_server_gets_few_lanes_and_a_slow_one_all() -> None:
-    """A server that answers within SLOW_REPLY gets FAST_SERVER_LANES at most, one that
-    takes 20 ms every lane the limit allows."""
-    for wait, expected in ((0.0002, FAST_SERVER_LANES - 1), (0.02, 31)):
-        lanes: HopLanes[int] = HopLanes(32)
-        lanes.opened()
-        lanes.ready()
-        assert lanes.to_open(1000, wait) == expected
+    """Until CONFIRM_ANSWERS answers all took SLOW_REPLY or more, a server gets
+    FAST_SERVER_LANES at most; a slow one then every lane the limit allows, a fast one
+    never more, and one quick answer among slow ones (ours were late) keeps the cap."""
+    slow: HopLanes[int] = HopLanes(32)
+    slow.opened()
+    slow.ready()
+    slow.answered(0.02)
+    assert slow.to_open(1000) == FAST_SERVER_LANES - 1
+    slow.opened(FAST_SERVER_LANES - 1)
+    for _ in range(FAST_SERVER_LANES - 1):
+        slow.ready()
+    for _ in range(CONFIRM_ANSWERS - 1):
+        slow.answered(0.02)
+    assert slow.to_open(1000) == 32 - FAST_SERVER_LANES
+    assert not slow.wants_timing
+    fast: HopLanes[int] = HopLanes(32)
+    fast.opened()
+    fast.ready()
+    for wait in (0.005, 0.0002, 0.02):
+        fast.answered(wait)
+    assert fast.to_open(1000) == FAST_SERVER_LANES - 1
+
+
+@settings(max_examples=300)
+@given(st.lists(st.floats(0, 1), min_size=1, max_size=10))
+def test_the_fastest_answer_decides(waits: list[float]) -> None:
+    """However the answers come, a server gets more than FAST_SERVER_LANES only when at
+    least CONFIRM_ANSWERS of them came and the fastest took SLOW_REPLY or more."""
+    lanes: HopLanes[int] = HopLanes(32)
+    lanes.opened()
+    lanes.ready()
+    for wait in waits:
+        lanes.answered(wait)
+    many = lanes.to_open(1000) + 1 > FAST_SERVER_LANES
+    assert many == (len(waits) >= CONFIRM_ANSWERS and min(waits) >= SLOW_REPLY)

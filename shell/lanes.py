@@ -1,8 +1,8 @@
 """Several connections to one address of a hop, sharing its messages (SPEC 5.1).
 
 The first connection (a *lane*) runs in the calling thread, with the connection slot
-the hop already holds.  When a lane has the answer to its first message,
-``dma.core.hop_lanes`` says how many more to open (given how long that answer took);
+the hop already holds.  When a lane has an answer to a message, ``dma.core.hop_lanes``
+says how many more to open (given how long the answers took);
 each gets a thread of its own and a slot taken without waiting (none free: it is not
 opened; the slots bound every dma process of the spool together).  Lanes take messages
 one at a time from one ``MessageQueue``, so a slow connection never holds messages
@@ -94,23 +94,25 @@ class LaneRun:
             self.lanes.ended(LaneEnded(result, was_ready))
             self._changed.notify_all()
 
-    def _answered(self, server_wait: float) -> None:
-        """A lane's first message was answered after ``server_wait`` seconds: open the
-        lanes core allows, as slots are free."""
+    def _answered(self, server_wait: float) -> bool:
+        """A lane's message was answered after ``server_wait`` seconds: open the lanes
+        core allows, as slots are free.  False once core needs no more timings."""
         with self._changed:
-            for _ in range(self.lanes.to_open(len(self.queue), server_wait)):
+            self.lanes.answered(server_wait)
+            for _ in range(self.lanes.to_open(len(self.queue))):
                 slot = self._free_slot()
                 if slot is None:
-                    return
+                    break
                 thread = threading.Thread(target=self._lane, args=(slot,), daemon=True,
                                           name=f"lane {len(self._threads) + 1} {self.hop.host}")
                 try:
                     thread.start()  # it waits for this lock before it counts for anything
                 except RuntimeError:  # no thread to be had: the lanes open do the work
                     slot.release()
-                    return
+                    break
                 self.lanes.opened()
                 self._threads.append(thread)
+            return self.lanes.wants_timing
 
     def _free_slot(self) -> Slot | None:
         """A connection slot free now; None when all are held or they cannot be used."""

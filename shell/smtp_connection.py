@@ -98,13 +98,13 @@ class SmtpDriver:
     def session(self, hop: NextHop, step: TryAddress[AddressId],
                 messages: list[OutgoingMessage] | MessageQueue,
                 ready: Callable[[], None] | None = None,
-                answered: Callable[[float], None] | None = None) -> SessionResult[AddressId]:
+                answered: Callable[[float], bool] | None = None) -> SessionResult[AddressId]:
         """Deliver what one connection to ``step.address`` can (see SessionResult);
         ``messages``: the step's addresses as transactions, or the queue this connection
         shares with the hop's others (it takes one message at a time, and gives back the
         unfinished ones when it is lost); ``ready`` is called once the session can send
-        (greeted, TLS and AUTH done), ``answered`` once with the seconds the server took to
-        answer the end of the first message."""
+        (greeted, TLS and AUTH done), ``answered`` with the seconds the server took to
+        answer the end of each message until it returns False."""
         queue = messages if isinstance(messages, MessageQueue) else MessageQueue(messages)
         return self._connection(hop, step, queue, _Signals(ready, answered))
 
@@ -381,15 +381,16 @@ class _Conversation:
 
 
 class _Signals:
-    """What a connection tells its lanes: once that it can send, once how long the server
-    took to answer the end of the first message (from the write that carried its final
-    dot to the reply)."""
+    """What a connection tells its lanes: once that it can send, and how long the server
+    took to answer the end of each message (from the write that carried its final dot to
+    the reply), until they need no more.  One message's end is in flight at a time: the
+    next one's data waits for the server's 354, which comes after that answer."""
 
     def __init__(self, ready: Callable[[], None] | None,
-                 answered: Callable[[float], None] | None) -> None:
+                 answered: Callable[[float], bool] | None) -> None:
         self._ready = ready
         self._answered = answered
-        self._ending = False  # the first message's end is written, not yet sent
+        self._ending = False  # a message's end is written, not yet sent
         self._since: float | None = None  # when the write that carried it went out
 
     def is_ready(self) -> None:
@@ -398,7 +399,7 @@ class _Signals:
             ready()
 
     def message_ending(self) -> None:
-        if self._answered is not None and self._since is None:
+        if self._answered is not None:
             self._ending = True
 
     def sent(self) -> None:
@@ -408,8 +409,9 @@ class _Signals:
 
     def message_answered(self) -> None:
         if self._answered is not None and self._since is not None:
-            answered, self._answered = self._answered, None
-            answered(time.monotonic() - self._since)
+            since, self._since = self._since, None
+            if not self._answered(time.monotonic() - since):
+                self._answered = None
 
 
 def _content(message: OutgoingMessage) -> Iterator[bytes]:
