@@ -45,11 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import _venv  # bench/_venv.py: the interpreter under test, shared with flush.py
+from flush import system_config  # /etc/dma/dma.conf held under the benches' lock
 
 REPO = Path(__file__).resolve().parent.parent
 C_DMA = REPO / ".cache" / "cdma" / "usr" / "sbin" / "dma"
-SYSTEM_CONF_DIR = Path("/etc/dma")
-SYSTEM_CONF = SYSTEM_CONF_DIR / "dma.conf"
 DEBIAN_PYTHON = Path("/usr/bin/python3")
 DEFAULT_VENV = Path("/tmp/dma-submit-venv")
 START_UP_TARGET_MS = 20.0
@@ -166,27 +165,6 @@ def peak_rss_kib(argv: Sequence[str], message: Path, work: Path) -> tuple[int, f
 def queued_octets(spool: Path) -> int:
     """The size of the one message file in ``spool`` (0 when nothing was queued)."""
     return max((e.stat().st_size for e in os.scandir(spool) if e.name.startswith("M")), default=0)
-
-
-@contextmanager
-def system_config(text: str) -> Iterator[None]:
-    """Hold ``text`` in /etc/dma/dma.conf, then put back what was there (or nothing)."""
-    had_dir = SYSTEM_CONF_DIR.exists()
-    original = SYSTEM_CONF.read_bytes() if SYSTEM_CONF.exists() else None
-    mode = SYSTEM_CONF.stat().st_mode & 0o7777 if original is not None else None
-    SYSTEM_CONF_DIR.mkdir(exist_ok=True)
-    try:
-        SYSTEM_CONF.write_text(text)
-        yield
-    finally:
-        if original is not None:
-            SYSTEM_CONF.write_bytes(original)
-            if mode is not None:
-                SYSTEM_CONF.chmod(mode)
-        else:
-            SYSTEM_CONF.unlink(missing_ok=True)
-            if not had_dir:
-                SYSTEM_CONF_DIR.rmdir()
 
 
 def load() -> str:
