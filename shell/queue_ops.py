@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 
 from dma.adapters import system
-from dma.adapters.spool import Spool
+from dma.adapters.spool import Spool, SpoolProblem
 from dma.core.cmdline import DELETE_ALL, Invocation
 from dma.core.envelope import Recipient
 from dma.core.errors import DataError, DmaError, NoInputError
@@ -25,7 +25,7 @@ from dma.shell.settings import Settings, load_aliases
 TYPE_CHECKING = False
 if TYPE_CHECKING:
 
-    from collections.abc import Sequence
+    from collections.abc import Iterator
 
     from dma.adapters.log import Logger
     from dma.adapters.quarantine import Quarantined
@@ -69,11 +69,16 @@ def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma")
     spool = _spool(settings, syslog_tag)
     trouble: list[str] = []
     there = os.path.isdir(settings.config.spooldir)
-    entries: Sequence[QueueEntry] = ()
-    if there:
-        scan = spool.scan()
-        entries = scan.entries
-        trouble += [f"damaged queue item {p.name}: {p.error}" for p in scan.problems]
+
+    def entries() -> Iterator[QueueEntry]:
+        """The spool's items as they are read, oldest first; problems go to ``trouble``."""
+        if not there:
+            return
+        for found in spool.listing():
+            if isinstance(found, SpoolProblem):
+                trouble.append(f"damaged queue item {found.name}: {found.error}")
+            else:
+                yield found
 
     def held() -> list[QuarantinedEntry]:
         if not there:
@@ -86,7 +91,7 @@ def list_queue(settings: Settings, *, json_lines: bool, syslog_tag: str = "dma")
 
     pieces = mailq_json_lines if json_lines else mailq_pieces
     write = sys.stdout.write
-    for piece in pieces(entries, system.epoch(), held):  # the spool's order: oldest first
+    for piece in pieces(entries(), system.epoch(), held):
         write(piece)
     for line in trouble:  # a damaged Q file must never be silently invisible
         print(f"mailq: {line}", file=sys.stderr)

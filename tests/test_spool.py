@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from dma.adapters.quarantine import DamagedItem, Quarantined
-from dma.adapters.spool import Spool
+from dma.adapters.spool import Spool, SpoolProblem
 from dma.core.errors import CantCreateError, DataError, NoInputError, SoftwareError
 from dma.core.queuefile import QueueItem, parse_queue_file
 
 CLAIM_SCRIPT = """
 import sys
 from dma.adapters.quarantine import DamagedItem, Quarantined
-from dma.adapters.spool import Spool
+from dma.adapters.spool import Spool, SpoolProblem
 claim = Spool(sys.argv[1]).claim(sys.argv[2])
 print("none" if claim is None else "claimed:" + claim.item.recipient)
 """
@@ -365,6 +365,30 @@ def test_item_ids_lists_complete_items_oldest_first(tmp_path: Path) -> None:
     assert spool.item_ids() == [second.id, third.id, first.id]
     assert [entry.item.id for entry in spool.scan().entries] == spool.item_ids()
 
+
+
+def test_listing_reads_each_item_when_it_is_asked_for(tmp_path: Path) -> None:
+    """listing gives scan's items one at a time, oldest first, each Q file read only when
+    its turn comes: an item deleted after the listing began is not listed, and a damaged
+    one is moved aside (and reported) at its turn, not before."""
+    moved: list[Quarantined] = []
+    spool = Spool(str(tmp_path / "spool"), on_quarantine=moved.append)
+    spool.prepare()
+    first, second, third = queue(spool, b"x\n", "a@y", "b@y", "c@y")
+    Path(spool.path("Qbad.0")).write_bytes(b"no colon here\n")
+    Path(spool.path("Mbad.0")).write_bytes(b"x\n")
+    for name, moment in (("Q" + first.id, 100), ("Q" + second.id, 200), ("Qbad.0", 250),
+                         ("Q" + third.id, 300)):
+        os.utime(spool.path(name), (moment, moment))
+    listing = spool.listing()
+    found = next(listing)
+    assert not isinstance(found, SpoolProblem) and found.item == first
+    os.unlink(spool.path("Q" + second.id))  # delivered meanwhile
+    assert moved == []
+    rest = list(listing)
+    assert [(e.item, e.arrival) for e in rest if not isinstance(e, SpoolProblem)] == [
+        (third, 300.0)]
+    assert [m.item_id for m in moved] == ["bad.0"]
 
 # --- many recipients: more M links than one inode may have ----------------------------------
 
