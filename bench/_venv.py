@@ -16,10 +16,12 @@ import re
 import shutil
 import subprocess
 import tempfile
+from argparse import ArgumentParser
 from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEBIAN_PYTHON = Path("/usr/bin/python3")
 PACKAGES = ("core", "adapters", "shell", "scripts/commands")  # the last: the launchers
 PROJECT_FILES = ("pyproject.toml", "README.md")
 STAMP = ".pydma-source"
@@ -119,3 +121,20 @@ def describe(python: Path) -> str:
         elif python.absolute().parent.parent == REPO / ".venv":
             base += f"; the repo's editable install: {tree_state()}"
     return f"{python} (Python {version}{base})"
+
+
+def add_interpreter_options(parser: ArgumentParser, default_venv: Path) -> None:
+    """The options every bench takes for the interpreter under test: --python, --venv,
+    --reinstall, --committed (see ``pydma_python``)."""
+    default = DEBIAN_PYTHON if DEBIAN_PYTHON.exists() else REPO / ".venv" / "bin" / "python"
+    parser.add_argument("--python", type=Path, default=default,
+                        help="interpreter with pydma installed, or a bare one to make a venv "
+                             "of (default /usr/bin/python3 when it exists, else the repo's "
+                             ".venv)")
+    parser.add_argument("--venv", type=Path, default=default_venv,
+                        help="where the venv of a bare --python goes (default %(default)s)")
+    parser.add_argument("--reinstall", action="store_true",
+                        help="install pydma into that venv again (it is also brought up to "
+                             "date whenever the sources changed)")
+    parser.add_argument("--committed", action="store_true",
+                        help="install HEAD's sources into the venv instead of the working tree")

@@ -80,7 +80,6 @@ SYSTEM_CONF = SYSTEM_CONF_DIR / "dma.conf"
 SYSTEM_CONF_LOCK = Path("/tmp/dma-bench-etc-dma.lock")
 SYSTEM_MAILBOXES = Path("/var/mail")
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory")
-DEBIAN_PYTHON = Path("/usr/bin/python3")
 DEFAULT_VENV = Path("/tmp/dma-flush-venv")
 MAILNAME = "bench.example"
 RECIPIENT = "sink@example.net"
@@ -1016,7 +1015,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Let the first runs write .pyc files, as an installed pydma has: without them
     # every run would compile our sources again (this environment sets the variable).
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    default_python = DEBIAN_PYTHON if DEBIAN_PYTHON.exists() else REPO / ".venv" / "bin" / "python"
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--count", type=int, default=1000, help="messages (default 1000)")
     parser.add_argument("--size", type=int, default=2048, help="message octets (default 2048)")
@@ -1034,17 +1032,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--maxconnections", type=_counts, default=[4], metavar="N[,N...]",
                         help="pydma's MAXCONNECTIONS; several values: one pydma per value "
                              "in the same rounds (default 4)")
-    parser.add_argument("--python", type=Path, default=default_python,
-                        help="interpreter with pydma installed, or a bare one to make a venv "
-                             "of (default /usr/bin/python3 when it exists, else the repo's "
-                             ".venv)")
-    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
-                        help="where the venv of a bare --python goes (default %(default)s)")
-    parser.add_argument("--reinstall", action="store_true",
-                        help="install pydma into that venv again (it is also brought up to "
-                             "date whenever the sources changed)")
-    parser.add_argument("--committed", action="store_true",
-                        help="install HEAD's sources into the venv instead of the working tree")
+    _venv.add_interpreter_options(parser, DEFAULT_VENV)
     parser.add_argument("--no-cdma", action="store_true", help="measure pydma only")
     parser.add_argument("--profile", action="store_true",
                         help="profile pydma's flush on every sink, even when targets are met")

@@ -162,8 +162,6 @@ def listing(argv: Sequence[str], expect: int, json_lines: bool
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark as the options ask; exit 1 when a run failed."""
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    default_python = (flush.DEBIAN_PYTHON if flush.DEBIAN_PYTHON.exists()
-                      else REPO / ".venv" / "bin" / "python")
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--sizes", default="1000,10000,100000",
                         help="queue sizes, comma-separated (default 1000,10000,100000)")
@@ -172,17 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--big", type=int, default=50000,
                         help="sizes from here on run --big-rounds rounds (default 50000)")
     parser.add_argument("--big-rounds", type=int, default=3, help="(default 3)")
-    parser.add_argument("--python", type=Path, default=default_python,
-                        help="interpreter with pydma installed, or a bare one to make a venv "
-                             "of (default /usr/bin/python3 when it exists, else the repo's "
-                             ".venv)")
-    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
-                        help="where the venv of a bare --python goes (default %(default)s)")
-    parser.add_argument("--reinstall", action="store_true",
-                        help="install pydma into that venv again (it is also brought up to "
-                             "date whenever the sources changed)")
-    parser.add_argument("--committed", action="store_true",
-                        help="install HEAD's sources into the venv instead of the working tree")
+    _venv.add_interpreter_options(parser, DEFAULT_VENV)
     parser.add_argument("--work", type=Path, default=None,
                         help="where the spools go (default a new directory in $TMPDIR); a "
                              "RAM-backed ext4 there takes the disk out of the figures")

@@ -49,7 +49,6 @@ from flush import system_config  # /etc/dma/dma.conf held under the benches' loc
 
 REPO = Path(__file__).resolve().parent.parent
 C_DMA = REPO / ".cache" / "cdma" / "usr" / "sbin" / "dma"
-DEBIAN_PYTHON = Path("/usr/bin/python3")
 DEFAULT_VENV = Path("/tmp/dma-submit-venv")
 START_UP_TARGET_MS = 20.0
 WALL_TARGET_RATIO = 2.0  # the 100 MiB submission, to the C dma's
@@ -216,17 +215,7 @@ def report_times(times: dict[str, list[float]], floor: str, say: Callable[[str],
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark as the options ask and print the table; exit 1 when a target is missed."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    default_python = DEBIAN_PYTHON if DEBIAN_PYTHON.exists() else REPO / ".venv" / "bin" / "python"
-    parser.add_argument("--python", type=Path, default=default_python,
-                        help="interpreter with pydma installed, or a bare one to make a venv of "
-                             "(default %(default)s)")
-    parser.add_argument("--venv", type=Path, default=DEFAULT_VENV,
-                        help="where the venv of a bare --python goes (default %(default)s)")
-    parser.add_argument("--reinstall", action="store_true",
-                        help="install pydma into that venv again (it is also brought up to "
-                             "date whenever the sources changed)")
-    parser.add_argument("--committed", action="store_true",
-                        help="install HEAD's sources into the venv instead of the working tree")
+    _venv.add_interpreter_options(parser, DEFAULT_VENV)
     parser.add_argument("--rounds", type=int, default=40, help="timed rounds (default 40)")
     parser.add_argument("--big-mb", type=int, default=100, help="big message MiB (default 100)")
     parser.add_argument("--big-runs", type=int, default=5,
