@@ -431,16 +431,25 @@ def _refusal(fields: Mapping[str, object], status: int, what: str) -> Refused | 
     return Refused(error, clean_description(fields.get("error_description")))
 
 
-def parse_token_response(status: int, body: bytes, now: float) -> Granted | Refused:
-    """An answer of the token endpoint: ``Granted`` (HTTP 200 with an access token),
-    ``Refused`` (an ``error`` field), or DataError for anything else."""
-    what = "token endpoint's answer"
+def _granted_fields(status: int, body: bytes, what: str) -> Mapping[str, object] | Refused:
+    """An endpoint's JSON answer: its ``Refused`` error when it has one, else its fields
+    (DataError when it is no JSON object, or not HTTP 200 without an error code)."""
     fields = _json_object(body, what)
     refused = _refusal(fields, status, what)
     if refused is not None:
         return refused
     if status != 200:
         raise DataError(f"the {what} is HTTP {status} without an error code")
+    return fields
+
+
+def parse_token_response(status: int, body: bytes, now: float) -> Granted | Refused:
+    """An answer of the token endpoint: ``Granted`` (HTTP 200 with an access token),
+    ``Refused`` (an ``error`` field), or DataError for anything else."""
+    what = "token endpoint's answer"
+    fields = _granted_fields(status, body, what)
+    if isinstance(fields, Refused):
+        return fields
     access_token = _token_text(fields, "access_token", what)
     token_type = fields.get("token_type", "Bearer")
     if not isinstance(token_type, str) or token_type.lower() != "bearer":
@@ -473,12 +482,9 @@ def parse_device_authorization(status: int, body: bytes) -> DeviceAuthorization 
     """The device authorization response (RFC 8628 3.2; Google spells
     ``verification_url``), ``Refused``, or DataError."""
     what = "device authorization answer"
-    fields = _json_object(body, what)
-    refused = _refusal(fields, status, what)
-    if refused is not None:
-        return refused
-    if status != 200:
-        raise DataError(f"the {what} is HTTP {status} without an error code")
+    fields = _granted_fields(status, body, what)
+    if isinstance(fields, Refused):
+        return fields
     uri = _https(_shown_text(fields, "verification_uri", what, 2048)
                  or _shown_text(fields, "verification_url", what, 2048), "verification_uri", what)
     user_code = _shown_text(fields, "user_code", what, 64)
