@@ -28,7 +28,6 @@ from dma.core.routing import NextHop
 from dma.shell.outgoing_message import MessageQueue, OutgoingMessage
 
 if TYPE_CHECKING:
-    from dma.adapters.log import Logger
     from dma.shell.smtp_connection import SmtpDriver
 
 
@@ -36,15 +35,13 @@ class LaneRun:
     """One ``TryAddress`` carried out over up to ``limit`` connections at once."""
 
     def __init__(self, driver: SmtpDriver, hop: NextHop, step: TryAddress[AddressId],
-                 messages: list[OutgoingMessage], *, limit: int, slots: Slots,
-                 log: Logger) -> None:
+                 messages: list[OutgoingMessage], *, limit: int, slots: Slots) -> None:
         self.driver = driver
         self.hop = hop
         self.step = step
         self.queue = MessageQueue(messages)
         self.lanes: HopLanes[AddressId] = HopLanes(limit)
         self.slots = slots
-        self.log = log
         self._changed = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._error: BaseException | None = None  # the first bug a lane met

@@ -107,7 +107,7 @@ class RemoteDelivery:
         self.slot_wait = float(self.config.timeout)
         """Seconds a hop waits for a free connection slot before its items are deferred."""
         self._refused: set[Credentials] = set()  # logins a server refused this run
-        self._refused_lock = threading.Lock()  # hops run in threads
+        self._run_lock = threading.Lock()  # hops run in threads: refused logins, hop limits
         self._limits: dict[NextHop, int] = {}  # hops whose servers turned connections away
 
     def preload(self) -> None:
@@ -274,7 +274,7 @@ class RemoteDelivery:
         if isinstance(slot, str):
             self._report_all(planned, deferred(slot))
             return
-        with self._refused_lock:
+        with self._run_lock:
             refused = tuple(self._refused)
         attempts = HopAttempts(
             [HopTarget(target, account.credentials if account else
@@ -301,7 +301,7 @@ class RemoteDelivery:
                     attempts.session_ended(self._session(hop, step, offered))
         finally:
             slot.release()
-            with self._refused_lock:  # later hops and batches of this run skip them too
+            with self._run_lock:  # later hops and batches of this run skip them too
                 self._refused.update(attempts.refused)
         for address in attempts.open_ids:  # settled ones were reported as they settled
             self.report(address, step.outcomes[address])
@@ -309,17 +309,16 @@ class RemoteDelivery:
     def _session(self, hop: NextHop, step: TryAddress[AddressId],
                  offered: list[OutgoingMessage]) -> SessionResult[AddressId]:
         """The connections to ``step``'s address: up to the hop's limit at once."""
-        with self._refused_lock:
+        with self._run_lock:
             limit = self._limits.get(hop, max(1, self.config.maxconnections))
-        lanes = LaneRun(self.driver, hop, step, offered, limit=limit, slots=self.slots,
-                        log=self.log)
+        lanes = LaneRun(self.driver, hop, step, offered, limit=limit, slots=self.slots)
         try:
             return lanes.run()
         finally:
             if lanes.limit < limit:
                 self.log.info("server turned a connection away; fewer connections to it for "
                               "the rest of this run", host=hop.host, connections=lanes.limit)
-                with self._refused_lock:
+                with self._run_lock:
                     self._limits[hop] = min(lanes.limit, self._limits.get(hop, limit))
 
     def _hop_account(self, hop: NextHop) -> _AccountUse | None:
